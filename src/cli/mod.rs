@@ -1,0 +1,91 @@
+//! The command line: one file per command. Commands return an exit code or a
+//! [`CliError`]; `main` prints the error's cause chain.
+
+mod source;
+mod tree;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use source::SourceArgs;
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// The command ran and found problems (invalid apps).
+pub const EXIT_PROBLEMS: u8 = 1;
+/// The command could not run (unreadable input, bad arguments).
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "canopy", version, about = "GitOps reconciler for the app-of-apps pattern on a Redis backbone")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "CANOPY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the app tree of a directory or Git repository, with digests.
+    Tree(tree::TreeArgs),
+    /// Check the layout and every app.yaml; exit 1 if anything is wrong.
+    Validate(validate::ValidateArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("failed to read {source_desc}")]
+    Tree {
+        source_desc: String,
+        #[source]
+        source: crate::tree::Error,
+    },
+    #[error("invalid --children glob")]
+    Glob(#[source] GlobError),
+    #[error("source {0} is neither a directory nor a Git repository")]
+    NotASource(String),
+    #[error("failed to write output")]
+    Output(#[source] std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GlobError(pub String);
+
+/// Filters come from `CANOPY_LOG` (or `RUST_LOG`), e.g. `canopy=debug`; warnings by default.
+pub fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CANOPY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling `run` twice) is harmless: ignore it.
+    let _ = match cli.log_format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Tree(args) => tree::run(args),
+        Command::Validate(args) => validate::run(args),
+    }
+}

@@ -1,0 +1,158 @@
+//! Desired state: each app's manifest and digests (DESIGN section 3).
+//!
+//! The manifest is exactly what `sha256sum` prints for the app's files, sorted
+//! bytewise, and the app digest is the sha256 of that text, so anyone can verify a
+//! digest with coreutils. File hashes come from the blob-id cache whenever the
+//! content is unchanged.
+
+mod manifest;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use sha2::{Digest as _, Sha256};
+
+pub use manifest::{ManifestLine, manifest_text};
+
+use crate::layout::{App, AppName, Problem};
+use crate::limits::Limits;
+use crate::tree::{self, BlobCache, Entry, EntryKind, Listing, ReadError, Tree, hash_entry, par_map};
+
+/// A sha256 digest, written `sha256:<hex>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256Digest(pub [u8; 32]);
+
+impl Sha256Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Sha256Digest(Sha256::digest(bytes).into())
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl serde::Serialize for Sha256Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The desired state of one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppDigest {
+    /// sha256 of the manifest.
+    pub digest: Sha256Digest,
+    /// sha256 of the canonical JSON of the app's `config`.
+    pub config_digest: Sha256Digest,
+    /// The manifest, sorted bytewise by path.
+    pub files: Vec<ManifestLine>,
+    /// Total size of the files.
+    pub bytes: u64,
+}
+
+/// `config_digest`: sha256 of the config as compact JSON with sorted keys, e.g.
+/// `{"LOG_LEVEL":"info","replicas":"3"}` (`{}` when there is none).
+pub fn config_digest(config: &BTreeMap<crate::layout::Key, crate::layout::ConfigValue>) -> Sha256Digest {
+    let json = serde_json::to_vec(config).expect("a map of strings always serializes");
+    Sha256Digest::of(&json)
+}
+
+/// Digests `apps`, reading only files whose blob is not in `cache`. Apps with
+/// problems are skipped; an app whose files cannot be read gets problems instead
+/// of a digest, without affecting the others.
+pub fn digest_apps(
+    tree: &dyn Tree,
+    listing: &Listing,
+    apps: &[&App],
+    cache: &BlobCache,
+    limits: &Limits,
+) -> Result<BTreeMap<AppName, Result<AppDigest, Vec<Problem>>>, tree::Error> {
+    let symlinks: HashSet<&str> = listing
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Symlink)
+        .map(|e| e.path.as_str())
+        .collect();
+    let is_symlink = |path: &str| symlinks.contains(path);
+    let work: Vec<(usize, &Entry)> = apps
+        .iter()
+        .enumerate()
+        .filter(|(_, app)| app.is_valid())
+        .flat_map(|(i, app)| app.files.iter().map(move |entry| (i, entry)))
+        .collect();
+    let hashes = par_map(tree, &work, |reader, buf, (_, entry)| {
+        hash_entry(reader, entry, cache, limits.max_file_bytes, &is_symlink, buf)
+    })?;
+
+    let mut results: Vec<Result<AppDigest, Vec<Problem>>> = apps
+        .iter()
+        .map(|app| Ok(AppDigest::empty(app)))
+        .collect();
+    for ((i, entry), hash) in work.into_iter().zip(hashes) {
+        let app = apps[i];
+        match (&mut results[i], hash) {
+            (Ok(digest), Ok(hash)) => {
+                digest.bytes += hash.size;
+                digest.files.push(ManifestLine {
+                    path: app.relative(&entry.path).to_owned(),
+                    hash,
+                });
+            }
+            (result, Err(e)) => {
+                let problem = read_problem(app, entry, &e);
+                match result {
+                    Ok(_) => *result = Err(vec![problem]),
+                    Err(problems) => problems.push(problem),
+                }
+            }
+            (Err(_), Ok(_)) => {}
+        }
+    }
+    Ok(apps
+        .iter()
+        .zip(results)
+        .filter(|(app, _)| app.is_valid())
+        .map(|(app, result)| (app.name.clone(), result.and_then(|d| d.finish(app, limits))))
+        .collect())
+}
+
+impl AppDigest {
+    fn empty(app: &App) -> Self {
+        AppDigest {
+            digest: Sha256Digest([0; 32]),
+            config_digest: config_digest(&app.spec.config),
+            files: Vec::with_capacity(app.files.len()),
+            bytes: 0,
+        }
+    }
+
+    fn finish(mut self, app: &App, limits: &Limits) -> Result<Self, Vec<Problem>> {
+        if self.bytes > limits.max_app_bytes {
+            return Err(vec![Problem::in_app(
+                app.name.as_str(),
+                format!(
+                    "app files total {} bytes, over the cap of {} bytes",
+                    self.bytes, limits.max_app_bytes
+                ),
+            )]);
+        }
+        // Files are in tree order, which is bytewise path order; relative paths of
+        // one directory keep that order, but sort anyway: it is the contract.
+        self.files.sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+        self.digest = Sha256Digest::of(&manifest_text(&self.files));
+        Ok(self)
+    }
+}
+
+fn read_problem(app: &App, entry: &Entry, error: &ReadError) -> Problem {
+    Problem::in_file(app.name.as_str(), &entry.path, crate::error_chain(error))
+}

@@ -1,0 +1,104 @@
+//! From a tree of entries to the tree of apps (DESIGN section 2): which
+//! directories are apps, who is whose parent, which files each app owns, and each
+//! app's `app.yaml` spec. Problems are collected per app, so one broken app is
+//! reported without hiding the others.
+//!
+//! This module reads only the `app.yaml` files; hashing content is `digest`'s job.
+
+mod discover;
+mod name;
+mod problem;
+mod spec;
+
+use std::collections::BTreeMap;
+
+pub use discover::discover;
+pub use name::{AppName, NameError, ROOT};
+pub use problem::Problem;
+pub use spec::{AppSpec, ConfigValue, Generator, GlobPattern, Key, LabelKey, SpecError, SyncPolicy};
+
+use crate::limits::Limits;
+use crate::tree::Entry;
+
+/// The marker file that makes a directory an app.
+pub const DEFAULT_MARKER: &str = "app.yaml";
+
+/// How to read a repository's layout.
+#[derive(Debug, Clone)]
+pub struct LayoutOptions {
+    /// The root app's directory inside the tree, `/`-separated; `""` is the top.
+    pub root: String,
+    /// The marker file name (`app.yaml`).
+    pub marker: String,
+    /// The root app's directory generator when the root has no `children` of its own
+    /// (config `repo.children`, CLI `--children`).
+    pub root_children: Option<Generator>,
+    pub limits: Limits,
+}
+
+impl Default for LayoutOptions {
+    fn default() -> Self {
+        LayoutOptions {
+            root: String::new(),
+            marker: DEFAULT_MARKER.to_owned(),
+            root_children: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Every app of one snapshot, by name.
+#[derive(Debug, Default)]
+pub struct AppTree {
+    pub apps: BTreeMap<AppName, App>,
+    /// Problems that belong to no valid app: directories whose name is not a valid
+    /// app name (their files are claimed and ignored, so the parent is unaffected),
+    /// and problems of the layout options themselves.
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: AppName,
+    /// The app's directory inside the tree; `""` for a root at the top of the tree.
+    pub dir: String,
+    pub parent: Option<AppName>,
+    pub children: Vec<AppName>,
+    /// Made by a parent's directory generator rather than by an `app.yaml`.
+    pub generated: bool,
+    /// The marker file's path inside the tree, if the app has one.
+    pub marker: Option<String>,
+    pub spec: AppSpec,
+    /// The files this app owns, sorted by path (tree paths: see [`App::relative`]).
+    pub files: Vec<Entry>,
+    pub problems: Vec<Problem>,
+}
+
+impl App {
+    /// `path` (a tree path of one of this app's files) relative to the app's directory.
+    pub fn relative<'a>(&self, path: &'a str) -> &'a str {
+        if self.dir.is_empty() {
+            path
+        } else {
+            &path[self.dir.len() + 1..]
+        }
+    }
+
+    /// True if the app can be digested and signalled.
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl AppTree {
+    /// Every problem, sorted by file, line and app.
+    pub fn all_problems(&self) -> Vec<&Problem> {
+        let mut all: Vec<&Problem> = self
+            .problems
+            .iter()
+            .chain(self.apps.values().flat_map(|a| a.problems.iter()))
+            .collect();
+        all.sort();
+        all
+    }
+}

@@ -1,0 +1,25 @@
+//! canopy: a GitOps reconciler for the app-of-apps pattern on a Redis backbone.
+//!
+//! Data flows one way: [`tree`] (a snapshot of the repository) -> [`layout`] (the
+//! app tree) -> [`digest`] (desired state) -> later stages.
+
+#![forbid(unsafe_code)]
+
+pub mod tree;
+pub mod layout;
+pub mod limits;
+pub mod digest;
+
+/// `error: cause: cause`, for messages that must fit on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+pub mod scan;
+pub mod cli;
