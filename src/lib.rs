@@ -5,10 +5,10 @@
 
 #![forbid(unsafe_code)]
 
-pub mod tree;
+pub mod digest;
 pub mod layout;
 pub mod limits;
-pub mod digest;
+pub mod tree;
 
 /// `error: cause: cause`, for messages that must fit on one line.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
@@ -21,5 +21,5 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
-pub mod scan;
 pub mod cli;
+pub mod scan;

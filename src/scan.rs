@@ -26,7 +26,11 @@ impl Scan {
 
 /// Lists, discovers and digests everything. Problems of single apps end up in the
 /// result; only a tree that cannot be read at all is an error.
-pub fn scan(tree: &dyn Tree, options: &LayoutOptions, cache: &BlobCache) -> Result<Scan, tree::Error> {
+pub fn scan(
+    tree: &dyn Tree,
+    options: &LayoutOptions,
+    cache: &BlobCache,
+) -> Result<Scan, tree::Error> {
     let listing = tree.list(options.limits.max_tree_entries)?;
     let mut apps = discover(tree, &listing, options, cache)?;
     let valid: Vec<&App> = apps.apps.values().filter(|a| a.is_valid()).collect();

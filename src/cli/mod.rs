@@ -19,7 +19,11 @@ pub const EXIT_PROBLEMS: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "canopy", version, about = "GitOps reconciler for the app-of-apps pattern on a Redis backbone")]
+#[command(
+    name = "canopy",
+    version,
+    about = "GitOps reconciler for the app-of-apps pattern on a Redis backbone"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "CANOPY_LOG_FORMAT")]

@@ -50,7 +50,11 @@ impl SourceArgs {
         };
         let root = self.path.trim_start_matches("./").trim_matches('/');
         Ok(LayoutOptions {
-            root: if root == "." { String::new() } else { root.to_owned() },
+            root: if root == "." {
+                String::new()
+            } else {
+                root.to_owned()
+            },
             marker: self.marker.clone(),
             root_children,
             ..LayoutOptions::default()

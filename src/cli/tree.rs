@@ -41,7 +41,11 @@ pub fn run(args: TreeArgs) -> Result<ExitCode, CliError> {
             eprintln!("error: {problem}");
         }
     }
-    Ok(ExitCode::from(if scan.has_problems() { EXIT_PROBLEMS } else { EXIT_OK }))
+    Ok(ExitCode::from(if scan.has_problems() {
+        EXIT_PROBLEMS
+    } else {
+        EXIT_OK
+    }))
 }
 
 /// `canopy tree --output json`.
@@ -118,7 +122,11 @@ pub fn render_text(scan: &Scan) -> String {
     if let Some(root) = scan.apps.apps.get(&AppName::root()) {
         collect_rows(scan, root, String::new(), None, &mut rows);
     }
-    let width = rows.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(label, _)| label.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     let _ = writeln!(out, "{}: {} apps", scan.source, scan.apps.apps.len());
     for (label, app) in rows {
@@ -126,9 +134,10 @@ pub fn render_text(scan: &Scan) -> String {
         let _ = write!(out, "{label}{:pad$}  ", "");
         match scan.digests.get(&app.name) {
             Some(d) => {
+                let noun = if d.files.len() == 1 { "file " } else { "files" };
                 let _ = write!(
                     out,
-                    "{:>5} files  {}  config {}",
+                    "{:>5} {noun}  {}  config {}",
                     d.files.len(),
                     short(&d.digest.to_string()),
                     short(&d.config_digest.to_string())

@@ -24,7 +24,11 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, CliError> {
                 println!("{problem}");
             }
             if problems.is_empty() {
-                println!("{}: {} apps, no problems", scan.source, scan.apps.apps.len());
+                println!(
+                    "{}: {} apps, no problems",
+                    scan.source,
+                    scan.apps.apps.len()
+                );
             } else {
                 eprintln!("{} problem(s) in {}", problems.len(), scan.source);
             }
@@ -36,8 +40,15 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, CliError> {
                 "apps": scan.apps.apps.len(),
                 "problems": problems,
             });
-            println!("{}", serde_json::to_string_pretty(&json).expect("json values serialize"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("json values serialize")
+            );
         }
     }
-    Ok(ExitCode::from(if problems.is_empty() { EXIT_OK } else { EXIT_PROBLEMS }))
+    Ok(ExitCode::from(if problems.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_PROBLEMS
+    }))
 }

@@ -14,7 +14,10 @@ pub struct ManifestLine {
 pub fn manifest_text(files: &[ManifestLine]) -> Vec<u8> {
     let mut out = Vec::with_capacity(files.len() * 96);
     for line in files {
-        let needs_escape = line.path.bytes().any(|b| matches!(b, b'\\' | b'\n' | b'\r'));
+        let needs_escape = line
+            .path
+            .bytes()
+            .any(|b| matches!(b, b'\\' | b'\n' | b'\r'));
         if needs_escape {
             out.push(b'\\');
         }
@@ -44,8 +47,14 @@ mod tests {
     #[test]
     fn lines_match_sha256sum_format() {
         let files = vec![
-            ManifestLine { path: "a.yaml".into(), hash: FileHash::of(b"x") },
-            ManifestLine { path: "dir/b\\c".into(), hash: FileHash::of(b"y") },
+            ManifestLine {
+                path: "a.yaml".into(),
+                hash: FileHash::of(b"x"),
+            },
+            ManifestLine {
+                path: "dir/b\\c".into(),
+                hash: FileHash::of(b"y"),
+            },
         ];
         let text = String::from_utf8(manifest_text(&files)).unwrap();
         assert_eq!(

@@ -16,7 +16,9 @@ pub use manifest::{ManifestLine, manifest_text};
 
 use crate::layout::{App, AppName, Problem};
 use crate::limits::Limits;
-use crate::tree::{self, BlobCache, Entry, EntryKind, Listing, ReadError, Tree, hash_entry, par_map};
+use crate::tree::{
+    self, BlobCache, Entry, EntryKind, Listing, ReadError, Tree, hash_entry, par_map,
+};
 
 /// A sha256 digest, written `sha256:<hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,7 +63,9 @@ pub struct AppDigest {
 
 /// `config_digest`: sha256 of the config as compact JSON with sorted keys, e.g.
 /// `{"LOG_LEVEL":"info","replicas":"3"}` (`{}` when there is none).
-pub fn config_digest(config: &BTreeMap<crate::layout::Key, crate::layout::ConfigValue>) -> Sha256Digest {
+pub fn config_digest(
+    config: &BTreeMap<crate::layout::Key, crate::layout::ConfigValue>,
+) -> Sha256Digest {
     let json = serde_json::to_vec(config).expect("a map of strings always serializes");
     Sha256Digest::of(&json)
 }
@@ -90,13 +94,18 @@ pub fn digest_apps(
         .flat_map(|(i, app)| app.files.iter().map(move |entry| (i, entry)))
         .collect();
     let hashes = par_map(tree, &work, |reader, buf, (_, entry)| {
-        hash_entry(reader, entry, cache, limits.max_file_bytes, &is_symlink, buf)
+        hash_entry(
+            reader,
+            entry,
+            cache,
+            limits.max_file_bytes,
+            &is_symlink,
+            buf,
+        )
     })?;
 
-    let mut results: Vec<Result<AppDigest, Vec<Problem>>> = apps
-        .iter()
-        .map(|app| Ok(AppDigest::empty(app)))
-        .collect();
+    let mut results: Vec<Result<AppDigest, Vec<Problem>>> =
+        apps.iter().map(|app| Ok(AppDigest::empty(app))).collect();
     for ((i, entry), hash) in work.into_iter().zip(hashes) {
         let app = apps[i];
         match (&mut results[i], hash) {
@@ -147,7 +156,8 @@ impl AppDigest {
         }
         // Files are in tree order, which is bytewise path order; relative paths of
         // one directory keep that order, but sort anyway: it is the contract.
-        self.files.sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+        self.files
+            .sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
         self.digest = Sha256Digest::of(&manifest_text(&self.files));
         Ok(self)
     }

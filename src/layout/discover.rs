@@ -99,7 +99,10 @@ pub fn discover(
     assign_files(&mut apps, &rejected, listing, root, options, &mut problems);
     link_parents(&mut apps);
     let mut tree = AppTree {
-        apps: apps.into_values().map(|app| (app.name.clone(), app)).collect(),
+        apps: apps
+            .into_values()
+            .map(|app| (app.name.clone(), app))
+            .collect(),
         problems,
     };
     check_dependencies(&mut tree, &depends_lines);
@@ -129,7 +132,10 @@ fn read_spec(
 ) -> Result<(AppSpec, Option<usize>), Problem> {
     let problem = |message: String| Problem::in_file(app, &entry.path, message);
     if entry.kind == EntryKind::Symlink {
-        return Err(problem(format!("{} must be a regular file, not a symlink", options.marker)));
+        return Err(problem(format!(
+            "{} must be a regular file, not a symlink",
+            options.marker
+        )));
     }
     reader
         .read(entry, options.limits.max_spec_bytes, buf)
@@ -143,8 +149,7 @@ fn read_spec(
     if let Some(id) = entry.blob {
         cache.insert(id, FileHash::of(buf));
     }
-    let spec = AppSpec::parse(buf)
-        .map_err(|e| problem(e.message).at(e.line, e.column))?;
+    let spec = AppSpec::parse(buf).map_err(|e| problem(e.message).at(e.line, e.column))?;
     Ok((spec, AppSpec::key_line(buf, "depends_on")))
 }
 
@@ -169,8 +174,15 @@ fn generate_children(
         };
         let include = glob_set(&generator.dirs);
         let exclude = glob_set(&generator.exclude);
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
-        for sub in dirs.range(prefix.clone()..).take_while(|d| d.starts_with(&prefix)) {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        for sub in dirs
+            .range(prefix.clone()..)
+            .take_while(|d| d.starts_with(&prefix))
+        {
             let relative = &sub[prefix.len()..];
             if relative.is_empty() || explicit.contains(sub) {
                 continue;
@@ -185,7 +197,9 @@ fn generate_children(
         }
     }
     for dir in generated {
-        candidates.entry(dir).or_insert_with(|| Candidate::generated(true));
+        candidates
+            .entry(dir)
+            .or_insert_with(|| Candidate::generated(true));
     }
 }
 
@@ -209,7 +223,9 @@ fn assign_files(
             continue;
         };
         let (file_dir, _) = split_last(path);
-        let Some(owner) = ancestors(file_dir).find(|a| apps.contains_key(*a) || rejected.contains(*a)) else {
+        let Some(owner) =
+            ancestors(file_dir).find(|a| apps.contains_key(*a) || rejected.contains(*a))
+        else {
             continue;
         };
         let Some(app) = apps.get_mut(owner) else {
@@ -277,7 +293,9 @@ fn check_dependencies(tree: &mut AppTree, lines: &HashMap<AppName, usize>) {
             let message = if !tree.apps.contains_key(dep) {
                 format!("depends_on: unknown app {dep:?}")
             } else if dep == &app.name || is_descendant(dep, &app.name) {
-                format!("depends_on: {dep:?} is this app or one of its children, which always wait for it")
+                format!(
+                    "depends_on: {dep:?} is this app or one of its children, which always wait for it"
+                )
             } else {
                 continue;
             };
@@ -341,7 +359,10 @@ fn dependency_cycles(tree: &AppTree) -> Vec<Vec<AppName>> {
                     stack.push((dep, 0));
                 }
                 Mark::Active => {
-                    let from = stack.iter().position(|(a, _)| *a == dep).expect("active apps are on the stack");
+                    let from = stack
+                        .iter()
+                        .position(|(a, _)| *a == dep)
+                        .expect("active apps are on the stack");
                     cycles.push(stack[from..].iter().map(|(a, _)| (*a).clone()).collect());
                 }
                 Mark::Done => {}
@@ -378,7 +399,9 @@ fn glob_set(patterns: &[GlobPattern]) -> GlobSet {
     for pattern in patterns {
         builder.add(pattern.glob());
     }
-    builder.build().expect("every pattern was validated when parsed")
+    builder
+        .build()
+        .expect("every pattern was validated when parsed")
 }
 
 /// Every directory that holds an entry, as root-relative paths (`""` excluded).
@@ -430,5 +453,9 @@ fn join(root: &str, dir: &str) -> String {
 }
 
 fn display_name(dir: &str) -> String {
-    if dir.is_empty() { super::ROOT.to_owned() } else { dir.to_owned() }
+    if dir.is_empty() {
+        super::ROOT.to_owned()
+    } else {
+        dir.to_owned()
+    }
 }

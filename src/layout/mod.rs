@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 pub use discover::discover;
 pub use name::{AppName, NameError, ROOT};
 pub use problem::Problem;
-pub use spec::{AppSpec, ConfigValue, Generator, GlobPattern, Key, LabelKey, SpecError, SyncPolicy};
+pub use spec::{
+    AppSpec, ConfigValue, Generator, GlobPattern, Key, LabelKey, SpecError, SyncPolicy,
+};
 
 use crate::limits::Limits;
 use crate::tree::Entry;

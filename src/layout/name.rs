@@ -134,7 +134,15 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for name in [".", "payments", "payments/api", "a", "0", "x.y_z-1", "a/b/c/d/e/f/g/h"] {
+        for name in [
+            ".",
+            "payments",
+            "payments/api",
+            "a",
+            "0",
+            "x.y_z-1",
+            "a/b/c/d/e/f/g/h",
+        ] {
             assert!(AppName::parse(name).is_ok(), "{name}");
         }
     }
@@ -144,9 +152,30 @@ mod tests {
         let long = "a".repeat(300);
         let deep = "a/".repeat(8) + "a";
         for name in [
-            "", "a*", "x[1]", "../x", "x/..", "a..b", "Foo", "foo:bar", "a b", "a\\b", "a?",
-            "a{b}", "é", "/a", "a/", "a//b", ".a", "-a", "_a", "./a", long.as_str(),
-            deep.as_str(), "a\nb", "a\0",
+            "",
+            "a*",
+            "x[1]",
+            "../x",
+            "x/..",
+            "a..b",
+            "Foo",
+            "foo:bar",
+            "a b",
+            "a\\b",
+            "a?",
+            "a{b}",
+            "é",
+            "/a",
+            "a/",
+            "a//b",
+            ".a",
+            "-a",
+            "_a",
+            "./a",
+            long.as_str(),
+            deep.as_str(),
+            "a\nb",
+            "a\0",
         ] {
             assert!(AppName::parse(name).is_err(), "{name:?} should be rejected");
         }
@@ -158,7 +187,10 @@ mod tests {
     #[test]
     fn errors_name_the_input() {
         let err = AppName::parse("payments/Api").unwrap_err().to_string();
-        assert!(err.contains("\"payments/Api\"") && err.contains("\"Api\""), "{err}");
+        assert!(
+            err.contains("\"payments/Api\"") && err.contains("\"Api\""),
+            "{err}"
+        );
     }
 
     proptest! {

@@ -28,7 +28,11 @@ impl Problem {
         }
     }
 
-    pub fn in_file(app: impl Into<String>, file: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn in_file(
+        app: impl Into<String>,
+        file: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Problem {
             file: Some(file.into()),
             ..Problem::in_app(app, message)

@@ -74,7 +74,8 @@ impl GlobPattern {
                 "glob {pattern:?} must be relative to the app directory (no leading '/', no '..')"
             ));
         }
-        globset::Glob::new(pattern).map_err(|e| format!("invalid glob {pattern:?}: {}", e.kind()))?;
+        globset::Glob::new(pattern)
+            .map_err(|e| format!("invalid glob {pattern:?}: {}", e.kind()))?;
         Ok(GlobPattern(pattern.to_owned()))
     }
 
@@ -186,7 +187,11 @@ impl AppSpec {
     /// document fails fast instead of growing without bound.
     pub fn parse(text: &[u8]) -> Result<AppSpec, SpecError> {
         let text = std::str::from_utf8(text).map_err(|e| {
-            let line = text[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;
+            let line = text[..e.valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
             SpecError {
                 line: Some(line),
                 column: None,
@@ -307,21 +312,32 @@ labels: {team: payments}
     #[test]
     fn empty_and_comment_only_files_are_defaults() {
         assert_eq!(AppSpec::parse(b"").unwrap(), AppSpec::default());
-        assert_eq!(AppSpec::parse(b"# just a marker\n").unwrap(), AppSpec::default());
+        assert_eq!(
+            AppSpec::parse(b"# just a marker\n").unwrap(),
+            AppSpec::default()
+        );
     }
 
     #[test]
     fn errors_carry_line_and_column() {
         let err = AppSpec::parse(b"wave: 1\nsink: auto\n").unwrap_err();
         assert_eq!((err.line, err.column), (Some(2), Some(1)));
-        assert!(err.message.contains("unknown field `sink`"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field `sink`"),
+            "{}",
+            err.message
+        );
         let err = AppSpec::parse(b"depends_on:\n  - ok\n  - Bad*\n").unwrap_err();
         assert!(err.line.is_some());
         assert!(err.message.contains("\"Bad*\""), "{}", err.message);
         let err = AppSpec::parse(b"exclude: ['a[']\n").unwrap_err();
         assert!(err.message.contains("invalid glob"), "{}", err.message);
         let err = AppSpec::parse(b"config: {a: [1]}\n").unwrap_err();
-        assert!(err.message.contains("a string, number or boolean"), "{}", err.message);
+        assert!(
+            err.message.contains("a string, number or boolean"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -350,7 +366,11 @@ labels: {team: payments}
         let doc = format!("labels: {}x", "- ".repeat(100_000));
         assert!(AppSpec::parse(doc.as_bytes()).is_err());
         // Brackets in quotes and comments do not count.
-        let doc = format!("labels: {{a: \"{}\"}} # {}\n", "[".repeat(100), "{".repeat(100));
+        let doc = format!(
+            "labels: {{a: \"{}\"}} # {}\n",
+            "[".repeat(100),
+            "{".repeat(100)
+        );
         assert!(AppSpec::parse(doc.as_bytes()).is_ok());
     }
 }

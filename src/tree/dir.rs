@@ -21,13 +21,7 @@ impl DirTree {
         DirTree { root: root.into() }
     }
 
-    fn walk(
-        &self,
-        dir: &Path,
-        rel: &str,
-        max: usize,
-        out: &mut Listing,
-    ) -> Result<(), Error> {
+    fn walk(&self, dir: &Path, rel: &str, max: usize, out: &mut Listing) -> Result<(), Error> {
         let io = |source| Error::Io {
             path: dir.to_path_buf(),
             source,

@@ -170,7 +170,11 @@ impl Reader for GitReader {
             .objects
             .try_find(&id, buf)
             .map_err(git)?
-            .ok_or_else(|| git(gix::Error::from_error(std::io::Error::other("object is missing"))))?;
+            .ok_or_else(|| {
+                git(gix::Error::from_error(std::io::Error::other(
+                    "object is missing",
+                )))
+            })?;
         let len = data.data.len();
         buf.truncate(len);
         if entry.kind == EntryKind::Symlink {

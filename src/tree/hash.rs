@@ -41,7 +41,11 @@ pub struct BlobCache {
 impl BlobCache {
     pub fn get(&self, id: &BlobId) -> Option<FileHash> {
         let found = self.lock().get(id).copied();
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
@@ -86,16 +90,16 @@ pub fn hash_entry(
     buf: &mut Vec<u8>,
 ) -> Result<FileHash, ReadError> {
     let cacheable = entry.kind != EntryKind::Symlink;
-    if let (true, Some(id)) = (cacheable, entry.blob) {
-        if let Some(hash) = cache.get(&id) {
-            if hash.size > max_bytes {
-                return Err(ReadError::TooLarge {
-                    size: hash.size,
-                    max: max_bytes,
-                });
-            }
-            return Ok(hash);
+    if let (true, Some(id)) = (cacheable, entry.blob)
+        && let Some(hash) = cache.get(&id)
+    {
+        if hash.size > max_bytes {
+            return Err(ReadError::TooLarge {
+                size: hash.size,
+                max: max_bytes,
+            });
         }
+        return Ok(hash);
     }
     reader.read(entry, max_bytes, buf)?;
     if !cacheable {

@@ -55,10 +55,10 @@ pub fn resolve(
             name => {
                 resolved.push(name);
                 // Non-UTF-8 components cannot name an entry, so they cannot be a link.
-                if let Ok(prefix) = std::str::from_utf8(&resolved.join(&b'/')) {
-                    if is_symlink(prefix) {
-                        return Err(SymlinkError::Chain);
-                    }
+                if let Ok(prefix) = std::str::from_utf8(&resolved.join(&b'/'))
+                    && is_symlink(prefix)
+                {
+                    return Err(SymlinkError::Chain);
                 }
             }
         }
@@ -87,7 +87,10 @@ mod tests {
         assert_eq!(check("a/link", "/etc/passwd"), Err(SymlinkError::Absolute));
         assert_eq!(check("a/link", "../../x"), Err(SymlinkError::Escapes));
         assert_eq!(check("link", ".."), Err(SymlinkError::Escapes));
-        assert_eq!(check("a/link", "../.git/config"), Err(SymlinkError::IntoGit));
+        assert_eq!(
+            check("a/link", "../.git/config"),
+            Err(SymlinkError::IntoGit)
+        );
         assert_eq!(check("a/link", ""), Err(SymlinkError::Empty));
         // `d/up -> ..` is itself fine, but resolving through it is not lexical.
         assert_eq!(check("d/x", "up/../.."), Err(SymlinkError::Chain));

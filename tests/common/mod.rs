@@ -1,0 +1,84 @@
+//! Shared test harness: fixture repositories and the real `canopy` binary.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A Git repository (with work tree, branch `main`, one deterministic commit)
+/// holding the content of `src`, made by `fixtures/make-repo.sh`.
+pub fn git_repo_from(src: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path().join("repo");
+    let status = Command::new(fixtures().join("make-repo.sh"))
+        .arg(src)
+        .arg(&repo)
+        .status()
+        .expect("run fixtures/make-repo.sh");
+    assert!(
+        status.success(),
+        "make-repo.sh failed for {}",
+        src.display()
+    );
+    dir
+}
+
+/// The path of the repository inside a directory made by [`git_repo_from`].
+pub fn repo_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("repo")
+}
+
+/// Runs the real binary with `args`; stdout and stderr captured.
+pub fn canopy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .args(args)
+        .env_remove("CANOPY_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run canopy")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Writes `files` (path, content) under `root`, creating directories.
+pub fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("file paths have a parent")).expect("mkdir");
+        std::fs::write(&path, content).expect("write fixture file");
+    }
+}
+
+/// Runs `git` in `repo` with deterministic identity and dates.
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "canopy tests")
+        .env("GIT_AUTHOR_EMAIL", "tests@canopy.invalid")
+        .env("GIT_COMMITTER_NAME", "canopy tests")
+        .env("GIT_COMMITTER_EMAIL", "tests@canopy.invalid")
+        .env("GIT_AUTHOR_DATE", "2026-01-02T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-02T00:00:00Z")
+        .output()
+        .expect("run git");
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
