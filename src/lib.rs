@@ -22,4 +22,5 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 pub mod cli;
+pub mod plan;
 pub mod scan;

@@ -7,7 +7,7 @@
 
 mod manifest;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use sha2::{Digest as _, Sha256};
@@ -16,9 +16,7 @@ pub use manifest::{ManifestLine, manifest_text};
 
 use crate::layout::{App, AppName, Problem};
 use crate::limits::Limits;
-use crate::tree::{
-    self, BlobCache, Entry, EntryKind, Listing, ReadError, Tree, hash_entry, par_map,
-};
+use crate::tree::{self, BlobCache, Entry, ReadError, Tree, hash_entry, par_map};
 
 /// A sha256 digest, written `sha256:<hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,21 +70,15 @@ pub fn config_digest(
 
 /// Digests `apps`, reading only files whose blob is not in `cache`. Apps with
 /// problems are skipped; an app whose files cannot be read gets problems instead
-/// of a digest, without affecting the others.
+/// of a digest, without affecting the others. `is_symlink` tells whether a tree
+/// path is a symlink (symlink chains are refused).
 pub fn digest_apps(
     tree: &dyn Tree,
-    listing: &Listing,
+    is_symlink: &(dyn Fn(&str) -> bool + Sync),
     apps: &[&App],
     cache: &BlobCache,
     limits: &Limits,
 ) -> Result<BTreeMap<AppName, Result<AppDigest, Vec<Problem>>>, tree::Error> {
-    let symlinks: HashSet<&str> = listing
-        .entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::Symlink)
-        .map(|e| e.path.as_str())
-        .collect();
-    let is_symlink = |path: &str| symlinks.contains(path);
     let work: Vec<(usize, &Entry)> = apps
         .iter()
         .enumerate()
@@ -94,14 +86,7 @@ pub fn digest_apps(
         .flat_map(|(i, app)| app.files.iter().map(move |entry| (i, entry)))
         .collect();
     let hashes = par_map(tree, &work, |reader, buf, (_, entry)| {
-        hash_entry(
-            reader,
-            entry,
-            cache,
-            limits.max_file_bytes,
-            &is_symlink,
-            buf,
-        )
+        hash_entry(reader, entry, cache, limits.max_file_bytes, is_symlink, buf)
     })?;
 
     let mut results: Vec<Result<AppDigest, Vec<Problem>>> =

@@ -4,33 +4,44 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use globset::{GlobSet, GlobSetBuilder};
 
+use super::paths::{ancestors, join, root_relative, split_last};
 use super::{App, AppName, AppSpec, AppTree, Generator, GlobPattern, LayoutOptions, Problem};
-use crate::tree::{self, BlobCache, Entry, EntryKind, FileHash, Listing, ReadError, Tree, par_map};
+use crate::tree::{
+    self, BlobCache, Entry, EntryKind, FileHash, ReadError, Tree, Unusable, par_map,
+};
 
 /// What a directory turned out to be, before names are checked.
 struct Candidate {
     marker: Option<String>,
     spec: AppSpec,
-    depends_on_line: Option<usize>,
+    spec_blob: Option<tree::BlobId>,
     generated: bool,
     problems: Vec<Problem>,
 }
 
-/// Reads the layout of `listing` (which `tree` produced). Only `app.yaml` files are
-/// read; their hashes go into `cache` so that digesting does not read them again.
+/// A source of already parsed specs (from the previous snapshot), so that an
+/// unchanged `app.yaml` is not read or parsed again.
+pub type KnownSpec<'a> = &'a (dyn Fn(&Entry) -> Option<AppSpec> + Sync);
+
+/// Reads the layout of `entries` (every entry of `tree`, sorted by path) and
+/// `unusable` (paths that cannot be entries). Only `app.yaml` files are read,
+/// unless `known` has them; their hashes go into `cache` so that digesting does
+/// not read them again.
 pub fn discover(
     tree: &dyn Tree,
-    listing: &Listing,
+    entries: &[&Entry],
+    unusable: &[Unusable],
     options: &LayoutOptions,
     cache: &BlobCache,
+    known: KnownSpec<'_>,
 ) -> Result<AppTree, tree::Error> {
     let root = options.root.trim_matches('/');
     let rel = |path: &'_ str| -> Option<String> { root_relative(root, path).map(str::to_owned) };
 
     // Directories with a marker file are apps; read their specs on every core.
-    let markers: Vec<(&Entry, String)> = listing
-        .entries
+    let markers: Vec<(&Entry, String)> = entries
         .iter()
+        .copied()
         .filter_map(|entry| {
             let path = rel(&entry.path)?;
             let (dir, file) = split_last(&path);
@@ -38,7 +49,10 @@ pub fn discover(
         })
         .collect();
     let parsed = par_map(tree, &markers, |reader, buf, (entry, dir)| {
-        read_spec(reader, buf, entry, &display_name(dir), options, cache)
+        match known(entry) {
+            Some(spec) => Ok(spec),
+            None => read_spec(reader, buf, entry, &display_name(dir), options, cache),
+        }
     })?;
 
     let mut candidates: BTreeMap<String, Candidate> = BTreeMap::new();
@@ -47,29 +61,34 @@ pub fn discover(
         let mut candidate = Candidate::generated(false);
         candidate.marker = Some(entry.path.clone());
         match result {
-            Ok((spec, line)) => {
+            Ok(spec) => {
                 candidate.spec = spec;
-                candidate.depends_on_line = line;
+                candidate.spec_blob = entry.blob;
             }
             Err(problem) => candidate.problems.push(problem),
         }
         candidates.insert(dir.clone(), candidate);
     }
 
-    let dirs = directories(listing.entries.iter().filter_map(|e| rel(&e.path)));
+    let dirs = directories(entries.iter().filter_map(|e| rel(&e.path)));
     generate_children(&mut candidates, &dirs, options.root_children.as_ref());
 
     // Names are checked only now: a generated directory needs a valid name too.
     let mut apps: BTreeMap<String, App> = BTreeMap::new();
     let mut rejected: BTreeSet<String> = BTreeSet::new();
     let mut problems = Vec::new();
-    let mut depends_lines: HashMap<AppName, usize> = HashMap::new();
+    let root_is_empty = !entries
+        .iter()
+        .any(|e| root_relative(root, &e.path).is_some());
+    if !root.is_empty() && root_is_empty {
+        problems.push(Problem::in_app(
+            super::ROOT,
+            format!("the root app's directory {root:?} holds no files"),
+        ));
+    }
     for (dir, candidate) in candidates {
         match AppName::from_dir(&dir) {
             Ok(name) => {
-                if let Some(line) = candidate.depends_on_line {
-                    depends_lines.insert(name.clone(), line);
-                }
                 apps.insert(
                     dir.clone(),
                     App {
@@ -80,8 +99,10 @@ pub fn discover(
                         generated: candidate.generated,
                         marker: candidate.marker,
                         spec: candidate.spec,
+                        spec_blob: candidate.spec_blob,
                         files: Vec::new(),
                         problems: candidate.problems,
+                        read_problems: Vec::new(),
                     },
                 );
             }
@@ -96,16 +117,25 @@ pub fn discover(
         }
     }
 
-    assign_files(&mut apps, &rejected, listing, root, options, &mut problems);
+    assign_files(
+        &mut apps,
+        &rejected,
+        entries,
+        unusable,
+        root,
+        options,
+        &mut problems,
+    );
     link_parents(&mut apps);
     let mut tree = AppTree {
         apps: apps
             .into_values()
             .map(|app| (app.name.clone(), app))
             .collect(),
+        rejected,
         problems,
     };
-    check_dependencies(&mut tree, &depends_lines);
+    check_dependencies(&mut tree);
     Ok(tree)
 }
 
@@ -114,22 +144,22 @@ impl Candidate {
         Candidate {
             marker: None,
             spec: AppSpec::default(),
-            depends_on_line: None,
+            spec_blob: None,
             generated,
             problems: Vec::new(),
         }
     }
 }
 
-/// Reads and parses one `app.yaml`; returns the spec and the line of `depends_on`.
-fn read_spec(
+/// Reads and parses one `app.yaml` (not a symlink, size-capped).
+pub(crate) fn read_spec(
     reader: &mut dyn tree::Reader,
     buf: &mut Vec<u8>,
     entry: &Entry,
     app: &str,
     options: &LayoutOptions,
     cache: &BlobCache,
-) -> Result<(AppSpec, Option<usize>), Problem> {
+) -> Result<AppSpec, Problem> {
     let problem = |message: String| Problem::in_file(app, &entry.path, message);
     if entry.kind == EntryKind::Symlink {
         return Err(problem(format!(
@@ -149,8 +179,7 @@ fn read_spec(
     if let Some(id) = entry.blob {
         cache.insert(id, FileHash::of(buf));
     }
-    let spec = AppSpec::parse(buf).map_err(|e| problem(e.message).at(e.line, e.column))?;
-    Ok((spec, AppSpec::key_line(buf, "depends_on")))
+    AppSpec::parse(buf).map_err(|e| problem(e.message).at(e.line, e.column))
 }
 
 /// Adds the apps made by directory generators. A generator only claims directories
@@ -208,7 +237,8 @@ fn generate_children(
 fn assign_files(
     apps: &mut BTreeMap<String, App>,
     rejected: &BTreeSet<String>,
-    listing: &Listing,
+    entries: &[&Entry],
+    unusable: &[Unusable],
     root: &str,
     options: &LayoutOptions,
     problems: &mut Vec<Problem>,
@@ -218,7 +248,7 @@ fn assign_files(
         .map(|(dir, app)| (dir.clone(), Filter::new(&app.spec)))
         .collect();
     let max_files = options.limits.max_app_files;
-    for entry in &listing.entries {
+    for &entry in entries {
         let Some(path) = root_relative(root, &entry.path) else {
             continue;
         };
@@ -246,7 +276,7 @@ fn assign_files(
             app.files.push(entry.clone());
         }
     }
-    for unusable in &listing.unusable {
+    for unusable in unusable {
         let Some(path) = root_relative(root, &unusable.path) else {
             continue;
         };
@@ -286,7 +316,7 @@ fn link_parents(apps: &mut BTreeMap<String, App>) {
 /// `depends_on` must name existing apps, never the app itself or one of its
 /// descendants (a parent is always signalled before its children), and never form
 /// a cycle: any of these would make the app wait forever.
-fn check_dependencies(tree: &mut AppTree, lines: &HashMap<AppName, usize>) {
+fn check_dependencies(tree: &mut AppTree) {
     let mut found: Vec<(AppName, String)> = Vec::new();
     for app in tree.apps.values() {
         for dep in &app.spec.depends_on {
@@ -310,8 +340,8 @@ fn check_dependencies(tree: &mut AppTree, lines: &HashMap<AppName, usize>) {
         }
     }
     for (name, message) in found {
-        let line = lines.get(&name).copied();
         if let Some(app) = tree.apps.get_mut(&name) {
+            let line = app.spec.depends_on_line;
             let problem = match &app.marker {
                 Some(marker) => Problem::in_file(name.as_str(), marker, message).at(line, None),
                 None => Problem::in_app(name.as_str(), message),
@@ -374,13 +404,13 @@ fn dependency_cycles(tree: &AppTree) -> Vec<Vec<AppName>> {
 
 /// An app's include/exclude globs. `None` means "everything" (the default
 /// include), which skips matching on the hot path.
-struct Filter {
+pub(crate) struct Filter {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
 }
 
 impl Filter {
-    fn new(spec: &AppSpec) -> Self {
+    pub(crate) fn new(spec: &AppSpec) -> Self {
         let everything = spec.include.iter().any(|g| g.0 == "**");
         Filter {
             include: (!everything).then(|| glob_set(&spec.include)),
@@ -388,7 +418,7 @@ impl Filter {
         }
     }
 
-    fn admits(&self, relative: &str) -> bool {
+    pub(crate) fn admits(&self, relative: &str) -> bool {
         self.include.as_ref().is_none_or(|g| g.is_match(relative))
             && !self.exclude.as_ref().is_some_and(|g| g.is_match(relative))
     }
@@ -416,40 +446,6 @@ fn directories(paths: impl Iterator<Item = String>) -> BTreeSet<String> {
         }
     }
     dirs
-}
-
-/// `path` relative to the root app's directory, or `None` outside of it.
-fn root_relative<'a>(root: &str, path: &'a str) -> Option<&'a str> {
-    if root.is_empty() {
-        return Some(path);
-    }
-    path.strip_prefix(root)?.strip_prefix('/')
-}
-
-/// (directory, file name) of a `/`-separated path.
-fn split_last(path: &str) -> (&str, &str) {
-    match path.rfind('/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => ("", path),
-    }
-}
-
-/// `dir`, its parent, ... up to `""`.
-fn ancestors(dir: &str) -> impl Iterator<Item = &str> {
-    let mut next = Some(dir);
-    std::iter::from_fn(move || {
-        let current = next?;
-        next = (!current.is_empty()).then(|| split_last(current).0);
-        Some(current)
-    })
-}
-
-fn join(root: &str, dir: &str) -> String {
-    match (root.is_empty(), dir.is_empty()) {
-        (true, _) => dir.to_owned(),
-        (false, true) => root.to_owned(),
-        (false, false) => format!("{root}/{dir}"),
-    }
 }
 
 fn display_name(dir: &str) -> String {

@@ -7,12 +7,14 @@
 
 mod discover;
 mod name;
+pub(crate) mod paths;
 mod problem;
 mod spec;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-pub use discover::discover;
+pub(crate) use discover::{Filter, read_spec};
+pub use discover::{KnownSpec, discover};
 pub use name::{AppName, NameError, ROOT};
 pub use problem::Problem;
 pub use spec::{
@@ -50,9 +52,12 @@ impl Default for LayoutOptions {
 }
 
 /// Every app of one snapshot, by name.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AppTree {
     pub apps: BTreeMap<AppName, App>,
+    /// Directories (relative to the root app) that would be apps but whose name is
+    /// invalid: they own their files, which are part of no app.
+    pub rejected: BTreeSet<String>,
     /// Problems that belong to no valid app: directories whose name is not a valid
     /// app name (their files are claimed and ignored, so the parent is unaffected),
     /// and problems of the layout options themselves.
@@ -71,9 +76,14 @@ pub struct App {
     /// The marker file's path inside the tree, if the app has one.
     pub marker: Option<String>,
     pub spec: AppSpec,
+    /// The blob `spec` was parsed from, when it came from Git and parsed.
+    pub spec_blob: Option<crate::tree::BlobId>,
     /// The files this app owns, sorted by path (tree paths: see [`App::relative`]).
     pub files: Vec<Entry>,
+    /// Layout problems (name, app.yaml, dependencies, caps): the app is not digested.
     pub problems: Vec<Problem>,
+    /// Problems found while reading its files (sizes, symlinks): no digest either.
+    pub read_problems: Vec<Problem>,
 }
 
 impl App {
@@ -86,7 +96,7 @@ impl App {
         }
     }
 
-    /// True if the app can be digested and signalled.
+    /// True if the layout is sound, so the app can be digested.
     pub fn is_valid(&self) -> bool {
         self.problems.is_empty()
     }
@@ -98,7 +108,11 @@ impl AppTree {
         let mut all: Vec<&Problem> = self
             .problems
             .iter()
-            .chain(self.apps.values().flat_map(|a| a.problems.iter()))
+            .chain(
+                self.apps
+                    .values()
+                    .flat_map(|a| a.problems.iter().chain(&a.read_problems)),
+            )
             .collect();
         all.sort();
         all

@@ -22,6 +22,10 @@ pub struct AppSpec {
     pub config: BTreeMap<Key, ConfigValue>,
     pub secrets: Vec<Key>,
     pub labels: BTreeMap<LabelKey, String>,
+    /// The line of the `depends_on` key, for errors found after parsing (an
+    /// unknown target); not part of the file's content model.
+    #[serde(skip)]
+    pub depends_on_line: Option<usize>,
 }
 
 impl Default for AppSpec {
@@ -36,6 +40,7 @@ impl Default for AppSpec {
             config: BTreeMap::new(),
             secrets: Vec::new(),
             labels: BTreeMap::new(),
+            depends_on_line: None,
         }
     }
 }
@@ -208,16 +213,22 @@ impl AppSpec {
                 message: strip_location(&e.to_string()),
             }
         })?;
-        Ok(spec.unwrap_or_default())
+        let mut spec = spec.unwrap_or_default();
+        spec.depends_on_line = text
+            .lines()
+            .position(|line| line.starts_with("depends_on:"))
+            .map(|i| i + 1);
+        Ok(spec)
     }
 
-    /// The 1-based line of a top-level key in `text`, for errors found after
-    /// parsing (an unknown `depends_on` target).
-    pub fn key_line(text: &[u8], key: &str) -> Option<usize> {
-        let prefix = format!("{key}:");
-        text.split(|b| *b == b'\n')
-            .position(|line| line.starts_with(prefix.as_bytes()))
-            .map(|i| i + 1)
+    /// True if `other` discovers the same apps and files as `self`: only `sync`,
+    /// `wave`, `config`, `secrets` and `labels` differ. `depends_on` counts as
+    /// layout because its validity depends on other apps (cycles).
+    pub fn same_layout(&self, other: &AppSpec) -> bool {
+        self.include == other.include
+            && self.exclude == other.exclude
+            && self.children == other.children
+            && self.depends_on == other.depends_on
     }
 }
 

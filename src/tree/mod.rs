@@ -13,6 +13,7 @@
 mod dir;
 mod git;
 mod hash;
+mod mem;
 mod parallel;
 mod symlink;
 
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 pub use dir::DirTree;
 pub use git::GitTree;
 pub use hash::{BlobCache, FileHash, hash_entry};
+pub use mem::MemTree;
 pub use parallel::par_map;
 pub use symlink::SymlinkError;
 
@@ -60,6 +62,24 @@ pub enum UnusableReason {
     NotUtf8,
     #[error("not a regular file, directory or symlink")]
     SpecialFile,
+}
+
+/// One path that differs between two snapshots of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The path now holds this entry (added, or its content or kind changed).
+    Upsert(Entry),
+    /// The path no longer holds an entry.
+    Remove(String),
+}
+
+impl Change {
+    pub fn path(&self) -> &str {
+        match self {
+            Change::Upsert(entry) => &entry.path,
+            Change::Remove(path) => path,
+        }
+    }
 }
 
 /// Every entry of a tree, sorted bytewise by path.
