@@ -24,3 +24,4 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 pub mod cli;
 pub mod plan;
 pub mod scan;
+pub mod source;

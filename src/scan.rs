@@ -37,6 +37,29 @@ pub struct Update {
     pub relayout: bool,
 }
 
+impl Update {
+    /// The update that turns `old` into `new`, found by comparing every app: for a
+    /// full rescan that must still be planned against the previous state.
+    pub fn between(old: &Scan, new: &Scan) -> Update {
+        let names: BTreeSet<&AppName> = old.apps.apps.keys().chain(new.apps.apps.keys()).collect();
+        let mut update = Update {
+            relayout: true,
+            ..Update::default()
+        };
+        for name in names {
+            let before = old.digests.get(name);
+            let old_spec = old.apps.apps.get(name).map(|a| &a.spec);
+            if before != new.digests.get(name)
+                || old_spec != new.apps.apps.get(name).map(|a| &a.spec)
+            {
+                let previous = before.map(|d| (d.clone(), old_spec.cloned().unwrap_or_default()));
+                update.previous.insert(name.clone(), previous);
+            }
+        }
+        update
+    }
+}
+
 impl Scan {
     pub fn has_problems(&self) -> bool {
         !self.apps.all_problems().is_empty()
@@ -315,10 +338,6 @@ impl Scan {
         let is_symlink = |p: &str| entries.get(p).is_some_and(|e| e.kind == EntryKind::Symlink);
         let results = digest_apps(tree, &is_symlink, &stale, cache, &options.limits)?;
 
-        let mut update = Update {
-            relayout: true,
-            ..Update::default()
-        };
         let mut digests = reused;
         for (name, result) in results {
             match result {
@@ -332,26 +351,16 @@ impl Scan {
                 }
             }
         }
-        let names: BTreeSet<&AppName> = self.apps.apps.keys().chain(apps.apps.keys()).collect();
-        for name in names {
-            let before = self.digests.get(name);
-            if before != digests.get(name)
-                || self.apps.apps.get(name).map(|a| &a.spec) != apps.apps.get(name).map(|a| &a.spec)
-            {
-                let spec = self
-                    .apps
-                    .apps
-                    .get(name)
-                    .map(|a| a.spec.clone())
-                    .unwrap_or_default();
-                update
-                    .previous
-                    .insert(name.clone(), before.cloned().map(|d| (d, spec)));
-            }
-        }
-        self.entries = entries;
-        self.apps = apps;
-        self.digests = digests;
+        let new = Scan {
+            source: tree.describe(),
+            revision: tree.revision(),
+            entries,
+            unusable: self.unusable.clone(),
+            apps,
+            digests,
+        };
+        let update = Update::between(self, &new);
+        *self = new;
         Ok(update)
     }
 }

@@ -56,6 +56,28 @@ impl GitTree {
         })
     }
 
+    /// The snapshot of `commit` in an already open repository (a mirror).
+    pub fn at_commit(
+        repo: gix::ThreadSafeRepository,
+        path: &Path,
+        commit: gix::ObjectId,
+    ) -> Result<Self, Error> {
+        let tree = repo
+            .to_thread_local()
+            .find_commit(commit)
+            .and_then(|c| c.tree_id().map(|id| id.detach()))
+            .map_err(|source| Error::Objects {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(GitTree {
+            repo,
+            path: path.to_path_buf(),
+            commit,
+            tree,
+        })
+    }
+
     pub fn commit(&self) -> gix::ObjectId {
         self.commit
     }

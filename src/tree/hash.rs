@@ -54,6 +54,11 @@ impl BlobCache {
         self.lock().insert(id, hash);
     }
 
+    /// Keeps only the hashes of blobs for which `keep` is true.
+    pub fn retain(&self, keep: impl Fn(&BlobId) -> bool) {
+        self.lock().retain(|id, _| keep(id));
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }

@@ -1,0 +1,408 @@
+//! The local bare mirror of the tracked repository: created on first use, fetched
+//! with gix, repaired by re-cloning when it is corrupt, and repacked so that poll
+//! cost stays flat (gix never repacks; notes/gix.md).
+//!
+//! gix is blocking: call these from a blocking thread, never an async worker.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use gix::bstr::ByteSlice;
+use gix::remote::Direction;
+
+use super::url::{Credentials, RepoUrl};
+use super::{SourceError, diff};
+use crate::tree::{Change, GitTree};
+
+/// Where the tracked ref lands in the mirror.
+const BRANCH_REF: &str = "refs/canopy/branch";
+const TAG_REF: &str = "refs/canopy/tag";
+/// Past this many packs, a fetch is followed by a repack (each fetch adds one).
+const MAX_PACKS: usize = 16;
+
+/// What to mirror and how.
+#[derive(Debug, Clone)]
+pub struct MirrorOptions {
+    pub url: RepoUrl,
+    /// A branch, a tag, a full `refs/...` name or a full commit id.
+    pub reference: String,
+    /// HTTP(S) credentials; those embedded in the URL are used when this is `None`.
+    pub credentials: Option<Credentials>,
+    /// Whole-fetch deadline.
+    pub timeout: Duration,
+    /// The bare repository's directory.
+    pub dir: PathBuf,
+}
+
+pub struct Mirror {
+    options: MirrorOptions,
+    repo: gix::ThreadSafeRepository,
+    /// Held by the thread running a fetch, which may outlive a timed-out call.
+    busy: Arc<Mutex<()>>,
+}
+
+/// The tracked ref, as understood from the configured string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tracked {
+    /// A branch or tag name (or full ref name): whichever the remote has.
+    Name(String),
+    Commit(gix::ObjectId),
+}
+
+impl Mirror {
+    /// Opens the mirror in `options.dir`, creating an empty bare repository first if
+    /// there is none. Nothing is fetched yet.
+    pub fn open(options: MirrorOptions) -> Result<Mirror, SourceError> {
+        let repo = open_or_init(&options.dir)?;
+        Ok(Mirror {
+            options,
+            repo,
+            busy: Arc::new(Mutex::new(())),
+        })
+    }
+
+    pub fn url(&self) -> &RepoUrl {
+        &self.options.url
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.options.dir
+    }
+
+    /// Fetches the tracked ref and returns the commit it points to. A pinned
+    /// commit that the mirror already has costs no network round trip.
+    pub fn fetch(&self) -> Result<gix::ObjectId, SourceError> {
+        let tracked = tracked(&self.options.reference);
+        if let Tracked::Commit(id) = &tracked
+            && self.repo.to_thread_local().has_object(id)
+        {
+            return Ok(*id);
+        }
+        let specs = match &tracked {
+            Tracked::Name(name) if name.starts_with("refs/") => {
+                vec![format!("+{name}:{BRANCH_REF}")]
+            }
+            Tracked::Name(name) => vec![
+                format!("+refs/heads/{name}:{BRANCH_REF}"),
+                format!("+refs/tags/{name}:{TAG_REF}"),
+            ],
+            Tracked::Commit(_) => vec![
+                "+refs/heads/*:refs/canopy/all/heads/*".to_owned(),
+                "+refs/tags/*:refs/canopy/all/tags/*".to_owned(),
+            ],
+        };
+        let mappings = self.fetch_with_deadline(specs)?;
+        let repo = self.repo.to_thread_local();
+        let tip = match tracked {
+            Tracked::Commit(id) if repo.has_object(id) => id,
+            Tracked::Commit(id) => {
+                return Err(SourceError::RefNotFound {
+                    url: self.options.url.to_string(),
+                    reference: id.to_string(),
+                });
+            }
+            Tracked::Name(name) => {
+                let found = [BRANCH_REF, TAG_REF]
+                    .iter()
+                    .find_map(|local| mappings.iter().find(|(l, _)| l == local).map(|(_, id)| *id));
+                let Some(id) = found else {
+                    return Err(SourceError::RefNotFound {
+                        url: self.options.url.to_string(),
+                        reference: name,
+                    });
+                };
+                id
+            }
+        };
+        peel_to_commit(&repo, tip).map_err(|source| self.local_error(source))
+    }
+
+    /// Runs the fetch on its own thread so that a stalled remote cannot hold the
+    /// caller past the deadline; the thread is interrupted and finishes on its own.
+    fn fetch_with_deadline(
+        &self,
+        specs: Vec<String>,
+    ) -> Result<Vec<(String, gix::ObjectId)>, SourceError> {
+        // A fetch that timed out may still be running: never start a second one.
+        if self.busy.try_lock().is_err() {
+            return Err(SourceError::Busy);
+        }
+        let busy = Arc::clone(&self.busy);
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::sync_channel(1);
+        let repo = self.repo.clone();
+        let url = self.options.url.clone();
+        let credentials = self
+            .options
+            .credentials
+            .clone()
+            .or_else(|| url.embedded_credentials().cloned());
+        let stop = Arc::clone(&interrupt);
+        std::thread::Builder::new()
+            .name("canopy-fetch".to_owned())
+            .spawn(move || {
+                let _busy = busy.lock().unwrap_or_else(|p| p.into_inner());
+                let result =
+                    fetch_refspecs(&repo.to_thread_local(), &url, &specs, credentials, &stop);
+                let _ = tx.send(result);
+            })
+            .map_err(|e| SourceError::Io {
+                what: "failed to start the fetch thread".to_owned(),
+                source: e,
+            })?;
+        match rx.recv_timeout(self.options.timeout) {
+            Ok(result) => result.map_err(|source| {
+                let source = scrub(source, self.secret());
+                // gix reports a ref missing on the remote only as this message.
+                if source.0.contains("None of the refspec") {
+                    SourceError::RefNotFound {
+                        url: self.options.url.to_string(),
+                        reference: self.options.reference.clone(),
+                    }
+                } else {
+                    SourceError::Fetch {
+                        url: self.options.url.to_string(),
+                        source,
+                    }
+                }
+            }),
+            Err(_) => {
+                interrupt.store(true, Ordering::Relaxed);
+                Err(SourceError::Timeout {
+                    url: self.options.url.to_string(),
+                    timeout: self.options.timeout,
+                })
+            }
+        }
+    }
+
+    fn secret(&self) -> Option<String> {
+        self.options
+            .credentials
+            .as_ref()
+            .or(self.options.url.embedded_credentials())
+            .map(|c| c.token.clone())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// The snapshot of `commit`.
+    pub fn tree(&self, commit: gix::ObjectId) -> Result<GitTree, SourceError> {
+        GitTree::at_commit(self.repo.clone(), &self.options.dir, commit).map_err(|source| {
+            SourceError::Local {
+                dir: self.options.dir.clone(),
+                source: Box::new(source),
+            }
+        })
+    }
+
+    /// The changes from `old` to `new` (commits), or `None` if the diff holds a
+    /// path that is not UTF-8 (rescan in full).
+    pub fn diff(
+        &self,
+        old: gix::ObjectId,
+        new: gix::ObjectId,
+    ) -> Result<Option<Vec<Change>>, SourceError> {
+        let repo = self.repo.to_thread_local();
+        let tree_of = |id| -> Result<gix::ObjectId, gix::Error> {
+            Ok(repo.find_commit(id)?.tree_id()?.detach())
+        };
+        let (old_tree, new_tree) = (tree_of(old), tree_of(new));
+        let result = match (old_tree, new_tree) {
+            (Ok(a), Ok(b)) => diff::diff_trees(&repo, a, b),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        result.map_err(|source| self.local_error(source))
+    }
+
+    /// Whether the mirror has `commit` (a previous poll's commit may be gone after
+    /// a re-clone or a force-push).
+    pub fn has_commit(&self, commit: gix::ObjectId) -> bool {
+        self.repo.to_thread_local().find_commit(commit).is_ok()
+    }
+
+    /// Number of pack files: each fetch adds one.
+    pub fn pack_count(&self) -> usize {
+        std::fs::read_dir(self.options.dir.join("objects/pack"))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Consolidates packs when fetches have accumulated too many; returns whether
+    /// it did. Uses `git repack`, which runs no hooks or filters.
+    pub fn maintain(&mut self) -> Result<bool, SourceError> {
+        if self.pack_count() <= MAX_PACKS {
+            return Ok(false);
+        }
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.options.dir)
+            .args(["-c", "core.hooksPath=/dev/null", "repack", "-a", "-d", "-q"])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .map_err(|e| SourceError::Io {
+                what: "failed to run git repack".to_owned(),
+                source: e,
+            })?;
+        if !output.status.success() {
+            return Err(SourceError::Io {
+                what: format!("git repack failed in {}", self.options.dir.display()),
+                source: std::io::Error::other(
+                    String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                ),
+            });
+        }
+        self.repo = open_or_init(&self.options.dir)?;
+        Ok(true)
+    }
+
+    /// Replaces a corrupt mirror: a fresh clone is fetched into a temporary
+    /// directory and swapped in only once it is complete.
+    pub fn reclone(&mut self) -> Result<gix::ObjectId, SourceError> {
+        let dir = self.options.dir.clone();
+        let fresh = with_suffix(&dir, ".fresh");
+        let old = with_suffix(&dir, ".old");
+        for leftover in [&fresh, &old] {
+            remove_dir(leftover)?;
+        }
+        let replacement = Mirror::open(MirrorOptions {
+            dir: fresh.clone(),
+            ..self.options.clone()
+        })?;
+        let tip = replacement.fetch()?;
+        drop(replacement);
+        let io = |what: String| move |source| SourceError::Io { what, source };
+        if dir.exists() {
+            std::fs::rename(&dir, &old)
+                .map_err(io(format!("failed to move {} aside", dir.display())))?;
+        }
+        std::fs::rename(&fresh, &dir).map_err(io(format!(
+            "failed to move the new clone to {}",
+            dir.display()
+        )))?;
+        remove_dir(&old)?;
+        self.repo = open_or_init(&dir)?;
+        Ok(tip)
+    }
+
+    fn local_error(&self, source: gix::Error) -> SourceError {
+        SourceError::Local {
+            dir: self.options.dir.clone(),
+            source: Box::new(source),
+        }
+    }
+}
+
+fn tracked(reference: &str) -> Tracked {
+    let is_id = reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+    match is_id
+        .then(|| gix::ObjectId::from_hex(reference.as_bytes()).ok())
+        .flatten()
+    {
+        Some(id) => Tracked::Commit(id),
+        None => Tracked::Name(reference.to_owned()),
+    }
+}
+
+fn open_or_init(dir: &Path) -> Result<gix::ThreadSafeRepository, SourceError> {
+    let local = |source: gix::Error| SourceError::Local {
+        dir: dir.to_path_buf(),
+        source: Box::new(source),
+    };
+    if !dir.join("HEAD").exists() {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| SourceError::Io {
+                what: format!("failed to create {}", parent.display()),
+                source,
+            })?;
+        }
+        gix::init_bare(dir).map_err(local)?;
+    }
+    // Isolated: the user's global and system Git config (credential helpers, URL
+    // rewrites, proxies) must not change what the daemon fetches.
+    gix::open::Options::isolated().open(dir).map_err(local)
+}
+
+/// One fetch of `specs` from `url` into `repo`; returns (local ref, remote id) of
+/// every refspec that matched.
+fn fetch_refspecs(
+    repo: &gix::Repository,
+    url: &RepoUrl,
+    specs: &[String],
+    credentials: Option<Credentials>,
+    interrupt: &AtomicBool,
+) -> Result<Vec<(String, gix::ObjectId)>, gix::Error> {
+    let parsed =
+        gix::url::parse(url.as_str().as_bytes().as_bstr()).map_err(gix::Error::from_error)?;
+    let remote = repo
+        .remote_at(parsed)?
+        .with_fetch_tags(gix::remote::fetch::Tags::None)
+        .with_refspecs(
+            specs.iter().map(|s| s.as_bytes().as_bstr()),
+            Direction::Fetch,
+        )?;
+    let mut connection = remote.connect(Direction::Fetch)?;
+    // Never prompt and never run credential helpers: only configured credentials.
+    connection.set_credentials(move |action| match (action, &credentials) {
+        (gix::credentials::helper::Action::Get(context), Some(c)) => {
+            Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: c.username.clone(),
+                    password: c.token.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: context.into(),
+            }))
+        }
+        _ => Ok(None),
+    });
+    let outcome = connection
+        .prepare_fetch(gix::progress::Discard, Default::default())?
+        .receive(gix::progress::Discard, interrupt)?;
+    Ok(outcome
+        .ref_map
+        .mappings
+        .iter()
+        .filter_map(|m| {
+            let local = m.local.as_ref()?.to_str().ok()?.to_owned();
+            Some((local, m.remote.as_id()?.to_owned()))
+        })
+        .collect())
+}
+
+fn peel_to_commit(repo: &gix::Repository, id: gix::ObjectId) -> Result<gix::ObjectId, gix::Error> {
+    Ok(repo.find_object(id)?.peel_to_commit()?.id)
+}
+
+/// Removes every occurrence of `secret` from an error's messages.
+fn scrub(error: gix::Error, secret: Option<String>) -> super::Scrubbed {
+    let mut text = crate::error_chain(&error);
+    if let Some(secret) = secret {
+        text = text.replace(&secret, "<redacted>");
+    }
+    super::Scrubbed(text)
+}
+
+fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn remove_dir(dir: &Path) -> Result<(), SourceError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SourceError::Io {
+            what: format!("failed to remove {}", dir.display()),
+            source,
+        }),
+    }
+}
