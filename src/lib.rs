@@ -22,6 +22,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 pub mod cli;
+pub mod config;
 pub mod plan;
 pub mod scan;
 pub mod source;

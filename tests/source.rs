@@ -9,6 +9,7 @@ use std::time::Duration;
 use canopy::layout::LayoutOptions;
 use canopy::plan::AppChange;
 use canopy::source::{Mirror, MirrorOptions, Poll, PollOutcome, Poller, RepoUrl, SourceError};
+use common::git_server;
 use common::*;
 
 fn poller(url: &str, reference: &str, state: &Path) -> Poller {
@@ -209,7 +210,7 @@ fn credentials_never_appear_in_errors() {
     let state = tempfile::tempdir().unwrap();
     // Nothing listens on port 9 (discard) of loopback: the fetch fails.
     let mut poller = poller(
-        "http://deploy:tok-canary-91c@127.0.0.1:9/platform.git",
+        "https://deploy:tok-canary-91c@127.0.0.1:9/platform.git",
         "main",
         state.path(),
     );
@@ -220,4 +221,178 @@ fn credentials_never_appear_in_errors() {
         text.contains("127.0.0.1:9"),
         "the error names the remote: {text}"
     );
+}
+
+/// A fixture repo with work tree, and its bare copy served as `example.git`.
+struct Served {
+    source: tempfile::TempDir,
+    root: tempfile::TempDir,
+}
+
+impl Served {
+    fn example() -> Served {
+        let source = git_repo_from(&fixtures().join("example"));
+        let root = tempfile::tempdir().unwrap();
+        git_server::bare_clone(&repo_path(&source), root.path(), "example.git");
+        Served { source, root }
+    }
+
+    /// Commits a change to payments/api and pushes it to the served repository.
+    fn push_change(&self) -> String {
+        let repo = repo_path(&self.source);
+        std::fs::write(repo.join("payments/api/deployment.yaml"), "replicas: 9\n").unwrap();
+        git(&repo, &["commit", "-qam", "scale"]);
+        let bare = self.root.path().join("example.git");
+        git(&repo, &["push", "-q", bare.to_str().unwrap(), "main"]);
+        head(&repo)
+    }
+}
+
+fn poll_twice_across_a_push(
+    url: &str,
+    served: &Served,
+    credentials: Option<canopy::source::Credentials>,
+) {
+    let state = tempfile::tempdir().unwrap();
+    let mirror = Mirror::open(MirrorOptions {
+        url: RepoUrl::parse(url).unwrap(),
+        reference: "main".to_owned(),
+        credentials,
+        timeout: Duration::from_secs(60),
+        dir: state.path().join("mirror.git"),
+    })
+    .unwrap();
+    let mut poller = Poller::new(mirror, LayoutOptions::default());
+    let first = poller.poll().unwrap();
+    assert_eq!(first.commit.to_string(), head(&repo_path(&served.source)));
+    assert!(matches!(
+        poller.poll().unwrap().outcome,
+        PollOutcome::Unchanged
+    ));
+    let pushed = served.push_change();
+    let poll = poller.poll().unwrap();
+    assert_eq!(poll.commit.to_string(), pushed);
+    assert_eq!(
+        changed(&poll),
+        [("payments/api".to_owned(), AppChange::Modified)]
+    );
+}
+
+#[test]
+fn fetches_over_git_protocol() {
+    let served = Served::example();
+    let daemon = git_server::GitDaemon::start(served.root.path());
+    poll_twice_across_a_push(&daemon.url("example.git"), &served, None);
+}
+
+#[test]
+fn fetches_over_smart_http() {
+    let served = Served::example();
+    let server = git_server::GitHttpServer::start(served.root.path(), None);
+    poll_twice_across_a_push(&server.url("example.git"), &served, None);
+    assert!(
+        server.requests().iter().all(|r| r.status == 200),
+        "{:?}",
+        server.requests()
+    );
+}
+
+#[test]
+fn credentials_are_never_sent_over_plain_http() {
+    let served = Served::example();
+    let server = git_server::GitHttpServer::start(
+        served.root.path(),
+        Some(("deploy".to_owned(), "tok-canary-5e1".to_owned())),
+    );
+    let with_credentials = [
+        (server.authenticated_url("example.git"), None),
+        (
+            server.url("example.git"),
+            Some(canopy::source::Credentials {
+                username: "deploy".to_owned(),
+                token: "tok-canary-5e1".to_owned(),
+            }),
+        ),
+    ];
+    for (url, credentials) in with_credentials {
+        let state = tempfile::tempdir().unwrap();
+        let err = Mirror::open(MirrorOptions {
+            url: RepoUrl::parse(&url).unwrap(),
+            reference: "main".to_owned(),
+            credentials,
+            timeout: Duration::from_secs(60),
+            dir: state.path().join("mirror.git"),
+        })
+        .err()
+        .expect("refused");
+        let text = format!("{} {:?}", canopy::error_chain(&err), err);
+        assert!(
+            text.contains("use https") && !text.contains("tok-canary-5e1"),
+            "{text}"
+        );
+    }
+    assert!(server.requests().is_empty(), "nothing was sent");
+
+    // Without credentials the server's 401 is a clear fetch error naming the URL.
+    let state = tempfile::tempdir().unwrap();
+    let mirror = Mirror::open(MirrorOptions {
+        url: RepoUrl::parse(&server.url("example.git")).unwrap(),
+        reference: "main".to_owned(),
+        credentials: None,
+        timeout: Duration::from_secs(60),
+        dir: state.path().join("mirror.git"),
+    })
+    .unwrap();
+    let err = mirror.fetch().unwrap_err();
+    assert!(
+        canopy::error_chain(&err).contains("127.0.0.1"),
+        "{}",
+        canopy::error_chain(&err)
+    );
+}
+
+#[test]
+fn a_stalled_remote_times_out() {
+    // Accepts connections and never answers (a blackhole).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let state = tempfile::tempdir().unwrap();
+    let mirror = Mirror::open(MirrorOptions {
+        url: RepoUrl::parse(&format!("git://127.0.0.1:{port}/example.git")).unwrap(),
+        reference: "main".to_owned(),
+        credentials: None,
+        timeout: Duration::from_millis(500),
+        dir: state.path().join("mirror.git"),
+    })
+    .unwrap();
+    let err = mirror.fetch().unwrap_err();
+    assert!(matches!(err, SourceError::Timeout { .. }), "{err:?}");
+    // The abandoned fetch still holds the mirror: no second fetch starts meanwhile.
+    assert!(matches!(
+        mirror.fetch().unwrap_err(),
+        SourceError::Busy | SourceError::Timeout { .. }
+    ));
+    drop(held.join().unwrap());
+}
+
+#[test]
+fn tree_and_validate_read_remote_urls() {
+    let served = Served::example();
+    let daemon = git_server::GitDaemon::start(served.root.path());
+    let url = daemon.url("example.git");
+    let remote = canopy(&["tree", &url, "--rev", "main", "--output", "json"]);
+    let local = canopy(&[
+        "tree",
+        fixtures().join("example").to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert!(remote.status.success(), "{}", stderr(&remote));
+    let apps = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["apps"].clone()
+    };
+    assert_eq!(apps(&remote), apps(&local), "same content, same digests");
+    let validate = canopy(&["validate", &url]);
+    assert!(validate.status.success(), "{}", stderr(&validate));
 }

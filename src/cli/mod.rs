@@ -66,6 +66,12 @@ pub enum CliError {
     NotASource(String),
     #[error("failed to write output")]
     Output(#[source] std::io::Error),
+    #[error("invalid repository URL: {0}")]
+    Url(String),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error("failed to create a scratch directory")]
+    Scratch(#[source] std::io::Error),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,22 +1,31 @@
 //! The `<dir|repo>` argument shared by the commands that read a repository.
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::{CliError, GlobError};
 use crate::layout::{Generator, GlobPattern, LayoutOptions};
 use crate::scan::{Scan, scan};
+use crate::source::{Credentials, Mirror, MirrorOptions, RepoUrl};
 use crate::tree::{BlobCache, DirTree, GitTree, Tree};
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// A directory (read as it is on disk, uncommitted changes included) or a Git
-    /// repository (bare repositories are read at HEAD; see --rev).
-    pub source: PathBuf,
-    /// Read this commit, branch or tag from Git objects instead of the work tree.
+    /// A directory (read as it is on disk, uncommitted changes included), a local
+    /// Git repository (bare repositories are read at HEAD; see --rev), or a remote
+    /// repository URL (https://, http://, git://, file://), fetched into a
+    /// temporary mirror. HTTP credentials: userinfo in the URL, or
+    /// CANOPY_GIT_USERNAME and CANOPY_GIT_TOKEN.
+    pub source: String,
+    /// Read this commit, branch or tag from Git objects instead of the work tree
+    /// (for a URL: the ref to fetch; default: the remote's HEAD).
     #[arg(long)]
     pub rev: Option<String>,
+    /// Deadline for fetching a remote URL.
+    #[arg(long, default_value = "60s", value_parser = crate::config::parse_duration)]
+    pub timeout: Duration,
     /// The root app's directory inside the repository.
     #[arg(long, default_value = ".", env = "CANOPY_REPO_PATH")]
     pub path: String,
@@ -62,11 +71,14 @@ impl SourceArgs {
     }
 
     /// A directory is read from disk unless `--rev` is given; a bare repository is
-    /// read at HEAD.
-    pub fn open(&self) -> Result<Box<dyn Tree>, CliError> {
-        let source = &self.source;
+    /// read at HEAD; a URL is fetched into `scratch`.
+    pub fn open(&self, scratch: &Path) -> Result<Box<dyn Tree>, CliError> {
+        if self.source.contains("://") {
+            return self.fetch(scratch);
+        }
+        let source = Path::new(&self.source);
         let tree_error = |source: crate::tree::Error| CliError::Tree {
-            source_desc: self.source.display().to_string(),
+            source_desc: self.source.clone(),
             source,
         };
         let is_git = GitTree::is_repository(source);
@@ -75,15 +87,44 @@ impl SourceArgs {
             (Some(rev), _) => Ok(Box::new(GitTree::open(source, rev).map_err(tree_error)?)),
             (None, true) => Ok(Box::new(GitTree::open(source, "HEAD").map_err(tree_error)?)),
             (None, false) if source.is_dir() => Ok(Box::new(DirTree::new(source))),
-            (None, false) => Err(CliError::NotASource(source.display().to_string())),
+            (None, false) => Err(CliError::NotASource(self.source.clone())),
         }
+    }
+
+    /// Fetches a remote repository into a fresh mirror under `scratch`.
+    fn fetch(&self, scratch: &Path) -> Result<Box<dyn Tree>, CliError> {
+        let url = RepoUrl::parse(&self.source).map_err(CliError::Url)?;
+        let credentials = match (
+            std::env::var("CANOPY_GIT_USERNAME"),
+            std::env::var("CANOPY_GIT_TOKEN"),
+        ) {
+            (Ok(username), Ok(token)) => Some(Credentials { username, token }),
+            (Err(_), Ok(token)) => Some(Credentials {
+                username: "git".to_owned(),
+                token,
+            }),
+            _ => None,
+        };
+        let mirror = Mirror::open(MirrorOptions {
+            url,
+            reference: self.rev.clone().unwrap_or_else(|| "HEAD".to_owned()),
+            credentials,
+            timeout: self.timeout,
+            dir: scratch.join("mirror.git"),
+        })?;
+        let commit = mirror.fetch()?;
+        Ok(Box::new(mirror.tree(commit)?))
     }
 
     pub fn scan(&self) -> Result<Scan, CliError> {
         let options = self.layout_options()?;
-        let tree = self.open()?;
+        let scratch = tempfile::Builder::new()
+            .prefix("canopy-")
+            .tempdir()
+            .map_err(CliError::Scratch)?;
+        let tree = self.open(scratch.path())?;
         scan(tree.as_ref(), &options, &BlobCache::default()).map_err(|source| CliError::Tree {
-            source_desc: self.source.display().to_string(),
+            source_desc: crate::source::redact(&self.source),
             source,
         })
     }

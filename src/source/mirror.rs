@@ -26,7 +26,8 @@ const MAX_PACKS: usize = 16;
 #[derive(Debug, Clone)]
 pub struct MirrorOptions {
     pub url: RepoUrl,
-    /// A branch, a tag, a full `refs/...` name or a full commit id.
+    /// A branch, a tag, a full `refs/...` name, `HEAD` (the remote's default
+    /// branch) or a full commit id.
     pub reference: String,
     /// HTTP(S) credentials; those embedded in the URL are used when this is `None`.
     pub credentials: Option<Credentials>,
@@ -55,6 +56,14 @@ impl Mirror {
     /// Opens the mirror in `options.dir`, creating an empty bare repository first if
     /// there is none. Nothing is fetched yet.
     pub fn open(options: MirrorOptions) -> Result<Mirror, SourceError> {
+        let has_credentials =
+            options.credentials.is_some() || options.url.embedded_credentials().is_some();
+        if has_credentials && options.url.as_str().starts_with("http://") {
+            // A token sent over plain HTTP is a token given away.
+            return Err(SourceError::InsecureCredentials {
+                url: options.url.to_string(),
+            });
+        }
         let repo = open_or_init(&options.dir)?;
         Ok(Mirror {
             options,
@@ -81,7 +90,7 @@ impl Mirror {
             return Ok(*id);
         }
         let specs = match &tracked {
-            Tracked::Name(name) if name.starts_with("refs/") => {
+            Tracked::Name(name) if name.starts_with("refs/") || name == "HEAD" => {
                 vec![format!("+{name}:{BRANCH_REF}")]
             }
             Tracked::Name(name) => vec![

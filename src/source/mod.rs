@@ -33,6 +33,8 @@ pub enum SourceError {
     Timeout { url: String, timeout: Duration },
     #[error("ref {reference:?} not found on {url}")]
     RefNotFound { url: String, reference: String },
+    #[error("refusing to send credentials over plain http to {url}: use https")]
+    InsecureCredentials { url: String },
     #[error("a previous fetch is still running")]
     Busy,
     #[error("the local mirror in {dir} is unreadable")]

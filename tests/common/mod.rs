@@ -1,6 +1,8 @@
 //! Shared test harness: fixture repositories and the real `canopy` binary.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod git_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
