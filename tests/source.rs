@@ -396,3 +396,106 @@ fn tree_and_validate_read_remote_urls() {
     let validate = canopy(&["validate", &url]);
     assert!(validate.status.success(), "{}", stderr(&validate));
 }
+
+/// Polls `check` until it holds or `timeout` passes.
+async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poll_loop_polls_on_trigger_and_backs_off_on_errors() {
+    use canopy::source::{Schedule, Trigger, run_polls};
+    use std::sync::{Arc, Mutex};
+    use tokio_util::sync::CancellationToken;
+
+    let remote = git_repo_from(&fixtures().join("example"));
+    let repo = repo_path(&remote);
+    let state = tempfile::tempdir().unwrap();
+    let poller = poller(&format!("file://{}", repo.display()), "main", state.path());
+    // An hour between polls: anything sooner is the trigger's doing.
+    let schedule = Schedule::new(Duration::from_secs(3600));
+    let trigger = Trigger::default();
+    let shutdown = CancellationToken::new();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let task = tokio::spawn(run_polls(
+        poller,
+        schedule,
+        trigger.clone(),
+        shutdown.clone(),
+        move |result, _, _| {
+            let entry = match result {
+                Ok(Poll {
+                    outcome: PollOutcome::Unchanged,
+                    ..
+                }) => "unchanged".to_owned(),
+                Ok(Poll {
+                    outcome: PollOutcome::Changed { plan, .. },
+                    ..
+                }) => format!("changed {}", plan.apps.len()),
+                Err(e) => format!("error {e}"),
+            };
+            log.lock().unwrap().push(entry);
+        },
+    ));
+    let count = |n: usize| {
+        let seen = Arc::clone(&seen);
+        move || seen.lock().unwrap().len() >= n
+    };
+    assert!(
+        eventually(Duration::from_secs(30), count(1)).await,
+        "the first poll runs at once"
+    );
+    std::fs::write(repo.join("search/values.yaml"), "shards: 16\n").unwrap();
+    git(&repo, &["commit", "-qam", "shards"]);
+    trigger.fire();
+    assert!(
+        eventually(Duration::from_secs(30), count(2)).await,
+        "a trigger polls now"
+    );
+    shutdown.cancel();
+    let poller = task.await.unwrap();
+    assert_eq!(poller.state().unwrap().0.to_string(), head(&repo));
+    assert_eq!(
+        seen.lock().unwrap()[..2],
+        ["changed 10".to_owned(), "changed 1".to_owned()]
+    );
+
+    // Failing polls back off and keep going; the loop never exits on its own.
+    let state = tempfile::tempdir().unwrap();
+    let broken = poller_for_missing_remote(state.path());
+    let mut schedule = Schedule::new(Duration::from_secs(3600));
+    schedule.backoff_base = Duration::from_millis(5);
+    schedule.backoff_cap = Duration::from_millis(20);
+    let shutdown = CancellationToken::new();
+    let failures = Arc::new(Mutex::new(0u32));
+    let counter = Arc::clone(&failures);
+    let task = tokio::spawn(run_polls(
+        broken,
+        schedule,
+        Trigger::default(),
+        shutdown.clone(),
+        move |result, _, schedule| {
+            assert!(result.is_err());
+            *counter.lock().unwrap() = schedule.failures();
+        },
+    ));
+    assert!(eventually(Duration::from_secs(30), || *failures.lock().unwrap() >= 5).await);
+    shutdown.cancel();
+    assert!(task.await.unwrap().state().is_none());
+}
+
+fn poller_for_missing_remote(state: &Path) -> Poller {
+    poller(
+        &format!("file://{}", state.join("no-such-repo.git").display()),
+        "main",
+        state,
+    )
+}
