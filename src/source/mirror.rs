@@ -4,6 +4,7 @@
 //!
 //! gix is blocking: call these from a blocking thread, never an async worker.
 
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -19,6 +20,8 @@ use crate::tree::{Change, GitTree};
 /// Where the tracked ref lands in the mirror.
 const BRANCH_REF: &str = "refs/canopy/branch";
 const TAG_REF: &str = "refs/canopy/tag";
+/// Connecting to a `git://` server never takes longer than this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Past this many packs, a fetch is followed by a repack (each fetch adds one).
 const MAX_PACKS: usize = 16;
 
@@ -149,12 +152,19 @@ impl Mirror {
             .clone()
             .or_else(|| url.embedded_credentials().cloned());
         let stop = Arc::clone(&interrupt);
+        let timeout = self.options.timeout;
         std::thread::Builder::new()
             .name("canopy-fetch".to_owned())
             .spawn(move || {
                 let _busy = busy.lock().unwrap_or_else(|p| p.into_inner());
-                let result =
-                    fetch_refspecs(&repo.to_thread_local(), &url, &specs, credentials, &stop);
+                let result = fetch_refspecs(
+                    &repo.to_thread_local(),
+                    &url,
+                    &specs,
+                    credentials,
+                    timeout,
+                    &stop,
+                );
                 let _ = tx.send(result);
             })
             .map_err(|e| SourceError::Io {
@@ -346,18 +356,76 @@ fn fetch_refspecs(
     url: &RepoUrl,
     specs: &[String],
     credentials: Option<Credentials>,
+    io_timeout: Duration,
     interrupt: &AtomicBool,
 ) -> Result<Vec<(String, gix::ObjectId)>, gix::Error> {
     let parsed =
         gix::url::parse(url.as_str().as_bytes().as_bstr()).map_err(gix::Error::from_error)?;
     let remote = repo
-        .remote_at(parsed)?
+        .remote_at(parsed.clone())?
         .with_fetch_tags(gix::remote::fetch::Tags::None)
         .with_refspecs(
             specs.iter().map(|s| s.as_bytes().as_bstr()),
             Direction::Fetch,
         )?;
-    let mut connection = remote.connect(Direction::Fetch)?;
+    if parsed.scheme == gix::url::Scheme::Git {
+        let transport =
+            git_daemon_transport(&parsed, io_timeout).map_err(gix::Error::from_error)?;
+        receive(
+            remote.to_connection_with_transport(transport),
+            credentials,
+            interrupt,
+        )
+    } else {
+        receive(remote.connect(Direction::Fetch)?, credentials, interrupt)
+    }
+}
+
+/// A `git://` connection with TCP_NODELAY and I/O timeouts. gix's own leaves Nagle
+/// on and writes pkt-lines in small sends, which costs ~40 ms per round trip
+/// (notes/gix.md), and has no read timeout, so a half-open peer would hang it.
+fn git_daemon_transport(
+    url: &gix::Url,
+    io_timeout: Duration,
+) -> std::io::Result<
+    gix::protocol::transport::client::git::blocking_io::Connection<TcpStream, TcpStream>,
+> {
+    let host = url.host().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "git:// URL without a host",
+        )
+    })?;
+    let port = url.port;
+    let address = (host, port.unwrap_or(9418))
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address"))?;
+    let stream = TcpStream::connect_timeout(&address, io_timeout.min(CONNECT_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(io_timeout))?;
+    stream.set_write_timeout(Some(io_timeout))?;
+    Ok(
+        gix::protocol::transport::client::git::blocking_io::Connection::new(
+            stream.try_clone()?,
+            stream,
+            gix::protocol::transport::Protocol::V2,
+            url.path.clone(),
+            Some((host.to_owned(), port)),
+            gix::protocol::transport::client::git::ConnectMode::Daemon,
+            false,
+        ),
+    )
+}
+
+fn receive<T>(
+    mut connection: gix::remote::Connection<'_, '_, '_, T>,
+    credentials: Option<Credentials>,
+    interrupt: &AtomicBool,
+) -> Result<Vec<(String, gix::ObjectId)>, gix::Error>
+where
+    T: gix::protocol::transport::client::blocking_io::Transport,
+{
     // Never prompt and never run credential helpers: only configured credentials.
     connection.set_credentials(move |action| match (action, &credentials) {
         (gix::credentials::helper::Action::Get(context), Some(c)) => {
