@@ -248,6 +248,7 @@ fn assign_files(
         .map(|(dir, app)| (dir.clone(), Filter::new(&app.spec)))
         .collect();
     let max_files = options.limits.max_app_files;
+    let mut over_cap: BTreeSet<String> = BTreeSet::new();
     for &entry in entries {
         let Some(path) = root_relative(root, &entry.path) else {
             continue;
@@ -266,14 +267,13 @@ fn assign_files(
         if !is_marker && !filters[owner].admits(relative) {
             continue;
         }
-        if app.files.len() == max_files {
+        if app.files.len() < max_files {
+            app.files.push(entry.clone());
+        } else if over_cap.insert(owner.to_owned()) {
             app.problems.push(Problem::in_app(
                 app.name.as_str(),
                 format!("app has more than {max_files} files"),
             ));
-        }
-        if app.files.len() < max_files {
-            app.files.push(entry.clone());
         }
     }
     for unusable in unusable {

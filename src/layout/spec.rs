@@ -210,7 +210,10 @@ impl AppSpec {
             SpecError {
                 line: location.as_ref().map(|l| l.line()),
                 column: location.as_ref().map(|l| l.column()),
-                message: strip_location(&e.to_string()),
+                message: strip_location(
+                    &e.to_string(),
+                    location.as_ref().map(|l| (l.line(), l.column())),
+                ),
             }
         })?;
         let mut spec = spec.unwrap_or_default();
@@ -245,6 +248,7 @@ fn check_flow_depth(text: &str) -> Result<(), SpecError> {
     let mut line = 1;
     let mut chars = text.chars().peekable();
     let mut previous = '\n';
+    let mut last_significant = '\n';
     while let Some(c) = chars.next() {
         match c {
             '\n' => line += 1,
@@ -253,7 +257,9 @@ fn check_flow_depth(text: &str) -> Result<(), SpecError> {
                     chars.next();
                 }
             }
-            '"' | '\'' => {
+            // A quote opens a quoted scalar only where a scalar can start; inside a
+            // plain scalar (`it's`) it is an ordinary character.
+            '"' | '\'' if starts_scalar(last_significant) => {
                 while let Some(q) = chars.next() {
                     match q {
                         '\n' => line += 1,
@@ -279,15 +285,29 @@ fn check_flow_depth(text: &str) -> Result<(), SpecError> {
             _ => {}
         }
         previous = c;
+        if c == '\n' || !c.is_whitespace() {
+            last_significant = c;
+        }
     }
     Ok(())
 }
 
-/// serde_yaml appends " at line L column C" to messages; the caller prints the
-/// location in `file:line:column` form instead.
-fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
+/// Whether a scalar can start after `c`, the last character that was not a space.
+fn starts_scalar(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | ':' | '-' | '[' | '{' | ',' | '?' | '!' | '&' | '|' | '>'
+    )
+}
+
+/// serde_yaml writes the error's location into the message as " at line L column
+/// C"; the caller prints it as `file:line:column` instead. Other locations in the
+/// message (where an unclosed collection started) are kept.
+fn strip_location(message: &str, location: Option<(usize, usize)>) -> String {
+    match location {
+        Some((line, column)) => {
+            message.replacen(&format!(" at line {line} column {column}"), "", 1)
+        }
         None => message.to_owned(),
     }
 }

@@ -32,6 +32,7 @@ impl DirTree {
             if name.as_bytes() == b".git" {
                 continue;
             }
+            out.check_room(max, || self.describe())?;
             let Ok(name) = name.into_string() else {
                 out.unusable.push(Unusable {
                     path: join(rel, &String::from_utf8_lossy(item.file_name().as_bytes())),
@@ -61,12 +62,6 @@ impl DirTree {
                 });
                 continue;
             };
-            if out.entries.len() >= max {
-                return Err(Error::TooManyEntries {
-                    what: self.describe(),
-                    max,
-                });
-            }
             out.entries.push(Entry {
                 path,
                 kind,

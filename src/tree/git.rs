@@ -129,6 +129,7 @@ impl Tree for GitTree {
             if has_git_component(&record.filepath) {
                 continue;
             }
+            listing.check_room(max_entries, || self.describe())?;
             let path = match record.filepath.to_str() {
                 Ok(path) => path.to_owned(),
                 Err(_) => {
@@ -139,12 +140,6 @@ impl Tree for GitTree {
                     continue;
                 }
             };
-            if listing.entries.len() >= max_entries {
-                return Err(Error::TooManyEntries {
-                    what: self.describe(),
-                    max: max_entries,
-                });
-            }
             listing.entries.push(Entry {
                 path,
                 kind,

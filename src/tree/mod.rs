@@ -89,6 +89,21 @@ pub struct Listing {
     pub unusable: Vec<Unusable>,
 }
 
+impl Listing {
+    /// Fails once the listing holds `max` paths, usable or not: a tree of a million
+    /// unusable names must not grow a listing without bound either.
+    pub(crate) fn check_room(
+        &self,
+        max: usize,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), Error> {
+        if self.entries.len() + self.unusable.len() >= max {
+            return Err(Error::TooManyEntries { what: what(), max });
+        }
+        Ok(())
+    }
+}
+
 /// A snapshot of a repository that can be listed and read, from several threads.
 pub trait Tree: Sync {
     /// Human-readable origin for messages, e.g. `directory ./repo` or `commit 1a2b3c4 of ./repo`.
