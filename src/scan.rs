@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::digest::{AppDigest, digest_apps};
 use crate::layout::paths::{ancestors, join, root_relative, split_last};
-use crate::layout::{App, AppName, AppSpec, AppTree, Filter, LayoutOptions, discover, read_spec};
+use crate::layout::{
+    App, AppName, AppSpec, AppTree, Filter, LayoutOptions, Problem, discover, read_spec,
+};
 use crate::tree::{self, BlobCache, Change, Entry, EntryKind, Tree, Unusable};
 
 /// The apps of a snapshot and the digest of every valid one.
@@ -339,18 +341,7 @@ impl Scan {
         let results = digest_apps(tree, &is_symlink, &stale, cache, &options.limits)?;
 
         let mut digests = reused;
-        for (name, result) in results {
-            match result {
-                Ok(digest) => {
-                    digests.insert(name, digest);
-                }
-                Err(problems) => {
-                    if let Some(app) = apps.apps.get_mut(&name) {
-                        app.read_problems = problems;
-                    }
-                }
-            }
-        }
+        file_results(results, &mut digests, &mut apps);
         let new = Scan {
             source: tree.describe(),
             revision: tree.revision(),
@@ -397,6 +388,26 @@ fn same_content(old: &App, new: &App) -> bool {
             .all(|(a, b)| a.blob.is_some() && a == b)
 }
 
+/// Files each result of `digest_apps`: a digest, or the app's read problems.
+fn file_results(
+    results: BTreeMap<AppName, Result<AppDigest, Vec<Problem>>>,
+    digests: &mut BTreeMap<AppName, AppDigest>,
+    apps: &mut AppTree,
+) {
+    for (name, result) in results {
+        match result {
+            Ok(digest) => {
+                digests.insert(name, digest);
+            }
+            Err(problems) => {
+                if let Some(app) = apps.apps.get_mut(&name) {
+                    app.read_problems = problems;
+                }
+            }
+        }
+    }
+}
+
 /// Lists, discovers and digests everything. Problems of single apps end up in the
 /// result; only a tree that cannot be read at all is an error.
 pub fn scan(
@@ -416,18 +427,7 @@ pub fn scan(
     let is_symlink = |p: &str| entries.get(p).is_some_and(|e| e.kind == EntryKind::Symlink);
     let results = digest_apps(tree, &is_symlink, &valid, cache, &options.limits)?;
     let mut digests = BTreeMap::new();
-    for (name, result) in results {
-        match result {
-            Ok(digest) => {
-                digests.insert(name, digest);
-            }
-            Err(problems) => {
-                if let Some(app) = apps.apps.get_mut(&name) {
-                    app.read_problems = problems;
-                }
-            }
-        }
-    }
+    file_results(results, &mut digests, &mut apps);
     Ok(Scan {
         source: tree.describe(),
         revision: tree.revision(),
