@@ -41,11 +41,15 @@ pub fn run(args: TreeArgs) -> Result<ExitCode, CliError> {
             eprintln!("error: {problem}");
         }
     }
-    Ok(ExitCode::from(if scan.has_problems() {
+    let code = if scan.has_problems() {
         EXIT_PROBLEMS
     } else {
         EXIT_OK
-    }))
+    };
+    // The process exits next: freeing a snapshot's hundred thousand small
+    // allocations one by one would cost ~50 ms at 10,000 apps for nothing.
+    std::mem::forget(scan);
+    Ok(ExitCode::from(code))
 }
 
 /// `canopy tree --output json`.

@@ -46,9 +46,13 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, CliError> {
             );
         }
     }
-    Ok(ExitCode::from(if problems.is_empty() {
+    let code = if problems.is_empty() {
         EXIT_OK
     } else {
         EXIT_PROBLEMS
-    }))
+    };
+    drop(problems);
+    // As in `canopy tree`: the process exits next, skip freeing the snapshot.
+    std::mem::forget(scan);
+    Ok(ExitCode::from(code))
 }

@@ -1,6 +1,6 @@
 //! Layout discovery: markers, generators, names, ownership, parents, dependencies.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use globset::{GlobSet, GlobSetBuilder};
 
@@ -70,12 +70,18 @@ pub fn discover(
         candidates.insert(dir.clone(), candidate);
     }
 
-    let dirs = directories(entries.iter().filter_map(|e| rel(&e.path)));
-    generate_children(&mut candidates, &dirs, options.root_children.as_ref());
+    // Only generators need the set of directories: skip building it otherwise.
+    let has_generator =
+        options.root_children.is_some() || candidates.values().any(|c| c.spec.children.is_some());
+    if has_generator {
+        let dirs = directories(entries.iter().filter_map(|e| rel(&e.path)));
+        generate_children(&mut candidates, &dirs, options.root_children.as_ref());
+    }
 
     // Names are checked only now: a generated directory needs a valid name too.
-    let mut apps: BTreeMap<String, App> = BTreeMap::new();
-    let mut rejected: BTreeSet<String> = BTreeSet::new();
+    // Hash maps: ownership looks every file's ancestors up in them.
+    let mut apps: HashMap<String, App> = HashMap::new();
+    let mut rejected: HashSet<String> = HashSet::new();
     let mut problems = Vec::new();
     let root_is_empty = !entries
         .iter()
@@ -132,7 +138,7 @@ pub fn discover(
             .into_values()
             .map(|app| (app.name.clone(), app))
             .collect(),
-        rejected,
+        rejected: rejected.into_iter().collect(),
         problems,
     };
     check_dependencies(&mut tree);
@@ -235,20 +241,29 @@ fn generate_children(
 /// Gives every file to its nearest enclosing app, filtered by that app's
 /// include/exclude globs (the marker file always belongs to its app).
 fn assign_files(
-    apps: &mut BTreeMap<String, App>,
-    rejected: &BTreeSet<String>,
+    apps: &mut HashMap<String, App>,
+    rejected: &HashSet<String>,
     entries: &[&Entry],
     unusable: &[Unusable],
     root: &str,
     options: &LayoutOptions,
     problems: &mut Vec<Problem>,
 ) {
-    let filters: HashMap<String, Filter> = apps
-        .iter()
-        .map(|(dir, app)| (dir.clone(), Filter::new(&app.spec)))
-        .collect();
+    // Apps mostly share a handful of include/exclude lists: compile each list once.
+    let mut compiled: Vec<Filter> = Vec::new();
+    let mut by_patterns: HashMap<(&[GlobPattern], &[GlobPattern]), usize> = HashMap::new();
+    let mut filter_of: HashMap<String, usize> = HashMap::with_capacity(apps.len());
+    for (dir, app) in apps.iter() {
+        let key = (app.spec.include.as_slice(), app.spec.exclude.as_slice());
+        let index = *by_patterns.entry(key).or_insert_with(|| {
+            compiled.push(Filter::new(&app.spec));
+            compiled.len() - 1
+        });
+        filter_of.insert(dir.clone(), index);
+    }
+    drop(by_patterns);
     let max_files = options.limits.max_app_files;
-    let mut over_cap: BTreeSet<String> = BTreeSet::new();
+    let mut over_cap: HashSet<String> = HashSet::new();
     for &entry in entries {
         let Some(path) = root_relative(root, &entry.path) else {
             continue;
@@ -264,7 +279,7 @@ fn assign_files(
         };
         let relative = app.relative(&entry.path);
         let is_marker = app.marker.as_deref() == Some(entry.path.as_str());
-        if !is_marker && !filters[owner].admits(relative) {
+        if !is_marker && !compiled[filter_of[owner]].admits(relative) {
             continue;
         }
         if app.files.len() < max_files {
@@ -292,7 +307,7 @@ fn assign_files(
 }
 
 /// Sets each app's parent (nearest enclosing app) and children.
-fn link_parents(apps: &mut BTreeMap<String, App>) {
+fn link_parents(apps: &mut HashMap<String, App>) {
     let links: Vec<(String, String)> = apps
         .keys()
         .filter(|dir| !dir.is_empty())
@@ -310,6 +325,9 @@ fn link_parents(apps: &mut BTreeMap<String, App>) {
         if let Some(app) = apps.get_mut(&parent) {
             app.children.push(child_name);
         }
+    }
+    for app in apps.values_mut() {
+        app.children.sort_unstable();
     }
 }
 

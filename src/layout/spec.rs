@@ -68,7 +68,7 @@ pub struct Generator {
 }
 
 /// A glob, relative to an app's directory, checked when parsed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct GlobPattern(pub String);
 

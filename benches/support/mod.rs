@@ -1,0 +1,181 @@
+//! What the benchmarks share: a deterministic synthetic monorepo made with
+//! `git fast-import`, stock-git helpers, medians and peak memory.
+#![allow(dead_code)] // each bench uses a different part
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TEAMS: usize = 16;
+pub const FILES_PER_APP: usize = 6;
+/// 2026-01-01T00:00:00Z, as in fixtures/make-repo.sh.
+pub const EPOCH: u64 = 1_767_225_600;
+const IDENTITY: &str = "canopy bench <bench@canopy.invalid>";
+
+/// The directory of app `i`: `team-03/app-00042`.
+pub fn app_dir(i: usize) -> String {
+    format!("team-{:02}/app-{i:05}", i % TEAMS)
+}
+
+/// The content of file `f` of app `i` at `version`: a few hundred bytes of YAML,
+/// distinct per app so that no two apps share blobs.
+pub fn file_content(i: usize, f: usize, version: u64) -> (String, String) {
+    let dir = app_dir(i);
+    match f {
+        0 => (
+            format!("{dir}/app.yaml"),
+            format!(
+                "labels: {{team: team-{:02}}}\nconfig: {{APP_ID: \"{i}\"}}\n",
+                i % TEAMS
+            ),
+        ),
+        _ => {
+            let mut text = format!(
+                "# file {f} of app {i}, version {version}\napiVersion: v1\nkind: ConfigMap\n"
+            );
+            let _ = write!(
+                text,
+                "metadata: {{name: app-{i:05}-{f}, namespace: team-{:02}}}\ndata:\n",
+                i % TEAMS
+            );
+            for k in 0..8 {
+                let _ = writeln!(text, "  key{k}: \"value-{i}-{f}-{k}-{version}\"");
+            }
+            (format!("{dir}/file-{f}.yaml"), text)
+        }
+    }
+}
+
+/// Creates a non-bare repository at `dir` with one commit on `main` holding
+/// `apps` apps of [`FILES_PER_APP`] files each.
+pub fn generate(dir: &Path, apps: usize) {
+    git(
+        dir.parent().expect("a parent"),
+        &["init", "-q", "-b", "main", dir.to_str().expect("UTF-8")],
+    );
+    let mut stream = String::with_capacity(apps * FILES_PER_APP * 400);
+    let _ = write!(
+        stream,
+        "commit refs/heads/main\ncommitter {IDENTITY} {EPOCH} +0000\ndata 9\ngenerate\n"
+    );
+    for i in 0..apps {
+        for f in 0..FILES_PER_APP {
+            let (path, content) = file_content(i, f, 0);
+            let _ = write!(
+                stream,
+                "M 100644 inline {path}\ndata {}\n{content}\n",
+                content.len()
+            );
+        }
+    }
+    fast_import(dir, &stream);
+}
+
+/// Commits new versions of the given (app, file) pairs on `main`; returns the
+/// commit id.
+pub fn commit_changes(dir: &Path, changes: &[(usize, usize)], version: u64) -> String {
+    let mut stream = format!(
+        "commit refs/heads/main\ncommitter {IDENTITY} {} +0000\ndata 7\nchange\nfrom refs/heads/main^0\n",
+        EPOCH + version
+    );
+    for &(i, f) in changes {
+        let (path, content) = file_content(i, f, version);
+        let _ = write!(
+            stream,
+            "M 100644 inline {path}\ndata {}\n{content}\n",
+            content.len()
+        );
+    }
+    fast_import(dir, &stream);
+    git(dir, &["rev-parse", "main"]).trim().to_owned()
+}
+
+fn fast_import(dir: &Path, stream: &str) {
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["fast-import", "--quiet", "--force"])
+        .envs(isolated_git_env())
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run git fast-import");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stream.as_bytes())
+        .expect("feed git fast-import");
+    assert!(
+        child.wait().expect("wait for git fast-import").success(),
+        "git fast-import failed"
+    );
+}
+
+fn isolated_git_env() -> [(&'static str, &'static str); 2] {
+    [
+        ("GIT_CONFIG_GLOBAL", "/dev/null"),
+        ("GIT_CONFIG_NOSYSTEM", "1"),
+    ]
+}
+
+/// Runs git in `dir`; its stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .envs(isolated_git_env())
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a shell pipeline (bash, pipefail) and returns how long it took.
+pub fn time_shell(script: &str) -> Duration {
+    let started = Instant::now();
+    let status = Command::new("bash")
+        .args(["-o", "pipefail", "-c", script])
+        .envs(isolated_git_env())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run bash");
+    let elapsed = started.elapsed();
+    assert!(status.success(), "baseline failed: {script}");
+    elapsed
+}
+
+pub fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let started = Instant::now();
+    let value = f();
+    (started.elapsed(), value)
+}
+
+pub fn median_ms(samples: &mut [Duration]) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1e3
+}
+
+/// This process's peak resident memory (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// `--name VALUE` from the arguments.
+pub fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
