@@ -227,7 +227,9 @@ fn main() -> ExitCode {
             poller.mirror().pack_count()
         );
     }
-    println!("peak RSS of this process: {rss:.1} MiB");
+    println!(
+        "resident after the first poll: {resident_after_first_poll:.1} MiB; peak RSS of this process: {rss:.1} MiB"
+    );
     if json {
         let mut entries = serde_json::Map::new();
         for s in &scenarios {
