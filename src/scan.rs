@@ -261,16 +261,7 @@ impl Scan {
         let mut results = digest_apps(tree, &is_symlink, &refs, cache, &options.limits)?;
 
         // Nothing below can fail: the snapshot moves as a whole.
-        for change in changes {
-            match change {
-                Change::Upsert(entry) => {
-                    self.entries.insert(entry.path.clone(), entry.clone());
-                }
-                Change::Remove(path) => {
-                    self.entries.remove(path);
-                }
-            }
-        }
+        apply_to_entries(&mut self.entries, changes);
         let mut update = Update::default();
         for mut app in candidates {
             let name = app.name.clone();
@@ -303,16 +294,7 @@ impl Scan {
         cache: &BlobCache,
     ) -> Result<Update, tree::Error> {
         let mut entries = self.entries.clone();
-        for change in changes {
-            match change {
-                Change::Upsert(entry) => {
-                    entries.insert(entry.path.clone(), entry.clone());
-                }
-                Change::Remove(path) => {
-                    entries.remove(path);
-                }
-            }
-        }
+        apply_to_entries(&mut entries, changes);
         let specs: HashMap<&str, (&AppSpec, tree::BlobId)> = self
             .apps
             .apps
@@ -361,6 +343,20 @@ struct Touched {
     files: Vec<Entry>,
     /// A re-parsed `app.yaml` and the blob it came from.
     spec: Option<(AppSpec, Option<tree::BlobId>)>,
+}
+
+/// Applies a tree diff to the entries of a snapshot.
+fn apply_to_entries(entries: &mut BTreeMap<String, Entry>, changes: &[Change]) {
+    for change in changes {
+        match change {
+            Change::Upsert(entry) => {
+                entries.insert(entry.path.clone(), entry.clone());
+            }
+            Change::Remove(path) => {
+                entries.remove(path);
+            }
+        }
+    }
 }
 
 /// Applies one change to a sorted file list.
