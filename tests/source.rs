@@ -499,3 +499,22 @@ fn poller_for_missing_remote(state: &Path) -> Poller {
         state,
     )
 }
+
+#[test]
+fn a_ref_that_is_not_a_commit_is_a_clear_error_not_a_reclone_loop() {
+    let remote = git_repo_from(&fixtures().join("example"));
+    let repo = repo_path(&remote);
+    let tree = git(&repo, &["rev-parse", "HEAD^{tree}"]).trim().to_owned();
+    git(&repo, &["tag", "tree-tag", &tree]);
+    let state = tempfile::tempdir().unwrap();
+    let mut poller = poller(
+        &format!("file://{}", repo.display()),
+        "tree-tag",
+        state.path(),
+    );
+    for _ in 0..2 {
+        let err = poller.poll().unwrap_err();
+        assert!(matches!(err, SourceError::NotACommit { .. }), "{err:?}");
+    }
+    assert!(!state.path().join("mirror.git.old").exists());
+}

@@ -88,7 +88,7 @@ impl Mirror {
     pub fn fetch(&self) -> Result<gix::ObjectId, SourceError> {
         let tracked = tracked(&self.options.reference);
         if let Tracked::Commit(id) = &tracked
-            && self.repo.to_thread_local().has_object(id)
+            && self.repo.to_thread_local().find_commit(*id).is_ok()
         {
             return Ok(*id);
         }
@@ -128,7 +128,12 @@ impl Mirror {
                 id
             }
         };
-        peel_to_commit(&repo, tip).map_err(|source| self.local_error(source))
+        // The objects were just fetched: a tip that does not peel to a commit is a
+        // misconfigured ref (a tag of a tree), not a broken mirror to re-clone.
+        peel_to_commit(&repo, tip).map_err(|_| SourceError::NotACommit {
+            url: self.options.url.to_string(),
+            reference: self.options.reference.clone(),
+        })
     }
 
     /// Runs the fetch on its own thread so that a stalled remote cannot hold the

@@ -37,6 +37,8 @@ pub enum SourceError {
     RefNotFound { url: String, reference: String },
     #[error("refusing to send credentials over plain http to {url}: use https")]
     InsecureCredentials { url: String },
+    #[error("ref {reference:?} on {url} does not point to a commit")]
+    NotACommit { url: String, reference: String },
     #[error("a previous fetch is still running")]
     Busy,
     #[error("the local mirror in {dir} is unreadable")]
