@@ -19,6 +19,7 @@ use canopy::layout::{AppName, LayoutOptions};
 use canopy::limits::Limits;
 use canopy::scan::Scan;
 use canopy::tree::{BlobCache, DirTree, GitTree, Tree};
+use common::tree_json::{app, app_names, assert_digested, assert_invalid};
 use common::{canopy, git, stderr, stdout, write_files};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -111,48 +112,6 @@ fn tree_json(output: &Output, what: &str) -> Value {
             stderr(output)
         )
     })
-}
-
-fn app<'a>(tree: &'a Value, name: &str) -> Option<&'a Value> {
-    tree["apps"]
-        .as_array()
-        .expect("apps")
-        .iter()
-        .find(|a| a["name"] == name)
-}
-
-fn app_names(tree: &Value) -> BTreeSet<String> {
-    tree["apps"]
-        .as_array()
-        .expect("apps")
-        .iter()
-        .map(|a| a["name"].as_str().expect("name").to_owned())
-        .collect()
-}
-
-/// The app is valid and has a `sha256:` digest.
-fn assert_digested(tree: &Value, name: &str, what: &str) {
-    let app = app(tree, name).unwrap_or_else(|| panic!("{what}: no app {name:?} in {tree}"));
-    assert_eq!(app["valid"], true, "{what}: {name} should be valid: {app}");
-    let digest = app["digest"].as_str().unwrap_or_default();
-    assert!(
-        digest.starts_with("sha256:") && digest.len() == 71,
-        "{what}: {name} should have a digest: {app}"
-    );
-}
-
-/// The app exists, is invalid and has no digest.
-fn assert_invalid(tree: &Value, name: &str, what: &str) {
-    let app = app(tree, name).unwrap_or_else(|| panic!("{what}: no app {name:?} in {tree}"));
-    assert_eq!(
-        app["valid"], false,
-        "{what}: {name} should be invalid: {app}"
-    );
-    assert_eq!(
-        app["digest"],
-        Value::Null,
-        "{what}: {name} must not have a digest"
-    );
 }
 
 fn problem_lines(output: &Output) -> Vec<String> {

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
 
+use common::tree_json::{app, apps, assert_digested, assert_invalid};
 use common::{canopy, fixtures, git_repo_from, repo_path, stderr, stdout};
 use serde_json::Value;
 
@@ -188,14 +189,6 @@ fn tree_json(source: &Source<'_>, what: &str) -> (Output, Value, Vec<(String, Op
     (output, tree, digests)
 }
 
-fn apps(tree: &Value) -> impl Iterator<Item = &Value> {
-    tree["apps"].as_array().expect("apps is an array").iter()
-}
-
-fn app<'a>(tree: &'a Value, name: &str) -> Option<&'a Value> {
-    apps(tree).find(|app| app["name"] == name)
-}
-
 /// The valid apps have digests, the invalid ones none, the rejected ones do not
 /// exist, and nothing else is an app.
 fn check_apps(case: &Case, tree: &Value, what: &str) {
@@ -205,26 +198,12 @@ fn check_apps(case: &Case, tree: &Value, what: &str) {
     let expected: BTreeSet<&str> = case.valid.iter().chain(case.invalid).copied().collect();
     assert_eq!(names, expected, "{what}: the apps of the tree");
     for name in case.valid {
+        assert_digested(tree, name, what);
         let app = app(tree, name).expect("listed above");
-        assert_eq!(app["valid"], true, "{what}: {name} should be valid: {app}");
-        let digest = app["digest"].as_str().unwrap_or_default();
-        assert!(
-            digest.starts_with("sha256:") && digest.len() == "sha256:".len() + 64,
-            "{what}: {name} should have a digest: {app}"
-        );
         assert!(app["files"].as_u64().is_some(), "{what}: {name}: {app}");
     }
     for name in case.invalid {
-        let app = app(tree, name).expect("listed above");
-        assert_eq!(
-            app["valid"], false,
-            "{what}: {name} should be invalid: {app}"
-        );
-        assert_eq!(
-            app["digest"],
-            Value::Null,
-            "{what}: {name} must not get a digest: {app}"
-        );
+        assert_invalid(tree, name, what);
     }
     for name in case.rejected {
         assert!(

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod git_server;
+pub mod tree_json;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
