@@ -1,0 +1,1 @@
+//! The status model: (desired, observed, heartbeat, time) -> per-app status. Pure.
