@@ -7,7 +7,7 @@
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use gix::bstr::ByteSlice;
@@ -43,8 +43,26 @@ pub struct MirrorOptions {
 pub struct Mirror {
     options: MirrorOptions,
     repo: gix::ThreadSafeRepository,
-    /// Held by the thread running a fetch, which may outlive a timed-out call.
-    busy: Arc<Mutex<()>>,
+    /// Set while a fetch runs (its thread may outlive a timed-out call) or a
+    /// repack does.
+    busy: Arc<AtomicBool>,
+}
+
+/// The right to run the one fetch or repack of a mirror; released on drop.
+struct Slot(Arc<AtomicBool>);
+
+impl Slot {
+    fn take(busy: &Arc<AtomicBool>) -> Option<Slot> {
+        busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Slot(Arc::clone(busy)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// The tracked ref, as understood from the configured string.
@@ -71,7 +89,7 @@ impl Mirror {
         Ok(Mirror {
             options,
             repo,
-            busy: Arc::new(Mutex::new(())),
+            busy: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -81,6 +99,11 @@ impl Mirror {
 
     pub fn dir(&self) -> &Path {
         &self.options.dir
+    }
+
+    /// The tracked ref as configured.
+    pub fn reference(&self) -> &str {
+        &self.options.reference
     }
 
     /// Fetches the tracked ref and returns the commit it points to. A pinned
@@ -143,10 +166,7 @@ impl Mirror {
         specs: Vec<String>,
     ) -> Result<Vec<(String, gix::ObjectId)>, SourceError> {
         // A fetch that timed out may still be running: never start a second one.
-        if self.busy.try_lock().is_err() {
-            return Err(SourceError::Busy);
-        }
-        let busy = Arc::clone(&self.busy);
+        let slot = Slot::take(&self.busy).ok_or(SourceError::Busy)?;
         let interrupt = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::sync_channel(1);
         let repo = self.repo.clone();
@@ -161,7 +181,6 @@ impl Mirror {
         std::thread::Builder::new()
             .name("canopy-fetch".to_owned())
             .spawn(move || {
-                let _busy = busy.lock().unwrap_or_else(|p| p.into_inner());
                 let result = fetch_refspecs(
                     &repo.to_thread_local(),
                     &url,
@@ -170,6 +189,8 @@ impl Mirror {
                     timeout,
                     &stop,
                 );
+                // Free before answering, so the caller's next fetch finds it free.
+                drop(slot);
                 let _ = tx.send(result);
             })
             .map_err(|e| SourceError::Io {
@@ -263,7 +284,10 @@ impl Mirror {
         if self.pack_count() <= MAX_PACKS {
             return Ok(false);
         }
-        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        // Not while a timed-out fetch still writes to the mirror: next time.
+        let Some(_slot) = Slot::take(&self.busy) else {
+            return Ok(false);
+        };
         let output = std::process::Command::new("git")
             .arg("-C")
             .arg(&self.options.dir)
