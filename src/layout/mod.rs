@@ -20,6 +20,7 @@ pub use problem::Problem;
 pub use spec::{
     AppSpec, ConfigValue, Generator, GlobPattern, Key, LabelKey, SpecError, SyncPolicy,
 };
+pub(crate) use spec::{check_flow_depth, strip_location};
 
 use crate::limits::Limits;
 use crate::tree::Entry;

@@ -243,7 +243,7 @@ const MAX_FLOW_DEPTH: usize = 32;
 /// Refuses flow collections nested deeper than [`MAX_FLOW_DEPTH`]. Quoted scalars
 /// and comments are skipped; a bracket inside a plain scalar may count, which can
 /// only make the check stricter for absurd documents.
-fn check_flow_depth(text: &str) -> Result<(), SpecError> {
+pub(crate) fn check_flow_depth(text: &str) -> Result<(), SpecError> {
     let mut depth = 0usize;
     let mut line = 1;
     let mut chars = text.chars().peekable();
@@ -303,7 +303,7 @@ fn starts_scalar(c: char) -> bool {
 /// serde_yaml writes the error's location into the message as " at line L column
 /// C"; the caller prints it as `file:line:column` instead. Other locations in the
 /// message (where an unclosed collection started) are kept.
-fn strip_location(message: &str, location: Option<(usize, usize)>) -> String {
+pub(crate) fn strip_location(message: &str, location: Option<(usize, usize)>) -> String {
     match location {
         Some((line, column)) => {
             message.replacen(&format!(" at line {line} column {column}"), "", 1)

@@ -1,0 +1,61 @@
+//! The daemon's configuration (DESIGN section 7): `canopy.yaml`, then `CANOPY_*`
+//! environment variables, then flags, later layers winning, loaded into one
+//! validated [`Config`] by [`Config::load`]. `examples/canopy.yaml` shows and
+//! explains every key.
+//!
+//! - Unknown keys and bad values are errors located as `file:line:column`; the
+//!   file is size-capped before parsing. A bad variable or flag is an error
+//!   naming it. Nothing starts on a config that does not load.
+//! - Environment variables: see [`ENV_VARS`] (`CANOPY_NAMESPACE`,
+//!   `CANOPY_STATE_DIR`, `CANOPY_REPO_URL`, `CANOPY_REPO_REF`, `CANOPY_REPO_PATH`,
+//!   `CANOPY_POLL_INTERVAL`, `CANOPY_REDIS_URL`, `CANOPY_LISTEN`).
+//! - Secrets are named by `*_env` (a variable) or `*_file` (a file), never
+//!   written in the config file; they are read at load into [`Secret`], which
+//!   never prints its value. URLs are shown without userinfo, report URLs by
+//!   their origin only.
+//!
+//! This module reads files and variables but starts nothing: what the values
+//! mean at run time belongs to the modules that use them.
+
+mod error;
+mod file;
+mod load;
+mod model;
+mod secret;
+mod values;
+
+pub use error::ConfigError;
+pub use file::MAX_CONFIG_BYTES;
+pub use load::{ENV_VARS, Overrides, default_state_dir, process_env};
+pub use model::{
+    ApiToken, Config, GitAuth, RedisConfig, RepoConfig, ReportConfig, Role, ServerConfig,
+    SinkConfig, SinkFormat, WebhooksConfig,
+};
+pub use secret::Secret;
+pub use values::{Namespace, RedisUrl, SinkUrl, parse_duration};
+
+/// The types of `repo.children` and of the `--children` flags, for the CLI.
+pub use crate::layout::{Generator, GlobPattern};
+
+/// Every default of the config, in one place.
+pub mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+    use std::time::Duration;
+
+    pub const NAMESPACE: &str = "default";
+    /// Used when neither `XDG_STATE_HOME` nor `HOME` is set: `$XDG_STATE_HOME/canopy`
+    /// or `$HOME/.local/state/canopy` come first.
+    pub const STATE_DIR_FALLBACK: &str = ".canopy";
+    pub const REPO_PATH: &str = ".";
+    pub const POLL_INTERVAL: Duration = Duration::from_secs(30);
+    pub const REPO_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The username sent with a token when none is configured; forges ignore it.
+    pub const GIT_USERNAME: &str = "git";
+    pub const STREAM_MAXLEN: u64 = 10_000;
+    pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+    pub const WEBHOOK_MAX_BODY: u64 = 1 << 20;
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+}

@@ -1,0 +1,196 @@
+//! The validated configuration: what the rest of canopy reads. Every value here
+//! has been checked and every secret read; defaults are filled in from
+//! [`super::defaults`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::secret::Secret;
+use super::values::{Namespace, RedisUrl, SinkUrl};
+use crate::layout::{Generator, LayoutOptions};
+use crate::source::{Credentials, RepoUrl};
+
+/// The whole configuration (DESIGN section 7), from the config file, `CANOPY_*`
+/// variables and flags. See [`Config::load`](super::Config::load).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Prefix of every Redis key and ACL pattern: `canopy:<namespace>:...`.
+    pub namespace: Namespace,
+    /// Clone cache and the embedded Redis's data.
+    pub state_dir: PathBuf,
+    pub repo: RepoConfig,
+    pub redis: RedisConfig,
+    pub server: ServerConfig,
+    pub webhooks: WebhooksConfig,
+    pub reports: Vec<ReportConfig>,
+    /// How long a SIGTERM waits for the current poll before exiting.
+    pub shutdown_grace: Duration,
+}
+
+/// The tracked repository (`repo:`).
+#[derive(Debug, Clone)]
+pub struct RepoConfig {
+    /// Without userinfo; credentials embedded in the URL are kept apart by
+    /// [`RepoUrl`]. See [`RepoConfig::credentials`].
+    pub url: RepoUrl,
+    /// `ref`: a branch, tag or commit id; `None` tracks the remote's HEAD.
+    pub reference: Option<String>,
+    /// The root app's directory inside the repository, as configured (`.` is the top).
+    pub path: String,
+    /// The root app's directory generator when the root has no `children` of its own.
+    pub children: Option<Generator>,
+    /// The file that makes a directory an app.
+    pub marker: String,
+    /// Between polls (jittered; errors back off from it).
+    pub poll_interval: Duration,
+    /// Deadline of one fetch.
+    pub timeout: Duration,
+    pub auth: Option<GitAuth>,
+}
+
+impl RepoConfig {
+    /// The HTTP credentials: `repo.auth`, or userinfo embedded in `repo.url` (the
+    /// two are never both set: loading refuses it).
+    pub fn credentials(&self) -> Option<Credentials> {
+        match &self.auth {
+            Some(auth) => Some(Credentials {
+                username: auth.username.clone(),
+                token: auth.token.expose().to_owned(),
+            }),
+            None => self.url.embedded_credentials().cloned(),
+        }
+    }
+
+    /// The layout options for this repository, with the default limits.
+    pub fn layout_options(&self) -> LayoutOptions {
+        let root = self.path.trim_start_matches("./").trim_matches('/');
+        LayoutOptions {
+            root: if root == "." {
+                String::new()
+            } else {
+                root.to_owned()
+            },
+            marker: self.marker.clone(),
+            root_children: self.children.clone(),
+            ..LayoutOptions::default()
+        }
+    }
+}
+
+/// HTTP(S) credentials for the repository (`repo.auth`).
+#[derive(Debug, Clone)]
+pub struct GitAuth {
+    /// Not secret; `git` unless configured (forges ignore it for token auth).
+    pub username: String,
+    pub token: Secret,
+}
+
+/// The Redis backbone (`redis:`).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `None`: start the embedded `redis-server`.
+    pub url: Option<RedisUrl>,
+    pub username: Option<String>,
+    /// From `password_env`/`password_file`; a password in the URL's userinfo stays
+    /// in [`RedisUrl::expose`] instead (never both).
+    pub password: Option<Secret>,
+    /// `MAXLEN ~` of each app's signal stream.
+    pub stream_maxlen: u64,
+    pub connect_timeout: Duration,
+    /// Deadline of one command (a stalled Redis fails a poll instead of hanging it).
+    pub response_timeout: Duration,
+    /// How long a signalled child has to report the new digest before its app is
+    /// OutOfSync.
+    pub sync_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// The URL for logs and status output, without userinfo; `None` for the
+    /// embedded Redis.
+    pub fn display_url(&self) -> Option<String> {
+        self.url.as_ref().map(|url| url.to_string())
+    }
+}
+
+/// The HTTP server (`server:`).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<ApiToken>,
+    /// If true, the read API (`/api/v1/apps...`) needs a token too; health and
+    /// metrics never do.
+    pub read_requires_token: bool,
+}
+
+/// An API bearer token, stored as the sha256 of the token: the config never holds
+/// the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// For logs and audit.
+    #[serde(deserialize_with = "super::file::token_name")]
+    pub name: String,
+    pub role: Role,
+    #[serde(deserialize_with = "super::values::sha256")]
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read the API.
+    Read,
+    /// Read, and `refresh` / `sync`.
+    Write,
+}
+
+/// Push webhooks (`webhooks:`); an unconfigured forge's endpoint answers 404.
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    /// `X-Hub-Signature-256` HMAC key.
+    pub github: Option<Secret>,
+    /// `X-Gitlab-Token` value.
+    pub gitlab: Option<Secret>,
+    /// `X-Gitea-Signature` HMAC key.
+    pub gitea: Option<Secret>,
+    /// HMAC-SHA256 key of `/hooks/generic`.
+    pub generic: Option<Secret>,
+    /// Largest request body accepted, in bytes (413 past it).
+    pub max_body: u64,
+}
+
+/// A scheduled drift report (`reports[]`).
+#[derive(Debug, Clone)]
+pub struct ReportConfig {
+    pub name: String,
+    /// Parsed from a cron expression with seconds; [`cron::Schedule::source`]
+    /// gives the text back.
+    pub schedule: cron::Schedule,
+    pub timezone: chrono_tz::Tz,
+    pub sinks: Vec<SinkConfig>,
+    /// Deliver to loopback, link-local and private addresses too (checked when
+    /// delivering, after name resolution).
+    pub allow_private_targets: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub url: SinkUrl,
+    pub format: SinkFormat,
+    /// Signs the JSON body (HMAC-SHA256) when set.
+    pub secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormat {
+    /// A Slack-compatible incoming webhook message.
+    Slack,
+    /// The report as JSON.
+    Json,
+    /// The report as Markdown text.
+    Markdown,
+}
