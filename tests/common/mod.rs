@@ -2,10 +2,12 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod git_server;
+pub mod redis;
 pub mod tree_json;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// The repository's `fixtures/` directory.
 pub fn fixtures() -> PathBuf {
@@ -84,4 +86,25 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Polls `predicate` (every 10 ms) until it holds or `timeout` passes; whether it
+/// held. For waiting on another process; never a bare sleep.
+pub fn eventually(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if predicate() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether process `pid` no longer exists, not even as an unreaped zombie.
+/// Linux: reads /proc.
+pub fn process_gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
 }
