@@ -24,7 +24,9 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 pub mod cli;
 pub mod config;
 pub mod plan;
+pub mod reconcile;
 pub mod redis_launch;
 pub mod scan;
 pub mod source;
 pub mod status;
+pub mod store;

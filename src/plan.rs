@@ -1,7 +1,7 @@
 //! What to signal: the per-app difference between two desired states (DESIGN
 //! section 5). Pure: no Git, no Redis, no clock.
 
-use crate::digest::{AppDigest, ManifestLine};
+use crate::digest::{AppDigest, ManifestLine, Sha256Digest};
 use crate::layout::{AppName, AppSpec};
 use crate::scan::{Scan, Update};
 
@@ -15,6 +15,9 @@ pub struct Plan {
 pub struct AppPlan {
     pub name: AppName,
     pub change: AppChange,
+    /// The app's desired digest before this change (`None`: it did not exist or
+    /// was invalid), so a store can tell whether it holds the same baseline.
+    pub previous: Option<Sha256Digest>,
     /// Files that differ from the previous desired state (relative to the app).
     pub files: Vec<FileChange>,
 }
@@ -34,13 +37,13 @@ pub enum AppChange {
     Invalid,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileChange {
     pub path: String,
     pub change: FileChangeKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileChangeKind {
     Added,
@@ -57,6 +60,7 @@ impl Plan {
             .map(|(name, digest)| AppPlan {
                 name: name.clone(),
                 change: AppChange::Added,
+                previous: None,
                 files: file_changes(&[], &digest.files),
             })
             .collect();
@@ -93,6 +97,7 @@ impl Plan {
             apps.push(AppPlan {
                 name: name.clone(),
                 change,
+                previous: before.as_ref().map(|(d, _)| d.digest),
                 files,
             });
         }
@@ -119,38 +124,51 @@ fn only_config_changed(
 
 /// Merges two sorted manifests into added / modified / deleted paths.
 fn file_changes(old: &[ManifestLine], new: &[ManifestLine]) -> Vec<FileChange> {
+    merge_manifests(
+        old.iter().map(|l| (l.path.as_str(), l.hash.sha256)),
+        new.iter().map(|l| (l.path.as_str(), l.hash.sha256)),
+    )
+}
+
+/// Merges two manifests, each sorted bytewise by path, into the paths that were
+/// added, modified (content hash differs) or deleted. Hashes may be in any form
+/// (raw bytes in memory, hex from Redis), as long as both sides use the same one.
+pub fn merge_manifests<'a, H: PartialEq>(
+    old: impl IntoIterator<Item = (&'a str, H)>,
+    new: impl IntoIterator<Item = (&'a str, H)>,
+) -> Vec<FileChange> {
+    use std::cmp::Ordering;
     let mut out = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        let order = match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) => a.path.as_bytes().cmp(b.path.as_bytes()),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, _) => std::cmp::Ordering::Greater,
+    let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
+    let mut push = |path: &str, change| {
+        out.push(FileChange {
+            path: path.to_owned(),
+            change,
+        })
+    };
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(a), Some(b)) => a.0.as_bytes().cmp(b.0.as_bytes()),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
         };
-        let (path, change) = match order {
-            std::cmp::Ordering::Less => {
-                i += 1;
-                (&old[i - 1].path, Some(FileChangeKind::Deleted))
+        match order {
+            Ordering::Less => {
+                let (path, _) = old.next().expect("peeked");
+                push(path, FileChangeKind::Deleted);
             }
-            std::cmp::Ordering::Greater => {
-                j += 1;
-                (&new[j - 1].path, Some(FileChangeKind::Added))
+            Ordering::Greater => {
+                let (path, _) = new.next().expect("peeked");
+                push(path, FileChangeKind::Added);
             }
-            std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
-                let modified = old[i - 1].hash != new[j - 1].hash;
-                (
-                    &new[j - 1].path,
-                    modified.then_some(FileChangeKind::Modified),
-                )
+            Ordering::Equal => {
+                let ((_, before), (path, after)) =
+                    (old.next().expect("peeked"), new.next().expect("peeked"));
+                if before != after {
+                    push(path, FileChangeKind::Modified);
+                }
             }
-        };
-        if let Some(change) = change {
-            out.push(FileChange {
-                path: path.clone(),
-                change,
-            });
         }
     }
     out

@@ -1,0 +1,230 @@
+//! One poll-and-reconcile cycle, and what carries over between cycles.
+
+use std::collections::BTreeMap;
+
+use super::decide::{self, Changed, Context, Decision, Scope, Target};
+use crate::plan::Plan;
+use crate::source::{Poll, PollOutcome, Poller, SourceError};
+use crate::store::{AppWrite, Meta, Store, StoreError};
+
+/// Drives cycles. Owns the poller (Git side) and the store (Redis side).
+pub struct Reconciler {
+    /// Lent to the blocking pool while a poll runs.
+    poller: Option<Poller>,
+    store: Store,
+    /// Compare every app with the store on the next cycle, not just the planned
+    /// ones: set at start, after Redis lost data, and after any failed write, so
+    /// nothing a failure skipped is ever forgotten.
+    resync: bool,
+    /// Whether this daemon has written `meta` (its absence is then a loss).
+    committed: bool,
+}
+
+/// What one cycle did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CycleReport {
+    pub commit: String,
+    /// The tip moved since the last processed commit.
+    pub changed: bool,
+    /// Every app was compared with the store (first cycle, recovery).
+    pub resync: bool,
+    /// Apps compared with the store.
+    pub checked: usize,
+    pub written: usize,
+    pub signals: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "{0} apps changed in Redis while canopy wrote them; they are compared again next cycle"
+    )]
+    Conflicts(usize, #[source] StoreError),
+}
+
+impl Reconciler {
+    /// Claims an epoch: from now on only this reconciler writes the namespace.
+    pub async fn new(poller: Poller, mut store: Store) -> Result<Reconciler, StoreError> {
+        let epoch = store.claim().await?;
+        tracing::info!(epoch, namespace = store.namespace(), "claimed epoch");
+        Ok(Reconciler {
+            poller: Some(poller),
+            store,
+            resync: true,
+            committed: false,
+        })
+    }
+
+    pub fn poller(&self) -> &Poller {
+        self.poller
+            .as_ref()
+            .expect("the poller is back after every poll")
+    }
+
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Polls, then brings the store up to the new desired state. A source error
+    /// still lets the store be repaired from the last good snapshot (Redis lost
+    /// data while the remote is down), and is returned afterwards.
+    pub async fn cycle(&mut self) -> Result<CycleReport, CycleError> {
+        let poll = self.poll().await;
+        let plan = match &poll {
+            Ok(Poll {
+                outcome: PollOutcome::Changed { plan, .. },
+                ..
+            }) => Some(plan),
+            _ => None,
+        };
+        let mut report = self.reconcile(plan).await?;
+        let poll = poll?;
+        report.commit = poll.commit.to_string();
+        report.changed = matches!(poll.outcome, PollOutcome::Changed { .. });
+        Ok(report)
+    }
+
+    async fn poll(&mut self) -> Result<Poll, SourceError> {
+        let mut poller = self.poller.take().expect("one poll at a time");
+        let (poller, result) = match tokio::task::spawn_blocking(move || {
+            let result = poller.poll();
+            (poller, result)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        self.poller = Some(poller);
+        result
+    }
+
+    /// The store side of a cycle, against the poller's current snapshot. Whatever
+    /// fails here is compared again, with every app, next cycle.
+    async fn reconcile(&mut self, plan: Option<&Plan>) -> Result<CycleReport, CycleError> {
+        let result = self.try_reconcile(plan).await;
+        if let Err(e) = &result {
+            self.resync = true;
+            if matches!(e, CycleError::Store(StoreError::Lost { .. })) {
+                self.committed = false;
+            }
+        }
+        result
+    }
+
+    async fn try_reconcile(&mut self, plan: Option<&Plan>) -> Result<CycleReport, CycleError> {
+        let mut report = CycleReport::default();
+        if self.poller().state().is_none() {
+            return Ok(report); // nothing was ever fetched: nothing to write
+        }
+        match self.store.check(self.committed).await {
+            Err(StoreError::Lost { .. }) => self.recover().await?,
+            other => other?,
+        }
+        if plan.is_some() || self.resync {
+            self.write(plan, &mut report).await?;
+            self.resync = false;
+        }
+        Ok(report)
+    }
+
+    /// Redis lost canopy's data: restore the library and the epoch, then rebuild
+    /// everything from Git. Children see duplicates at most.
+    async fn recover(&mut self) -> Result<(), StoreError> {
+        tracing::warn!(
+            namespace = self.store.namespace(),
+            "Redis lost canopy's data: rebuilding desired state from Git"
+        );
+        self.store.load_functions().await?;
+        let epoch = self.store.claim().await?;
+        tracing::info!(epoch, "claimed epoch");
+        self.resync = true;
+        self.committed = false;
+        Ok(())
+    }
+
+    async fn write(
+        &mut self,
+        plan: Option<&Plan>,
+        report: &mut CycleReport,
+    ) -> Result<(), CycleError> {
+        let poller = self
+            .poller
+            .as_ref()
+            .expect("the poller is back after every poll");
+        let (commit, scan) = poller.state().expect("checked by the caller");
+        let stored_names = if self.resync {
+            self.store.app_names().await?
+        } else {
+            Default::default()
+        };
+        let scope = match plan {
+            Some(plan) if !self.resync => Scope::Plan(plan),
+            _ => Scope::Everything {
+                stored: &stored_names,
+            },
+        };
+        report.resync = matches!(scope, Scope::Everything { .. });
+        let targets = decide::targets(scan, scope);
+        let names: Vec<_> = targets.iter().map(Target::name).collect();
+        let stored = self.store.stored_desired(&names).await?;
+        report.checked = targets.len();
+
+        let context = Context {
+            revision: commit.to_string(),
+            epoch: self.store.epoch(),
+            now: chrono::Utc::now().timestamp_millis(),
+        };
+        let mut writes: Vec<AppWrite> = Vec::new();
+        for (target, stored) in targets.iter().zip(&stored) {
+            let Decision::Write { kind, changed } = decide::decide(target, stored.as_ref()) else {
+                continue;
+            };
+            let changed = match changed {
+                Changed::Known(files) => files,
+                Changed::AgainstStored => {
+                    let files: BTreeMap<String, String> =
+                        self.store.stored_files(target.name()).await?;
+                    decide::changes_against_stored(target, &files)
+                }
+            };
+            writes.push(decide::write(
+                target,
+                stored.as_ref(),
+                kind,
+                changed,
+                &context,
+            ));
+        }
+        let applied = self.store.apply(&writes).await?;
+        report.written = applied.written;
+        report.signals = applied.signals;
+        for write in &writes {
+            if let Some(signal) = &write.signal {
+                tracing::info!(app = %write.app, kind = %signal.kind, generation = signal.generation,
+                    digest = signal.digest.as_deref().unwrap_or("-"), revision = %signal.revision, "signalled");
+            }
+        }
+        if let Some(first) = applied.conflicts.into_iter().next() {
+            return Err(CycleError::Conflicts(
+                report.checked - report.written,
+                first,
+            ));
+        }
+        let mirror = poller.mirror();
+        self.store
+            .commit(&Meta {
+                repo: mirror.url().to_string(),
+                reference: mirror.reference().to_owned(),
+                commit: commit.to_string(),
+                updated_at: context.now,
+            })
+            .await?;
+        self.committed = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+//! The reconcile cycle: poll Git, decide per app what the store lacks, write it
+//! with its signal, record the commit. `canopy run --once` is one cycle; the
+//! daemon repeats it.
+//!
+//! Deciding ([`decide`]) is pure; [`Reconciler`] is the shell that talks to the
+//! Git mirror (on the blocking pool) and to Redis.
+
+mod cycle;
+pub mod decide;
+mod observe;
+
+pub use cycle::{CycleError, CycleReport, Reconciler};
+pub use observe::{AppStatus, record_changes, statuses};

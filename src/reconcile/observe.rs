@@ -1,0 +1,174 @@
+//! Every app's status, from what the store holds: desired (daemon), observed and
+//! heartbeat (child), and the previous status record. Reading and interpreting
+//! the hashes is here; what a status means is `crate::status` (pure).
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::layout::AppName;
+use crate::status::{self, Desired, Observed, Record, ReportedState, SyncMode};
+use crate::store::{AppState, Store, StoreError};
+
+/// One app's status and the facts behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppStatus {
+    pub app: AppName,
+    #[serde(flatten)]
+    pub record: Record,
+    pub desired: Option<Desired>,
+    pub observed: Option<Observed>,
+    /// Whether the status differs from the stored record (a transition).
+    #[serde(skip)]
+    pub changed: bool,
+}
+
+/// Evaluates every app in Git and every app a child reports for. A hash that
+/// cannot be read (a child wrote garbage) makes its part absent, with a warning:
+/// one bad report never hides the others.
+pub async fn statuses(
+    store: &mut Store,
+    now: DateTime<Utc>,
+    sync_timeout: chrono::Duration,
+) -> Result<Vec<AppStatus>, StoreError> {
+    let apps: BTreeSet<AppName> = store
+        .app_names()
+        .await?
+        .into_iter()
+        .chain(store.observed_apps().await?)
+        .collect();
+    let names: Vec<&AppName> = apps.iter().collect();
+    let states = store.app_states(&names).await?;
+    let mut out = Vec::with_capacity(names.len());
+    for (app, state) in names.into_iter().zip(states) {
+        let desired = parsed(app, "desired", desired(&state));
+        let observed = parsed(app, "observed", observed(&state.observed));
+        let previous = parsed(app, "status", record(&state.record));
+        let inputs = status::Inputs {
+            desired: desired.as_ref(),
+            observed: observed.as_ref(),
+            heartbeat: state.heartbeat.is_some(),
+            now,
+            sync_timeout,
+        };
+        let Some(record) = status::evaluate(&inputs, previous.as_ref()) else {
+            continue;
+        };
+        let changed = previous.as_ref().map(|p| p.status) != Some(record.status);
+        out.push(AppStatus {
+            app: app.clone(),
+            record,
+            desired,
+            observed,
+            changed,
+        });
+    }
+    Ok(out)
+}
+
+/// Stores the records of apps whose status changed (fenced: only the daemon).
+pub async fn record_changes(store: &mut Store, statuses: &[AppStatus]) -> Result<(), StoreError> {
+    let records: Vec<_> = statuses
+        .iter()
+        .filter(|s| s.changed)
+        .map(|s| (s.app.clone(), record_fields(&s.record)))
+        .collect();
+    store.record_statuses(&records).await
+}
+
+fn record_fields(record: &Record) -> Vec<(&'static str, String)> {
+    vec![
+        ("status", record.status.as_str().to_owned()),
+        ("since", record.since.timestamp_millis().to_string()),
+        (
+            "unsynced_since",
+            record
+                .unsynced_since
+                .map(|t| t.timestamp_millis().to_string())
+                .unwrap_or_default(),
+        ),
+        ("reason", record.reason.clone()),
+    ]
+}
+
+fn parsed<T>(app: &AppName, what: &str, result: Result<Option<T>, String>) -> Option<T> {
+    result.unwrap_or_else(|e| {
+        tracing::warn!(%app, "ignoring unreadable {what} state: {e}");
+        None
+    })
+}
+
+fn field<'a>(hash: &'a HashMap<String, String>, name: &str) -> Result<&'a str, String> {
+    hash.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| format!("field {name} is missing"))
+}
+
+fn number(hash: &HashMap<String, String>, name: &str) -> Result<u64, String> {
+    let text = field(hash, name)?;
+    text.parse()
+        .map_err(|_| format!("field {name} is not a number: {:?}", shorten(text)))
+}
+
+fn millis(hash: &HashMap<String, String>, name: &str) -> Result<DateTime<Utc>, String> {
+    let text = field(hash, name)?;
+    text.parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .ok_or_else(|| format!("field {name} is not a time in Unix ms: {:?}", shorten(text)))
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+/// `None` for an app never written or pruned (a tombstone has no digest).
+fn desired(state: &AppState) -> Result<Option<Desired>, String> {
+    let hash = &state.desired;
+    if !hash.contains_key("digest") {
+        return Ok(None);
+    }
+    Ok(Some(Desired {
+        digest: field(hash, "digest")?.to_owned(),
+        generation: number(hash, "generation")?,
+        sync: match hash.get("sync").map(String::as_str) {
+            Some("manual") => SyncMode::Manual,
+            _ => SyncMode::Auto,
+        },
+        since: millis(hash, "signalled_at")?,
+    }))
+}
+
+fn observed(hash: &HashMap<String, String>) -> Result<Option<Observed>, String> {
+    if hash.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Observed {
+        digest: field(hash, "digest")?.to_owned(),
+        generation: number(hash, "generation")?,
+        state: field(hash, "status")?
+            .parse::<ReportedState>()
+            .map_err(|e| e.to_string())?,
+        message: hash.get("message").cloned().unwrap_or_default(),
+        at: millis(hash, "at")?,
+    }))
+}
+
+fn record(hash: &HashMap<String, String>) -> Result<Option<Record>, String> {
+    if hash.is_empty() {
+        return Ok(None);
+    }
+    let unsynced_since = match hash.get("unsynced_since").map(String::as_str) {
+        None | Some("") => None,
+        Some(_) => Some(millis(hash, "unsynced_since")?),
+    };
+    Ok(Some(Record {
+        status: field(hash, "status")?
+            .parse()
+            .map_err(|e: status::ParseError| e.to_string())?,
+        since: millis(hash, "since")?,
+        unsynced_since,
+        reason: hash.get("reason").cloned().unwrap_or_default(),
+    }))
+}

@@ -1,0 +1,153 @@
+#!lua name=canopy
+--[[
+canopy's Redis Functions (DESIGN section 5, docs/protocol.md).
+
+The daemon loads this library at startup (FUNCTION LOAD REPLACE) and again if
+Redis lost it. Every daemon write that others treat as truth goes through a
+function here that first checks the daemon's epoch (fencing token): a daemon
+whose epoch moved on writes nothing. Errors start with a code word a client can
+match: LOST (the epoch key is gone: Redis lost canopy's data), FENCED (another
+daemon holds a newer epoch), CONFLICT (stored generation differs from what the
+daemon read), STALE (a child report older than the stored one), ERR (bad input).
+]]
+
+local CONSUMER_GROUP = 'canopy'
+-- Lua's stack bounds how many arguments one call can take: write big hashes
+-- in chunks.
+local CHUNK = 500
+local MAX_MESSAGE = 4096
+
+local function check_epoch(key, epoch)
+  local current = redis.call('GET', key)
+  if not current then
+    return redis.error_reply('LOST the epoch key ' .. key .. ' is missing: Redis lost canopy data')
+  end
+  if current ~= epoch then
+    return redis.error_reply('FENCED epoch is ' .. current .. ', this daemon holds ' .. epoch)
+  end
+  return nil
+end
+
+-- HSET key with the field/value pairs args[first .. first + count - 1].
+local function hset_pairs(key, args, first, count)
+  local i = first
+  local last = first + count - 1
+  while i <= last do
+    local chunk = {}
+    local stop = math.min(last, i + 2 * CHUNK - 1)
+    for j = i, stop do chunk[#chunk + 1] = args[j] end
+    redis.call('HSET', key, unpack(chunk))
+    i = stop + 1
+  end
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+--[[
+canopy_apply: write one app's desired state and its signal, all or nothing.
+KEYS: epoch, desired, files, config, app stream, events stream, apps set
+ARGV: epoch, expected stored generation (0: none), op (put|prune), app name,
+      stream maxlen, channel, payload ('' = no signal), kind, generation,
+      then three lists, each a count followed by that many strings:
+      desired field/value pairs, files path/sha256 pairs, config key/value pairs.
+]]
+local function apply(keys, args)
+  local err = check_epoch(keys[1], args[1])
+  if err then return err end
+  local stored = tonumber(redis.call('HGET', keys[2], 'generation') or '0') or 0
+  if stored ~= tonumber(args[2]) then
+    return redis.error_reply('CONFLICT stored generation is ' .. stored .. ', expected ' .. args[2])
+  end
+  local op, app, payload = args[3], args[4], args[7]
+  local n_desired = tonumber(args[10])
+  local files_at = 11 + n_desired
+  local n_files = tonumber(args[files_at])
+  local config_at = files_at + 1 + n_files
+  local n_config = tonumber(args[config_at])
+
+  redis.call('DEL', keys[2], keys[3], keys[4])
+  hset_pairs(keys[2], args, 11, n_desired)
+  if op == 'put' then
+    hset_pairs(keys[3], args, files_at + 1, n_files)
+    hset_pairs(keys[4], args, config_at + 1, n_config)
+    redis.call('SADD', keys[7], app)
+  elseif op == 'prune' then
+    redis.call('SREM', keys[7], app)
+  else
+    return redis.error_reply('ERR unknown op ' .. op)
+  end
+
+  if payload == '' then return 'OK' end
+  -- Created at 0 before the first entry, so a child that joins later reads the
+  -- app's whole (capped) history. BUSYGROUP (it exists) is expected.
+  redis.pcall('XGROUP', 'CREATE', keys[5], CONSUMER_GROUP, '0', 'MKSTREAM')
+  local entry = {'kind', args[8], 'app', app, 'generation', args[9], 'payload', payload}
+  local id = redis.call('XADD', keys[5], 'MAXLEN', '~', args[5], '*', unpack(entry))
+  redis.call('XADD', keys[6], 'MAXLEN', '~', args[5], '*', unpack(entry))
+  redis.call('PUBLISH', args[6], payload)
+  return id
+end
+
+--[[
+canopy_hset: a fenced HSET of a daemon-owned hash (meta, status records).
+KEYS: epoch, hash   ARGV: epoch, field, value, ...
+]]
+local function fenced_hset(keys, args)
+  local err = check_epoch(keys[1], args[1])
+  if err then return err end
+  hset_pairs(keys[2], args, 2, #args - 1)
+  return 'OK'
+end
+
+--[[
+canopy_claim: take the next epoch. It never goes below `min`, so a daemon that
+saw Redis lose its data keeps its epochs growing.
+KEYS: epoch   ARGV: min
+]]
+local function claim(keys, args)
+  local current = tonumber(redis.call('GET', keys[1]) or '0') or 0
+  local min = tonumber(args[1]) or 0
+  local next_epoch = math.max(current, min) + 1
+  redis.call('SET', keys[1], next_epoch)
+  return next_epoch
+end
+
+--[[
+canopy_report: a child reports what it runs (DESIGN section 5).
+KEYS: observed   ARGV: generation, digest, revision, status, message, reporter
+A report older than the stored one (lower generation) is refused with STALE and
+changes nothing. `at` is Redis's clock (Unix ms), so reporters' clocks do not matter.
+]]
+local function report(keys, args)
+  if #args ~= 6 then
+    return redis.error_reply('ERR canopy_report takes 6 arguments: generation digest revision status message reporter')
+  end
+  local generation = tonumber(args[1])
+  if not generation or generation < 0 or generation ~= math.floor(generation) or not string.match(args[1], '^%d+$') then
+    return redis.error_reply('ERR generation must be a non-negative integer, got ' .. string.sub(args[1], 1, 40))
+  end
+  if not string.match(args[2], '^sha256:' .. string.rep('[0-9a-f]', 64) .. '$') then
+    return redis.error_reply('ERR digest must be sha256:<64 lowercase hex>')
+  end
+  local status = args[4]
+  if status ~= 'synced' and status ~= 'failed' and status ~= 'progressing' then
+    return redis.error_reply('ERR status must be synced, failed or progressing')
+  end
+  local stored = tonumber(redis.call('HGET', keys[1], 'generation') or '0') or 0
+  if generation < stored then
+    return redis.error_reply('STALE generation ' .. args[1] .. ' is lower than the stored ' .. stored)
+  end
+  redis.call('HSET', keys[1],
+    'generation', args[1], 'digest', args[2], 'revision', string.sub(args[3], 1, 256),
+    'status', status, 'message', string.sub(args[5], 1, MAX_MESSAGE),
+    'reporter', string.sub(args[6], 1, 256), 'at', now_ms())
+  return redis.status_reply('OK')
+end
+
+redis.register_function('canopy_apply', apply)
+redis.register_function('canopy_hset', fenced_hset)
+redis.register_function('canopy_claim', claim)
+redis.register_function('canopy_report', report)

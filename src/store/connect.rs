@@ -1,0 +1,187 @@
+//! The connection to Redis and the daemon's handle on its namespace.
+
+use std::time::Duration;
+
+use redis::IntoConnectionInfo;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{Keys, LIBRARY, StoreError};
+use crate::source::redact;
+
+/// How to reach Redis. Secrets arrive resolved; they are never printed.
+#[derive(Clone)]
+pub struct StoreOptions {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub namespace: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// `MAXLEN ~` of the app streams and `canopy:<ns>:events`.
+    pub stream_maxlen: u64,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("url", &redact(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A namespace of one Redis, as seen by one daemon (or one CLI command).
+pub struct Store {
+    pub(super) conn: ConnectionManager,
+    pub(super) keys: Keys,
+    pub(super) namespace: String,
+    /// The epoch this daemon writes under; 0 until [`Store::claim`].
+    pub(super) epoch: u64,
+    pub(super) maxlen: u64,
+    url: String,
+}
+
+/// Reconnect attempts of one request before it fails; the poll loop's own backoff
+/// takes over from there, so a Redis outage never blocks the daemon for long.
+const RECONNECT_RETRIES: usize = 3;
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+
+impl Store {
+    /// Connects (within the connect timeout) and makes sure canopy's Functions are
+    /// loaded. Does not claim an epoch: readers (`canopy status`) never need one.
+    pub async fn connect(options: &StoreOptions) -> Result<Store, StoreError> {
+        let shown = redact(&options.url);
+        let url_error = |source| StoreError::Url {
+            url: shown.clone(),
+            source,
+        };
+        let mut info = options
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(url_error)?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = &options.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &options.password {
+            settings = settings.set_password(password);
+        }
+        info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info).map_err(url_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.response_timeout))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(RECONNECT_MAX_DELAY);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: shown.clone(),
+                source,
+            })?;
+        let mut store = Store {
+            conn,
+            keys: Keys::new(&options.namespace),
+            namespace: options.namespace.clone(),
+            epoch: 0,
+            maxlen: options.stream_maxlen,
+            url: shown,
+        };
+        store.load_functions().await?;
+        Ok(store)
+    }
+
+    /// The URL without credentials, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Loads (or replaces) the `canopy` Functions library: idempotent, and what
+    /// restores it after Redis lost its data.
+    pub async fn load_functions(&mut self) -> Result<(), StoreError> {
+        redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(LIBRARY)
+            .query_async::<String>(&mut self.conn)
+            .await
+            .map_err(StoreError::Functions)?;
+        Ok(())
+    }
+
+    /// Takes the next epoch (fencing token): from now on, writes of any daemon
+    /// holding an older one are refused. Never goes below this store's last epoch.
+    pub async fn claim(&mut self) -> Result<u64, StoreError> {
+        let epoch: u64 = redis::cmd("FCALL")
+            .arg("canopy_claim")
+            .arg(1)
+            .arg(self.keys.epoch())
+            .arg(self.epoch)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| self.classify(e, None))?;
+        self.epoch = epoch;
+        Ok(epoch)
+    }
+
+    /// One round trip: is canopy's data still there, and is the epoch still ours?
+    /// `Err(Lost)` when the epoch key vanished, or `meta` did after this daemon
+    /// `committed` it (a restart without persistence, a flush, eviction);
+    /// `Err(Fenced)` when another daemon claimed a newer epoch.
+    pub async fn check(&mut self, committed: bool) -> Result<(), StoreError> {
+        let (epoch, schema): (Option<u64>, Option<u32>) = redis::pipe()
+            .get(self.keys.epoch())
+            .hget(self.keys.meta(), "schema")
+            .query_async(&mut self.conn)
+            .await?;
+        match epoch {
+            None => Err(self.lost()),
+            Some(e) if e != self.epoch => Err(StoreError::Fenced {
+                namespace: self.namespace.clone(),
+                detail: format!("epoch is {e}, this daemon holds {}", self.epoch),
+            }),
+            Some(_) if committed && schema.is_none() => Err(self.lost()),
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub(super) fn lost(&self) -> StoreError {
+        StoreError::Lost {
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    /// Maps a reply of one of canopy's functions to its meaning (see canopy.lua).
+    pub(super) fn classify(&self, error: redis::RedisError, app: Option<&str>) -> StoreError {
+        let detail = || error.detail().unwrap_or_default().to_owned();
+        match error.code() {
+            Some("LOST") => self.lost(),
+            Some("FENCED") => StoreError::Fenced {
+                namespace: self.namespace.clone(),
+                detail: detail(),
+            },
+            Some("CONFLICT") => StoreError::Conflict {
+                app: app.unwrap_or_default().to_owned(),
+                detail: detail(),
+            },
+            // A restart without persistence also loses the library itself.
+            _ if error.to_string().contains("Function not found") => self.lost(),
+            _ => StoreError::Redis(error),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Reads: what the daemon needs to decide writes, and what `status` and `diff`
+//! show. Batched like the writes: one round trip per [`BATCH`] apps.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use redis::AsyncCommands;
+
+use super::{BATCH, SCHEMA_VERSION, Store, StoreError, StoredDesired};
+use crate::layout::AppName;
+
+/// `canopy:<ns>:meta`: which commit the stored desired state comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// The repository URL, without credentials.
+    pub repo: String,
+    pub reference: String,
+    /// The last commit whose desired state is fully written.
+    pub commit: String,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+impl Meta {
+    pub(super) fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("schema", SCHEMA_VERSION.to_string()),
+            ("repo", self.repo.clone()),
+            ("ref", self.reference.clone()),
+            ("commit", self.commit.clone()),
+            ("updated_at", self.updated_at.to_string()),
+        ]
+    }
+}
+
+/// Everything stored about one app, as raw hashes (status and diff interpret it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppState {
+    pub desired: HashMap<String, String>,
+    pub observed: HashMap<String, String>,
+    /// The heartbeat's value (the reporter id), if it has not expired.
+    pub heartbeat: Option<String>,
+    /// The daemon's status record.
+    pub record: HashMap<String, String>,
+}
+
+impl Store {
+    /// The stored desired state of each app (None: never written).
+    pub async fn stored_desired(
+        &mut self,
+        apps: &[&AppName],
+    ) -> Result<Vec<Option<StoredDesired>>, StoreError> {
+        let mut out = Vec::with_capacity(apps.len());
+        for batch in apps.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for app in batch {
+                pipe.cmd("HMGET")
+                    .arg(self.keys.app(app).desired())
+                    .arg(&StoredDesired::FIELDS[..]);
+            }
+            let replies: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn).await?;
+            for (app, values) in batch.iter().zip(replies) {
+                let stored =
+                    StoredDesired::from_values(values).map_err(|detail| StoreError::Reply {
+                        what: format!("the desired state of {app}"),
+                        detail,
+                    })?;
+                out.push(stored);
+            }
+        }
+        Ok(out)
+    }
+
+    /// An app's stored manifest: path -> sha256 hex.
+    pub async fn stored_files(
+        &mut self,
+        app: &AppName,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        Ok(self.conn.hgetall(self.keys.app(app).files()).await?)
+    }
+
+    /// The manifest a child says it runs (empty if it reports none).
+    pub async fn observed_files(
+        &mut self,
+        app: &AppName,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        Ok(self
+            .conn
+            .hgetall(self.keys.app(app).observed_files())
+            .await?)
+    }
+
+    /// The names in `canopy:<ns>:apps`. Names that are not valid app names (written
+    /// by someone else) are skipped with a warning: they must never reach a key.
+    pub async fn app_names(&mut self) -> Result<BTreeSet<AppName>, StoreError> {
+        let raw: Vec<String> = self.conn.smembers(self.keys.apps()).await?;
+        Ok(valid_names(raw, "canopy apps set"))
+    }
+
+    /// Apps that have observed state (children reported), whether or not they are
+    /// still in Git: a SCAN, for `status` and reports, never on the poll path.
+    pub async fn observed_apps(&mut self) -> Result<BTreeSet<AppName>, StoreError> {
+        let pattern = self.keys.app_pattern("observed");
+        let mut iter: redis::AsyncIter<String> = self.conn.scan_match(&pattern).await?;
+        let mut raw = Vec::new();
+        while let Some(key) = iter.next_item().await {
+            if let Some(app) = self.keys.app_of(&key?) {
+                raw.push(app.to_owned());
+            }
+        }
+        drop(iter);
+        Ok(valid_names(raw, "observed keys"))
+    }
+
+    pub async fn meta(&mut self) -> Result<Option<Meta>, StoreError> {
+        let fields: HashMap<String, String> = self.conn.hgetall(self.keys.meta()).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let get = |f: &str| fields.get(f).cloned().unwrap_or_default();
+        Ok(Some(Meta {
+            repo: get("repo"),
+            reference: get("ref"),
+            commit: get("commit"),
+            updated_at: get("updated_at").parse().unwrap_or_default(),
+        }))
+    }
+
+    /// Desired, observed, heartbeat and status record of each app.
+    pub async fn app_states(&mut self, apps: &[&AppName]) -> Result<Vec<AppState>, StoreError> {
+        let mut out = Vec::with_capacity(apps.len());
+        for batch in apps.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for app in batch {
+                let keys = self.keys.app(app);
+                pipe.hgetall(keys.desired())
+                    .hgetall(keys.observed())
+                    .get(keys.heartbeat())
+                    .hgetall(keys.status());
+            }
+            type Four = (
+                HashMap<String, String>,
+                HashMap<String, String>,
+                Option<String>,
+                HashMap<String, String>,
+            );
+            let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
+            for chunk in replies.chunks(4) {
+                let (desired, observed, heartbeat, record): Four =
+                    redis::from_redis_value(redis::Value::Array(chunk.to_vec())).map_err(|e| {
+                        StoreError::Reply {
+                            what: "app state".to_owned(),
+                            detail: e.to_string(),
+                        }
+                    })?;
+                out.push(AppState {
+                    desired,
+                    observed,
+                    heartbeat,
+                    record,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn valid_names(raw: Vec<String>, what: &str) -> BTreeSet<AppName> {
+    raw.into_iter()
+        .filter_map(|name| match AppName::parse(&name) {
+            Ok(app) => Some(app),
+            Err(e) => {
+                tracing::warn!(%e, "ignoring an invalid app name in {what}");
+                None
+            }
+        })
+        .collect()
+}

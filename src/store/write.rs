@@ -1,0 +1,163 @@
+//! Fenced, batched writes of desired state and signals.
+
+use redis::Value;
+
+use super::{BATCH, Signal, Store, StoreError};
+use crate::layout::AppName;
+
+/// Everything one app's write changes, decided by `reconcile` and carried out
+/// here atomically by `canopy_apply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppWrite {
+    pub app: AppName,
+    /// The generation read from the store before deciding (0: none): the write is
+    /// refused if the store holds another one by now.
+    pub expected_generation: u64,
+    pub op: WriteOp,
+    /// The `desired` hash, replaced whole (a tombstone for a prune).
+    pub desired: Vec<(&'static str, String)>,
+    /// The `files` hash (path -> sha256 hex), replaced whole; empty for a prune.
+    pub files: Vec<(String, String)>,
+    /// The `config` hash, replaced whole; empty for a prune.
+    pub config: Vec<(String, String)>,
+    /// The signal to publish with it; `None` for a manual app (desired changes,
+    /// nothing is signalled until someone asks).
+    pub signal: Option<Signal>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp {
+    Put,
+    Prune,
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Apps written.
+    pub written: usize,
+    /// Signals published.
+    pub signals: usize,
+    /// Apps that were not written because the store changed under canopy
+    /// (`StoreError::Conflict`); the others were written.
+    pub conflicts: Vec<StoreError>,
+}
+
+impl Store {
+    /// Writes every app in order, [`BATCH`] apps per round trip. Each app is
+    /// written whole or not at all. Stops at the first batch that fails as a whole
+    /// (connection lost, Redis lost canopy's data, fenced): apps of earlier batches
+    /// stay written, which is safe because writing an app twice is a no-op.
+    pub async fn apply(&mut self, writes: &[AppWrite]) -> Result<Applied, StoreError> {
+        let mut applied = Applied::default();
+        for batch in writes.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for write in batch {
+                pipe.add_command(self.apply_command(write));
+            }
+            let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+            for (write, reply) in batch.iter().zip(replies) {
+                match reply {
+                    Value::ServerError(e) => {
+                        match self.classify(e.into(), Some(write.app.as_str())) {
+                            conflict @ StoreError::Conflict { .. } => {
+                                applied.conflicts.push(conflict)
+                            }
+                            fatal => return Err(fatal),
+                        }
+                    }
+                    _ => {
+                        applied.written += 1;
+                        applied.signals += usize::from(write.signal.is_some());
+                    }
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    fn apply_command(&self, write: &AppWrite) -> redis::Cmd {
+        let keys = self.keys.app(&write.app);
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("canopy_apply")
+            .arg(7)
+            .arg(self.keys.epoch())
+            .arg(keys.desired())
+            .arg(keys.files())
+            .arg(keys.config())
+            .arg(keys.events())
+            .arg(self.keys.events())
+            .arg(self.keys.apps())
+            .arg(self.epoch)
+            .arg(write.expected_generation)
+            .arg(match write.op {
+                WriteOp::Put => "put",
+                WriteOp::Prune => "prune",
+            })
+            .arg(write.app.as_str())
+            .arg(self.maxlen)
+            .arg(keys.signal());
+        match &write.signal {
+            Some(signal) => cmd
+                .arg(signal.to_json())
+                .arg(signal.kind.as_str())
+                .arg(signal.generation),
+            None => cmd.arg("").arg("").arg(""),
+        };
+        cmd.arg(write.desired.len() * 2);
+        for (field, value) in &write.desired {
+            cmd.arg(*field).arg(value);
+        }
+        for pairs in [&write.files, &write.config] {
+            cmd.arg(pairs.len() * 2);
+            for (field, value) in pairs {
+                cmd.arg(field).arg(value);
+            }
+        }
+        cmd
+    }
+
+    /// Records the commit whose desired state is now fully written (fenced).
+    pub async fn commit(&mut self, meta: &super::Meta) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("canopy_hset")
+            .arg(2)
+            .arg(self.keys.epoch())
+            .arg(self.keys.meta())
+            .arg(self.epoch);
+        for (field, value) in meta.fields() {
+            cmd.arg(field).arg(value);
+        }
+        cmd.query_async::<()>(&mut self.conn)
+            .await
+            .map_err(|e| self.classify(e, None))
+    }
+
+    /// Writes status records (fenced), [`BATCH`] per round trip.
+    pub async fn record_statuses(
+        &mut self,
+        records: &[(AppName, Vec<(&'static str, String)>)],
+    ) -> Result<(), StoreError> {
+        for batch in records.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for (app, fields) in batch {
+                let cmd = pipe
+                    .cmd("FCALL")
+                    .arg("canopy_hset")
+                    .arg(2)
+                    .arg(self.keys.epoch())
+                    .arg(self.keys.app(app).status())
+                    .arg(self.epoch);
+                for (field, value) in fields {
+                    cmd.arg(*field).arg(value);
+                }
+                cmd.ignore();
+            }
+            pipe.query_async::<()>(&mut self.conn)
+                .await
+                .map_err(|e| self.classify(e, None))?;
+        }
+        Ok(())
+    }
+}

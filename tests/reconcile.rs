@@ -1,0 +1,451 @@
+//! The reconcile cycle against a real redis-server and a real Git repository:
+//! the key schema, one signal per (app, digest) transition across polls and
+//! restarts, prunes, config-only changes, fencing and recovery from Redis losing
+//! its data.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use ::redis::Commands;
+use canopy::layout::LayoutOptions;
+use canopy::reconcile::{CycleError, Reconciler};
+use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
+use canopy::store::{Signal, SignalKind, Store, StoreError, StoreOptions};
+use common::redis::{Persistence, RedisProc};
+use common::*;
+
+const NS: &str = "test";
+
+struct Setup {
+    redis: RedisProc,
+    _remote: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    state: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let remote = git_repo_from(&fixtures().join("example"));
+        Setup {
+            redis: RedisProc::start(),
+            repo: repo_path(&remote),
+            _remote: remote,
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn reconciler(&self) -> Reconciler {
+        let mirror = Mirror::open(MirrorOptions {
+            url: RepoUrl::parse(&format!("file://{}", self.repo.display())).unwrap(),
+            reference: "main".to_owned(),
+            credentials: None,
+            timeout: Duration::from_secs(30),
+            dir: self.state.path().join("mirror.git"),
+        })
+        .unwrap();
+        let store = Store::connect(&options(&self.redis.url())).await.unwrap();
+        Reconciler::new(Poller::new(mirror, LayoutOptions::default()), store)
+            .await
+            .unwrap()
+    }
+
+    fn commit(&self, files: &[(&str, &str)], message: &str) {
+        write_files(&self.repo, files);
+        git(&self.repo, &["add", "-A"]);
+        git(&self.repo, &["commit", "-qm", message]);
+    }
+
+    fn signals(&self) -> Vec<Signal> {
+        read_stream(&mut self.redis.conn(), &format!("canopy:{NS}:events"))
+    }
+
+    fn hash(&self, key: &str) -> HashMap<String, String> {
+        self.redis.conn().hgetall(key).unwrap()
+    }
+}
+
+fn options(url: &str) -> StoreOptions {
+    StoreOptions {
+        url: url.to_owned(),
+        username: None,
+        password: None,
+        namespace: NS.to_owned(),
+        connect_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(5),
+        stream_maxlen: 1000,
+    }
+}
+
+fn read_stream(conn: &mut ::redis::Connection, key: &str) -> Vec<Signal> {
+    let reply: ::redis::streams::StreamRangeReply = conn.xrange_all(key).unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            let payload: String = entry.get("payload").unwrap();
+            let signal: Signal = serde_json::from_str(&payload).unwrap();
+            let kind: String = entry.get("kind").unwrap();
+            let app: String = entry.get("app").unwrap();
+            let generation: u64 = entry.get("generation").unwrap();
+            assert_eq!(
+                (kind.as_str(), app.as_str()),
+                (signal.kind.as_str(), signal.app.as_str())
+            );
+            assert_eq!(
+                generation, signal.generation,
+                "flat fields match the payload"
+            );
+            signal
+        })
+        .collect()
+}
+
+fn app_key(app: &str, suffix: &str) -> String {
+    format!("canopy:{NS}:app:{{{app}}}:{suffix}")
+}
+
+/// name -> digest, from `canopy tree --output json` of a path.
+fn tree_digests(path: &Path) -> BTreeMap<String, String> {
+    let out = canopy(&["tree", path.to_str().unwrap(), "--output", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| {
+            Some((
+                a["name"].as_str()?.to_owned(),
+                a["digest"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn kinds(signals: &[Signal]) -> Vec<(String, SignalKind)> {
+    signals.iter().map(|s| (s.app.clone(), s.kind)).collect()
+}
+
+#[tokio::test]
+async fn first_cycle_writes_every_app_and_signals_each_once() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    let report = reconciler.cycle().await.unwrap();
+    let expected = tree_digests(&setup.repo);
+    assert!(report.resync && report.changed);
+    assert_eq!(report.written, expected.len());
+
+    let members: std::collections::BTreeSet<String> = setup
+        .redis
+        .conn()
+        .smembers(format!("canopy:{NS}:apps"))
+        .unwrap();
+    assert_eq!(members, expected.keys().cloned().collect());
+    for (app, digest) in &expected {
+        let desired = setup.hash(&app_key(app, "desired"));
+        assert_eq!(&desired["digest"], digest, "{app}");
+        assert_eq!(desired["generation"], "1");
+        assert_eq!(desired["revision"], report.commit);
+        let files = setup.hash(&app_key(app, "files"));
+        assert_eq!(files.len().to_string(), desired["files"]);
+    }
+    let config = setup.hash(&app_key("payments/api", "config"));
+    assert!(!config.is_empty(), "the example's payments/api has config");
+
+    let signals = setup.signals();
+    // The manual-sync app gets desired state but no signal.
+    let manual: Vec<&String> = expected
+        .keys()
+        .filter(|a| setup.hash(&app_key(a, "desired"))["sync"] == "manual")
+        .collect();
+    assert_eq!(manual.len(), 1, "the example has one manual app");
+    assert_eq!(signals.len(), expected.len() - 1);
+    assert!(
+        signals
+            .iter()
+            .all(|s| s.kind == SignalKind::Sync && s.generation == 1)
+    );
+    assert!(signals.iter().all(|s| s.previous_digest.is_none()));
+    let root = signals.iter().position(|s| s.app == ".").unwrap();
+    assert_eq!(root, 0, "parents are signalled before their children");
+    for signal in &signals {
+        assert_eq!(signal.digest.as_ref(), expected.get(&signal.app));
+        assert_eq!(signal.changed.len(), signal.changed_total);
+        let app_stream = read_stream(&mut setup.redis.conn(), &app_key(&signal.app, "events"));
+        assert_eq!(app_stream, std::slice::from_ref(signal));
+        let groups: ::redis::streams::StreamInfoGroupsReply = setup
+            .redis
+            .conn()
+            .xinfo_groups(app_key(&signal.app, "events"))
+            .unwrap();
+        assert_eq!(groups.groups[0].name, "canopy");
+    }
+    let meta = setup.hash(&format!("canopy:{NS}:meta"));
+    assert_eq!(meta["commit"], report.commit);
+    assert_eq!(meta["schema"], "1");
+}
+
+#[tokio::test]
+async fn repeated_polls_and_restarts_emit_nothing_new() {
+    let setup = Setup::new();
+    let mut first = setup.reconciler().await;
+    first.cycle().await.unwrap();
+    let before = setup.signals().len();
+    let again = first.cycle().await.unwrap();
+    assert!(!again.changed && again.written == 0);
+    drop(first);
+
+    // A restart: new process state, same Redis. Everything is compared, nothing
+    // is signalled again, and the epoch moves on.
+    let epoch_before: u64 = setup
+        .redis
+        .conn()
+        .get(format!("canopy:{NS}:epoch"))
+        .unwrap();
+    let mut restarted = setup.reconciler().await;
+    let report = restarted.cycle().await.unwrap();
+    assert!(report.resync);
+    assert_eq!(report.written, 0, "{report:?}");
+    assert_eq!(setup.signals().len(), before);
+    let epoch: u64 = setup
+        .redis
+        .conn()
+        .get(format!("canopy:{NS}:epoch"))
+        .unwrap();
+    assert_eq!(epoch, epoch_before + 1);
+}
+
+#[tokio::test]
+async fn one_changed_app_gets_one_signal_with_its_files() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let before = setup.signals().len();
+    let old = setup.hash(&app_key("payments/api", "desired"));
+
+    setup.commit(
+        &[("payments/api/deployment.yaml", "replicas: 7\n")],
+        "scale",
+    );
+    let report = reconciler.cycle().await.unwrap();
+    assert!(
+        !report.resync,
+        "an ordinary poll only looks at the planned apps"
+    );
+    assert_eq!((report.checked, report.written, report.signals), (1, 1, 1));
+    let signals = setup.signals();
+    let new = &signals[before..];
+    assert_eq!(kinds(new), [("payments/api".to_owned(), SignalKind::Sync)]);
+    let signal = &new[0];
+    assert_eq!(signal.generation, 2);
+    assert_eq!(signal.previous_digest.as_ref(), Some(&old["digest"]));
+    assert_eq!(signal.changed.len(), 1);
+    assert_eq!(signal.changed[0].path, "deployment.yaml");
+    assert_eq!(
+        signal.digest.as_ref(),
+        tree_digests(&setup.repo).get("payments/api")
+    );
+    assert_eq!(signal.epoch, reconciler.store().epoch());
+}
+
+#[tokio::test]
+async fn config_only_change_is_a_config_signal() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let before = setup.signals().len();
+    let spec = std::fs::read_to_string(setup.repo.join("payments/api/app.yaml")).unwrap();
+    assert!(
+        spec.contains("LOG_LEVEL: info"),
+        "the fixture has config to change"
+    );
+    let changed = spec.replacen("LOG_LEVEL: info", "LOG_LEVEL: debug, NEW_FLAG: on", 1);
+    setup.commit(&[("payments/api/app.yaml", &changed)], "config");
+    reconciler.cycle().await.unwrap();
+    let new = &setup.signals()[before..];
+    assert_eq!(
+        kinds(new),
+        [("payments/api".to_owned(), SignalKind::Config)]
+    );
+    let config = setup.hash(&app_key("payments/api", "config"));
+    assert_eq!(
+        (config["LOG_LEVEL"].as_str(), config["NEW_FLAG"].as_str()),
+        ("debug", "on")
+    );
+}
+
+#[tokio::test]
+async fn removed_app_is_pruned_and_keeps_its_generation_growing() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let before = setup.signals().len();
+
+    git(&setup.repo, &["rm", "-rq", "search/indexers"]);
+    git(&setup.repo, &["commit", "-qm", "drop indexers"]);
+    reconciler.cycle().await.unwrap();
+    let pruned = &setup.signals()[before..];
+    assert!(!pruned.is_empty());
+    assert!(
+        pruned
+            .iter()
+            .all(|s| s.kind == SignalKind::Prune && s.digest.is_none())
+    );
+    for signal in pruned {
+        let members: Vec<String> = setup
+            .redis
+            .conn()
+            .smembers(format!("canopy:{NS}:apps"))
+            .unwrap();
+        assert!(!members.contains(&signal.app));
+        let tombstone = setup.hash(&app_key(&signal.app, "desired"));
+        assert_eq!(tombstone["generation"], "2");
+        assert!(!tombstone.contains_key("digest"));
+        assert!(setup.hash(&app_key(&signal.app, "files")).is_empty());
+    }
+
+    // Back again: a sync with a higher generation, so a child's old reports
+    // cannot pass for the new one.
+    git(&setup.repo, &["revert", "--no-edit", "HEAD"]);
+    let n = setup.signals().len();
+    reconciler.cycle().await.unwrap();
+    let back = &setup.signals()[n..];
+    assert_eq!(back.len(), pruned.len());
+    assert!(
+        back.iter()
+            .all(|s| s.kind == SignalKind::Sync && s.generation == 3)
+    );
+}
+
+#[tokio::test]
+async fn redis_losing_its_data_is_rebuilt_from_git() {
+    let mut setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let epoch = reconciler.store().epoch();
+    let expected = tree_digests(&setup.repo);
+
+    setup.redis.restart(Persistence::Wipe);
+    assert!(
+        setup.hash(&format!("canopy:{NS}:meta")).is_empty(),
+        "the restart wiped Redis"
+    );
+    // The first attempt may see the dropped connection (and a slow machine may
+    // see the source busy, which still repairs the store from the last good tree);
+    // the daemon retries on its schedule, and within a few cycles all is back.
+    let mut converged = false;
+    for _ in 0..4 {
+        if reconciler.cycle().await.is_ok() {
+            converged = true;
+            break;
+        }
+    }
+    assert!(converged, "recovers within four cycles");
+    assert!(
+        reconciler.store().epoch() > epoch,
+        "epochs keep growing across a loss"
+    );
+    for (app, digest) in &expected {
+        assert_eq!(&setup.hash(&app_key(app, "desired"))["digest"], digest);
+    }
+    // Children see duplicates, never a gap: every auto app is signalled again.
+    assert_eq!(setup.signals().len(), expected.len() - 1);
+}
+
+#[tokio::test]
+async fn a_newer_epoch_fences_the_old_daemon() {
+    let setup = Setup::new();
+    let mut old = setup.reconciler().await;
+    old.cycle().await.unwrap();
+    let _new = setup.reconciler().await; // claims a newer epoch
+    let before = setup.signals().len();
+    setup.commit(
+        &[("payments/api/deployment.yaml", "replicas: 9\n")],
+        "scale",
+    );
+    let error = old.cycle().await.unwrap_err();
+    assert!(
+        matches!(error, CycleError::Store(StoreError::Fenced { .. })),
+        "{error:?}"
+    );
+    assert_eq!(
+        setup.signals().len(),
+        before,
+        "a fenced daemon writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_is_retried_as_a_full_comparison() {
+    let mut setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    setup.commit(
+        &[("payments/api/deployment.yaml", "replicas: 4\n")],
+        "scale",
+    );
+    setup.redis.kill();
+    assert!(reconciler.cycle().await.is_err(), "Redis is down");
+    setup.redis.restart(Persistence::Keep);
+    let before = setup.signals().len();
+    let mut report = None;
+    for _ in 0..3 {
+        if let Ok(r) = reconciler.cycle().await {
+            report = Some(r);
+            break;
+        }
+    }
+    let report = report.expect("converges after Redis is back");
+    assert!(!report.changed, "the poll itself had succeeded before");
+    assert!(
+        report.resync,
+        "what the failure skipped is found by comparing everything"
+    );
+    let new = &setup.signals()[before..];
+    assert_eq!(kinds(new), [("payments/api".to_owned(), SignalKind::Sync)]);
+}
+
+#[tokio::test]
+async fn canopy_report_refuses_stale_and_malformed_reports() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let key = app_key("payments/api", "observed");
+    let digest = setup.hash(&app_key("payments/api", "desired"))["digest"].clone();
+    let report = |generation: &str, digest: &str, status: &str| -> ::redis::RedisResult<String> {
+        ::redis::cmd("FCALL")
+            .arg("canopy_report")
+            .arg(1)
+            .arg(&key)
+            .arg(generation)
+            .arg(digest)
+            .arg("rev")
+            .arg(status)
+            .arg("applied")
+            .arg("agent-1")
+            .query(&mut setup.redis.conn())
+    };
+    assert_eq!(report("2", &digest, "synced").unwrap(), "OK");
+    let stored = setup.hash(&key);
+    assert_eq!(
+        (stored["generation"].as_str(), stored["status"].as_str()),
+        ("2", "synced")
+    );
+    assert!(stored["at"].parse::<i64>().unwrap() > 1_600_000_000_000);
+
+    let stale = report("1", &digest, "failed").unwrap_err();
+    assert_eq!(stale.code(), Some("STALE"), "{stale}");
+    assert_eq!(setup.hash(&key), stored, "a stale report changes nothing");
+    for (generation, digest, status) in [
+        ("x", digest.as_str(), "synced"),
+        ("3", "sha256:nothex", "synced"),
+        ("3", digest.as_str(), "great"),
+    ] {
+        let error = report(generation, digest, status).unwrap_err();
+        assert_eq!(error.code(), Some("ERR"), "{error}");
+    }
+    assert_eq!(setup.hash(&key), stored);
+}
