@@ -1,7 +1,11 @@
 //! The command line: one file per command. Commands return an exit code or a
 //! [`CliError`]; `main` prints the error's cause chain.
 
+mod diff;
+mod run;
 mod source;
+mod status;
+mod store;
 mod tree;
 mod validate;
 
@@ -38,6 +42,13 @@ pub enum Command {
     Tree(tree::TreeArgs),
     /// Check the layout and every app.yaml; exit 1 if anything is wrong.
     Validate(validate::ValidateArgs),
+    /// Follow the repository: poll, write desired state to Redis, signal the apps
+    /// that changed. Without redis.url, starts a private redis-server.
+    Run(run::RunArgs),
+    /// Every app's status (synced, progressing, out of sync, ...), from Redis.
+    Status(status::StatusArgs),
+    /// Desired vs observed state of one app, from Redis; exit 1 if they differ.
+    Diff(diff::DiffArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,6 +83,29 @@ pub enum CliError {
     Source(#[from] crate::source::SourceError),
     #[error("failed to create a scratch directory")]
     Scratch(#[source] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("failed to create the state directory {}", dir.display())]
+    StateDir {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Redis(#[from] crate::redis_launch::LaunchError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Cycle(#[from] crate::reconcile::CycleError),
+    #[error("failed to start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error(
+        "no Redis to read: pass --redis-url or --config, or start `canopy run` (its embedded Redis lives in {})",
+        state_dir.display()
+    )]
+    NoRedis { state_dir: std::path::PathBuf },
+    #[error("app {app} is not known in namespace {namespace}")]
+    UnknownApp { app: String, namespace: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,5 +131,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Tree(args) => tree::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Diff(args) => diff::run(args),
     }
 }

@@ -1,0 +1,257 @@
+//! `canopy run`: the reconcile cycle, once (`--once`) or on the poll interval
+//! until SIGTERM or SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::store::{URL_FILE, embedded_dir, runtime};
+use super::{CliError, EXIT_OK, Output};
+use crate::config::{Config, Namespace, Overrides, RedisUrl, process_env};
+use crate::layout::GlobPattern;
+use crate::reconcile::{CycleReport, Reconciler, record_changes, statuses};
+use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
+use crate::source::{Mirror, MirrorOptions, Poller, RepoUrl, Schedule};
+use crate::store::{Store, StoreOptions};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file (every key is optional but repo.url; see examples/canopy.yaml).
+    #[arg(long, short = 'c', env = "CANOPY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Run one poll-and-reconcile cycle, then exit (0 on success).
+    #[arg(long)]
+    pub once: bool,
+    /// How `--once` reports what it did.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// The repository to follow (overrides repo.url and CANOPY_REPO_URL).
+    #[arg(long, value_parser = RepoUrl::parse)]
+    pub repo_url: Option<RepoUrl>,
+    /// Branch, tag or full commit id (repo.ref).
+    #[arg(long)]
+    pub repo_ref: Option<String>,
+    /// The root app's directory inside the repository (repo.path).
+    #[arg(long)]
+    pub repo_path: Option<String>,
+    /// The root app's directory generator (repo.children; repeatable).
+    #[arg(long = "children", value_name = "GLOB", value_parser = GlobPattern::parse)]
+    pub children: Vec<GlobPattern>,
+    /// Directories the root generator skips (repeatable).
+    #[arg(long = "children-exclude", value_name = "GLOB", value_parser = GlobPattern::parse)]
+    pub children_exclude: Vec<GlobPattern>,
+    /// Namespace in Redis (several environments can share one Redis).
+    #[arg(long, value_parser = Namespace::parse)]
+    pub namespace: Option<Namespace>,
+    /// Clone cache and embedded Redis data.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// An existing Redis (default: start a private redis-server in the state dir).
+    #[arg(long, value_parser = RedisUrl::parse)]
+    pub redis_url: Option<RedisUrl>,
+    /// How often to poll, e.g. 30s (jittered; failures back off).
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub poll_interval: Option<std::time::Duration>,
+}
+
+impl RunArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            namespace: self.namespace.clone(),
+            state_dir: self.state_dir.clone(),
+            repo_url: self.repo_url.clone(),
+            repo_ref: self.repo_ref.clone(),
+            repo_path: self.repo_path.clone(),
+            children: self.children.clone(),
+            children_exclude: self.children_exclude.clone(),
+            redis_url: self.redis_url.clone(),
+            poll_interval: self.poll_interval,
+            listen: None,
+        }
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    let config = Config::load(args.config.as_deref(), &process_env, &args.overrides())?;
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| CliError::StateDir {
+        dir: config.state_dir.clone(),
+        source,
+    })?;
+    // Started before the runtime and stopped after it, by drop, on every path.
+    let embedded = match &config.redis.url {
+        Some(_) => None,
+        None => Some(Embedded::start(&config.state_dir)?),
+    };
+    let url = match (&config.redis.url, &embedded) {
+        (Some(url), _) => url.expose().to_owned(),
+        (None, Some(e)) => e.redis.url(),
+        (None, None) => unreachable!("started above"),
+    };
+    let runtime = runtime()?;
+    let result = runtime.block_on(serve(&config, url, args.once, args.output));
+    // A poll abandoned by a second signal may still hold a blocking thread.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
+}
+
+/// The embedded redis-server and the file that tells `status` where it is.
+struct Embedded {
+    redis: EmbeddedRedis,
+    url_file: PathBuf,
+}
+
+impl Embedded {
+    fn start(state_dir: &Path) -> Result<Embedded, CliError> {
+        let dir = embedded_dir(state_dir);
+        let redis = EmbeddedRedis::start(LaunchOptions::new(&dir))?;
+        let url_file = dir.join(URL_FILE);
+        std::fs::write(&url_file, redis.url()).map_err(|source| CliError::StateDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        Ok(Embedded { redis, url_file })
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.url_file);
+        if let Err(e) = self.redis.stop() {
+            tracing::warn!(error = %crate::error_chain(&e), "failed to stop the embedded redis");
+        }
+    }
+}
+
+async fn serve(
+    config: &Config,
+    url: String,
+    once: bool,
+    output: Output,
+) -> Result<ExitCode, CliError> {
+    let repo = &config.repo;
+    let mirror = Mirror::open(MirrorOptions {
+        url: repo.url.clone(),
+        reference: repo.reference.clone().unwrap_or_else(|| "HEAD".to_owned()),
+        credentials: repo.credentials(),
+        timeout: repo.timeout,
+        dir: config.state_dir.join("mirror.git"),
+    })?;
+    let poller = Poller::new(mirror, repo.layout_options());
+    let redis = &config.redis;
+    let store = Store::connect(&StoreOptions {
+        url,
+        username: redis.username.clone(),
+        password: redis.password.as_ref().map(|p| p.expose().to_owned()),
+        namespace: config.namespace.as_str().to_owned(),
+        connect_timeout: redis.connect_timeout,
+        response_timeout: redis.response_timeout,
+        stream_maxlen: redis.stream_maxlen,
+    })
+    .await?;
+    let mut reconciler = Reconciler::new(poller, store).await?;
+    let sync_timeout =
+        chrono::Duration::from_std(redis.sync_timeout).unwrap_or(chrono::Duration::MAX);
+
+    if once {
+        let report = reconciler.cycle().await?;
+        update_statuses(&mut reconciler, sync_timeout).await?;
+        print_report(&report, output)?;
+        return Ok(ExitCode::from(EXIT_OK));
+    }
+
+    let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
+    tokio::spawn(stop_on_signal(shutdown.clone(), abort.clone()));
+    tokio::select! {
+        () = repeat(&mut reconciler, repo.poll_interval, sync_timeout, shutdown) => {}
+        () = abort.cancelled() => tracing::warn!("exiting at once: the current cycle is abandoned"),
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// Cycles on the poll interval until `shutdown`; errors back off and are logged,
+/// never fatal: the last good state stays desired.
+async fn repeat(
+    reconciler: &mut Reconciler,
+    interval: std::time::Duration,
+    sync_timeout: chrono::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut schedule = Schedule::new(interval);
+    loop {
+        let result = match reconciler.cycle().await {
+            Ok(report) => update_statuses(reconciler, sync_timeout)
+                .await
+                .map(|()| report)
+                .map_err(CliError::from),
+            Err(e) => Err(CliError::from(e)),
+        };
+        let delay = schedule.next_delay(result.is_ok(), fastrand::f64());
+        match result {
+            Ok(report) if report.changed || report.written > 0 => tracing::info!(
+                commit = %report.commit, written = report.written, signals = report.signals, "cycle done"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %crate::error_chain(&e),
+                failures = schedule.failures(),
+                retry_in_ms = delay.as_millis() as u64,
+                "cycle failed; last good state kept"
+            ),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn update_statuses(
+    reconciler: &mut Reconciler,
+    sync_timeout: chrono::Duration,
+) -> Result<(), crate::store::StoreError> {
+    let store = reconciler.store();
+    let all = statuses(store, chrono::Utc::now(), sync_timeout).await?;
+    record_changes(store, &all).await
+}
+
+/// The first SIGTERM or SIGINT stops the loop after the current cycle (a cycle
+/// writes each app atomically, so stopping between cycles loses nothing); a second
+/// one abandons the cycle. Either way the embedded Redis is stopped on the way out.
+async fn stop_on_signal(shutdown: CancellationToken, abort: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for SIGTERM/SIGINT; stop canopy with SIGKILL");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("stopping after the current cycle (signal again to exit at once)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    abort.cancel();
+}
+
+fn print_report(report: &CycleReport, output: Output) -> Result<(), CliError> {
+    use std::io::Write;
+    let text = match output {
+        Output::Json => serde_json::to_string_pretty(report).expect("a report serializes"),
+        Output::Text => format!(
+            "commit {}: {} apps compared{}, {} written, {} signals",
+            report.commit,
+            report.checked,
+            if report.resync {
+                " (full comparison)"
+            } else {
+                ""
+            },
+            report.written,
+            report.signals
+        ),
+    };
+    writeln!(std::io::stdout(), "{text}").map_err(CliError::Output)
+}

@@ -1,0 +1,107 @@
+//! `canopy status`: every app's status, desired vs observed, from Redis only.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::store::{StoreArgs, runtime};
+use super::{CliError, EXIT_OK, Output};
+use crate::reconcile::{AppStatus, statuses};
+use crate::status::format_age;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(serde::Serialize)]
+struct StatusJson<'a> {
+    namespace: &'a str,
+    /// The last commit whose desired state is fully written.
+    commit: Option<String>,
+    apps: &'a [AppStatus],
+}
+
+pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
+    let runtime = runtime()?;
+    let (mut store, sync_timeout) = args.store.connect(&runtime)?;
+    let now = chrono::Utc::now();
+    let timeout = chrono::Duration::from_std(sync_timeout).unwrap_or(chrono::Duration::MAX);
+    let (meta, apps) = runtime.block_on(async {
+        let meta = store.meta().await?;
+        let apps = statuses(&mut store, now, timeout).await?;
+        Ok::<_, crate::store::StoreError>((meta, apps))
+    })?;
+    let text = match args.output {
+        Output::Json => {
+            let json = StatusJson {
+                namespace: store.namespace(),
+                commit: meta.map(|m| m.commit),
+                apps: &apps,
+            };
+            serde_json::to_string_pretty(&json).expect("status serializes")
+        }
+        Output::Text => table(&apps, meta.as_ref().map(|m| m.commit.as_str()), now),
+    };
+    writeln!(std::io::stdout(), "{text}").map_err(CliError::Output)?;
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn table(apps: &[AppStatus], commit: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut rows = vec![[
+        "APP".to_owned(),
+        "STATUS".to_owned(),
+        "FOR".to_owned(),
+        "GEN".to_owned(),
+        "DESIRED".to_owned(),
+        "OBSERVED".to_owned(),
+        "REASON".to_owned(),
+    ]];
+    for app in apps {
+        let generation = match (&app.desired, &app.observed) {
+            (Some(d), Some(o)) => format!("{}/{}", o.generation, d.generation),
+            (Some(d), None) => format!("-/{}", d.generation),
+            (None, Some(o)) => format!("{}/-", o.generation),
+            (None, None) => "-".to_owned(),
+        };
+        rows.push([
+            app.app.to_string(),
+            app.record.status.as_str().to_owned(),
+            format_age(now - app.record.since),
+            generation,
+            short(app.desired.as_ref().map(|d| d.digest.as_str())),
+            short(app.observed.as_ref().map(|o| o.digest.as_str())),
+            app.record.reason.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = format!("commit {}\n", commit.unwrap_or("(none yet)"));
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.pop();
+    out
+}
+
+/// `sha256:` and the first 12 hex digits: enough to tell digests apart by eye.
+fn short(digest: Option<&str>) -> String {
+    match digest {
+        Some(d) => d.chars().take("sha256:".len() + 12).collect(),
+        None => "-".to_owned(),
+    }
+}

@@ -1,0 +1,127 @@
+//! How the read-only commands (`status`, `diff`) find the Redis of a daemon: the
+//! flags, else the config file, else the environment, else the embedded Redis
+//! that `canopy run` keeps in its state dir.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::CliError;
+use crate::config::{self, Config, Namespace, Overrides, RedisUrl, process_env};
+use crate::store::{Store, StoreOptions};
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The daemon's config file: its `redis`, `namespace` and `state_dir` are used.
+    #[arg(long, short = 'c', env = "CANOPY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The Redis to read (default: the config's, else the embedded Redis of the
+    /// state dir). A password belongs in CANOPY_REDIS_PASSWORD, not in the URL.
+    #[arg(long, env = "CANOPY_REDIS_URL", value_parser = RedisUrl::parse)]
+    pub redis_url: Option<RedisUrl>,
+    /// The namespace (environment) to read.
+    #[arg(long, env = "CANOPY_NAMESPACE", value_parser = Namespace::parse)]
+    pub namespace: Option<Namespace>,
+    /// Where `canopy run` keeps the embedded Redis, when no URL is given.
+    #[arg(long, env = "CANOPY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What a read-only command needs from the config.
+pub struct Target {
+    pub store: StoreOptions,
+    pub sync_timeout: Duration,
+}
+
+impl StoreArgs {
+    pub fn target(&self) -> Result<Target, CliError> {
+        let config = match &self.config {
+            Some(path) => Some(Config::load(
+                Some(path),
+                &process_env,
+                &Overrides::default(),
+            )?),
+            None => None,
+        };
+        let redis = config.as_ref().map(|c| &c.redis);
+        let namespace = self
+            .namespace
+            .clone()
+            .or_else(|| config.as_ref().map(|c| c.namespace.clone()));
+        let url = match self
+            .redis_url
+            .clone()
+            .or_else(|| redis.and_then(|r| r.url.clone()))
+        {
+            Some(url) => url.expose().to_owned(),
+            None => {
+                let state_dir = self
+                    .state_dir
+                    .clone()
+                    .or_else(|| config.as_ref().map(|c| c.state_dir.clone()))
+                    .unwrap_or_else(|| config::default_state_dir(&process_env));
+                embedded_url(&state_dir)?
+            }
+        };
+        let password = redis
+            .and_then(|r| r.password.as_ref())
+            .map(|p| p.expose().to_owned())
+            .or_else(|| process_env("CANOPY_REDIS_PASSWORD"));
+        let username = redis
+            .and_then(|r| r.username.clone())
+            .or_else(|| process_env("CANOPY_REDIS_USER"));
+        Ok(Target {
+            store: StoreOptions {
+                url,
+                username,
+                password,
+                namespace: namespace.map_or_else(
+                    || config::defaults::NAMESPACE.to_owned(),
+                    |n| n.as_str().to_owned(),
+                ),
+                connect_timeout: redis.map_or(config::defaults::REDIS_CONNECT_TIMEOUT, |r| {
+                    r.connect_timeout
+                }),
+                response_timeout: redis.map_or(config::defaults::REDIS_RESPONSE_TIMEOUT, |r| {
+                    r.response_timeout
+                }),
+                stream_maxlen: redis.map_or(config::defaults::STREAM_MAXLEN, |r| r.stream_maxlen),
+            },
+            sync_timeout: redis.map_or(config::defaults::SYNC_TIMEOUT, |r| r.sync_timeout),
+        })
+    }
+
+    pub fn connect(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<(Store, Duration), CliError> {
+        let target = self.target()?;
+        let store = runtime.block_on(Store::connect(&target.store))?;
+        Ok((store, target.sync_timeout))
+    }
+}
+
+/// Where `canopy run` keeps the embedded Redis of `state_dir`.
+pub fn embedded_dir(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("redis")
+}
+
+/// The file in [`embedded_dir`] holding the embedded Redis's URL while it runs
+/// (a unix socket, or a loopback port when the socket path would be too long).
+pub const URL_FILE: &str = "url";
+
+fn embedded_url(state_dir: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(embedded_dir(state_dir).join(URL_FILE))
+        .map(|url| url.trim().to_owned())
+        .map_err(|_| CliError::NoRedis {
+            state_dir: state_dir.to_path_buf(),
+        })
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+}
