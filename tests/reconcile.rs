@@ -449,3 +449,78 @@ async fn canopy_report_refuses_stale_and_malformed_reports() {
     }
     assert_eq!(setup.hash(&key), stored);
 }
+
+#[tokio::test]
+async fn a_lost_functions_library_alone_is_restored() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    setup.redis.cmd(&["FUNCTION", "FLUSH"]);
+    setup.commit(
+        &[("payments/api/deployment.yaml", "replicas: 6\n")],
+        "scale",
+    );
+    let before = setup.signals().len();
+    assert!(
+        reconciler.cycle().await.is_err(),
+        "the write finds the library gone"
+    );
+    reconciler.cycle().await.unwrap();
+    let new = &setup.signals()[before..];
+    assert!(
+        new.iter()
+            .any(|s| s.app == "payments/api" && s.kind == SignalKind::Sync),
+        "{:?}",
+        kinds(new)
+    );
+}
+
+#[tokio::test]
+async fn a_report_with_bad_text_does_not_hide_other_apps() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let digest = setup.hash(&app_key("payments/api", "desired"))["digest"].clone();
+    // 4095 ASCII bytes then a 3-byte character: the 4 KiB cap must not cut it.
+    let message = format!("{}€", "x".repeat(4095));
+    setup.redis.cmd(&[
+        "FCALL",
+        "canopy_report",
+        "1",
+        &app_key("payments/api", "observed"),
+        "1",
+        &digest,
+        "rev",
+        "failed",
+        &message,
+        "agent",
+    ]);
+    let stored: String = setup
+        .redis
+        .conn()
+        .hget(app_key("payments/api", "observed"), "message")
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        4095,
+        "cut before the character, not inside it"
+    );
+    // Someone else writes invalid UTF-8 into another app's observed hash.
+    let _: () = setup
+        .redis
+        .conn()
+        .hset(app_key("search", "observed"), "message", &b"\xff\xfe"[..])
+        .unwrap();
+    let all = canopy::reconcile::statuses(
+        reconciler.store(),
+        chrono::Utc::now(),
+        chrono::Duration::minutes(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.len(), expected_apps(&setup));
+}
+
+fn expected_apps(setup: &Setup) -> usize {
+    tree_digests(&setup.repo).len()
+}

@@ -18,6 +18,9 @@ pub struct Reconciler {
     resync: bool,
     /// Whether this daemon has written `meta` (its absence is then a loss).
     committed: bool,
+    /// A write found canopy's data or Functions library gone: recover before the
+    /// next write even if the epoch key looks fine (a `FUNCTION FLUSH` alone).
+    lost: bool,
 }
 
 /// What one cycle did.
@@ -56,6 +59,7 @@ impl Reconciler {
             store,
             resync: true,
             committed: false,
+            lost: false,
         })
     }
 
@@ -111,6 +115,7 @@ impl Reconciler {
             self.resync = true;
             if matches!(e, CycleError::Store(StoreError::Lost { .. })) {
                 self.committed = false;
+                self.lost = true;
             }
         }
         result
@@ -123,6 +128,7 @@ impl Reconciler {
         }
         match self.store.check(self.committed).await {
             Err(StoreError::Lost { .. }) => self.recover().await?,
+            Ok(()) if self.lost => self.recover().await?,
             other => other?,
         }
         if plan.is_some() || self.resync {
@@ -144,6 +150,7 @@ impl Reconciler {
         tracing::info!(epoch, "claimed epoch");
         self.resync = true;
         self.committed = false;
+        self.lost = false;
         Ok(())
     }
 

@@ -41,6 +41,18 @@ local function hset_pairs(key, args, first, count)
   end
 end
 
+-- At most `max` bytes of `text`, never cutting a UTF-8 character in two.
+local function clip(text, max)
+  if #text <= max then return text end
+  local stop = max
+  while stop > 0 do
+    local byte = string.byte(text, stop + 1)
+    if byte < 0x80 or byte >= 0xC0 then break end
+    stop = stop - 1
+  end
+  return string.sub(text, 1, stop)
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -62,6 +74,9 @@ local function apply(keys, args)
     return redis.error_reply('CONFLICT stored generation is ' .. stored .. ', expected ' .. args[2])
   end
   local op, app, payload = args[3], args[4], args[7]
+  if op ~= 'put' and op ~= 'prune' then
+    return redis.error_reply('ERR unknown op ' .. op)
+  end
   local n_desired = tonumber(args[10])
   local files_at = 11 + n_desired
   local n_files = tonumber(args[files_at])
@@ -74,10 +89,8 @@ local function apply(keys, args)
     hset_pairs(keys[3], args, files_at + 1, n_files)
     hset_pairs(keys[4], args, config_at + 1, n_config)
     redis.call('SADD', keys[7], app)
-  elseif op == 'prune' then
-    redis.call('SREM', keys[7], app)
   else
-    return redis.error_reply('ERR unknown op ' .. op)
+    redis.call('SREM', keys[7], app)
   end
 
   if payload == '' then return 'OK' end
@@ -141,9 +154,9 @@ local function report(keys, args)
     return redis.error_reply('STALE generation ' .. args[1] .. ' is lower than the stored ' .. stored)
   end
   redis.call('HSET', keys[1],
-    'generation', args[1], 'digest', args[2], 'revision', string.sub(args[3], 1, 256),
-    'status', status, 'message', string.sub(args[5], 1, MAX_MESSAGE),
-    'reporter', string.sub(args[6], 1, 256), 'at', now_ms())
+    'generation', args[1], 'digest', args[2], 'revision', clip(args[3], 256),
+    'status', status, 'message', clip(args[5], MAX_MESSAGE),
+    'reporter', clip(args[6], 256), 'at', now_ms())
   return redis.status_reply('OK')
 end
 

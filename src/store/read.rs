@@ -137,12 +137,10 @@ impl Store {
                     .get(keys.heartbeat())
                     .hgetall(keys.status());
             }
-            type Four = (
-                HashMap<String, String>,
-                HashMap<String, String>,
-                Option<String>,
-                HashMap<String, String>,
-            );
+            // Bytes first, text after: a child that wrote invalid UTF-8 must not
+            // make every other app's state unreadable.
+            type Hash = HashMap<Vec<u8>, Vec<u8>>;
+            type Four = (Hash, Hash, Option<Vec<u8>>, Hash);
             let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
             for chunk in replies.chunks(4) {
                 let (desired, observed, heartbeat, record): Four =
@@ -152,6 +150,8 @@ impl Store {
                             detail: e.to_string(),
                         }
                     })?;
+                let (desired, observed, record) = (lossy(desired), lossy(observed), lossy(record));
+                let heartbeat = heartbeat.map(|h| String::from_utf8_lossy(&h).into_owned());
                 out.push(AppState {
                     desired,
                     observed,
@@ -162,6 +162,17 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn lossy(hash: HashMap<Vec<u8>, Vec<u8>>) -> HashMap<String, String> {
+    hash.into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn valid_names(raw: Vec<String>, what: &str) -> BTreeSet<AppName> {
