@@ -7,14 +7,14 @@ use std::process::ExitCode;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{URL_FILE, embedded_dir, runtime};
+use super::store::{URL_FILE, embedded_dir, runtime, store_options};
 use super::{CliError, EXIT_OK, Output};
 use crate::config::{Config, Namespace, Overrides, RedisUrl, process_env};
 use crate::layout::GlobPattern;
 use crate::reconcile::{CycleReport, Reconciler, record_changes, statuses};
 use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
 use crate::source::{Mirror, MirrorOptions, Poller, RepoUrl, Schedule};
-use crate::store::{Store, StoreOptions};
+use crate::store::Store;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -140,16 +140,8 @@ async fn serve(
     })?;
     let poller = Poller::new(mirror, repo.layout_options());
     let redis = &config.redis;
-    let store = Store::connect(&StoreOptions {
-        url,
-        username: redis.username.clone(),
-        password: redis.password.as_ref().map(|p| p.expose().to_owned()),
-        namespace: config.namespace.as_str().to_owned(),
-        connect_timeout: redis.connect_timeout,
-        response_timeout: redis.response_timeout,
-        stream_maxlen: redis.stream_maxlen,
-    })
-    .await?;
+    let options = store_options(url, config.namespace.as_str(), Some(&config.redis));
+    let store = Store::connect(&options).await?;
     let mut reconciler = Reconciler::new(poller, store).await?;
     let sync_timeout =
         chrono::Duration::from_std(redis.sync_timeout).unwrap_or(chrono::Duration::MAX);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::CliError;
-use crate::config::{self, Config, Namespace, Overrides, RedisUrl, process_env};
+use crate::config::{self, Config, Namespace, Overrides, RedisConfig, RedisUrl, process_env};
 use crate::store::{Store, StoreOptions};
 
 #[derive(Debug, Args)]
@@ -64,30 +64,19 @@ impl StoreArgs {
                 embedded_url(&state_dir)?
             }
         };
-        let password = redis
-            .and_then(|r| r.password.as_ref())
-            .map(|p| p.expose().to_owned())
-            .or_else(|| process_env("CANOPY_REDIS_PASSWORD"));
-        let username = redis
-            .and_then(|r| r.username.clone())
-            .or_else(|| process_env("CANOPY_REDIS_USER"));
+        let mut store = store_options(
+            url,
+            namespace
+                .as_ref()
+                .map_or(config::defaults::NAMESPACE, |n| n.as_str()),
+            redis,
+        );
+        if redis.is_none() {
+            store.username = process_env("CANOPY_REDIS_USER");
+            store.password = process_env("CANOPY_REDIS_PASSWORD");
+        }
         Ok(Target {
-            store: StoreOptions {
-                url,
-                username,
-                password,
-                namespace: namespace.map_or_else(
-                    || config::defaults::NAMESPACE.to_owned(),
-                    |n| n.as_str().to_owned(),
-                ),
-                connect_timeout: redis.map_or(config::defaults::REDIS_CONNECT_TIMEOUT, |r| {
-                    r.connect_timeout
-                }),
-                response_timeout: redis.map_or(config::defaults::REDIS_RESPONSE_TIMEOUT, |r| {
-                    r.response_timeout
-                }),
-                stream_maxlen: redis.map_or(config::defaults::STREAM_MAXLEN, |r| r.stream_maxlen),
-            },
+            store,
             sync_timeout: redis.map_or(config::defaults::SYNC_TIMEOUT, |r| r.sync_timeout),
         })
     }
@@ -99,6 +88,22 @@ impl StoreArgs {
         let target = self.target()?;
         let store = runtime.block_on(Store::connect(&target.store))?;
         Ok((store, target.sync_timeout))
+    }
+}
+
+/// How to reach the store: the config's `redis` settings, or the defaults.
+pub fn store_options(url: String, namespace: &str, redis: Option<&RedisConfig>) -> StoreOptions {
+    use config::defaults;
+    StoreOptions {
+        url,
+        username: redis.and_then(|r| r.username.clone()),
+        password: redis
+            .and_then(|r| r.password.as_ref())
+            .map(|p| p.expose().to_owned()),
+        namespace: namespace.to_owned(),
+        connect_timeout: redis.map_or(defaults::REDIS_CONNECT_TIMEOUT, |r| r.connect_timeout),
+        response_timeout: redis.map_or(defaults::REDIS_RESPONSE_TIMEOUT, |r| r.response_timeout),
+        stream_maxlen: redis.map_or(defaults::STREAM_MAXLEN, |r| r.stream_maxlen),
     }
 }
 

@@ -60,16 +60,3 @@ pub enum StoreError {
     #[error("unexpected reply from Redis for {what}: {detail}")]
     Reply { what: String, detail: String },
 }
-
-impl StoreError {
-    /// Faults of the connection (Redis down, frozen, restarting), as opposed to
-    /// canopy's data being wrong.
-    pub fn is_connection(&self) -> bool {
-        match self {
-            StoreError::Redis(e) | StoreError::Connect { source: e, .. } => {
-                e.is_io_error() || e.is_timeout() || e.is_connection_dropped()
-            }
-            _ => false,
-        }
-    }
-}
