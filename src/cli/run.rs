@@ -163,6 +163,10 @@ async fn serve(
     Ok(ExitCode::from(EXIT_OK))
 }
 
+/// How often the daemon re-evaluates every app's status when nothing was written
+/// (children report on their own time; their statuses move without a commit).
+const STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Cycles on the poll interval until `shutdown`; errors back off and are logged,
 /// never fatal: the last good state stays desired.
 async fn repeat(
@@ -172,13 +176,22 @@ async fn repeat(
     shutdown: CancellationToken,
 ) {
     let mut schedule = Schedule::new(interval);
+    let mut evaluated: Option<tokio::time::Instant> = None;
     loop {
         let result = match reconciler.cycle().await {
-            Ok(report) => update_statuses(reconciler, sync_timeout)
-                .await
-                .map(|()| report)
-                .map_err(CliError::from),
-            Err(e) => Err(CliError::from(e)),
+            // Statuses read every app: never on each poll, only after a write or
+            // once per STATUS_INTERVAL, so an idle poll stays one fetch.
+            Ok(report)
+                if report.written > 0
+                    || evaluated.is_none_or(|at| at.elapsed() >= STATUS_INTERVAL) =>
+            {
+                evaluated = Some(tokio::time::Instant::now());
+                update_statuses(reconciler, sync_timeout)
+                    .await
+                    .map(|()| report)
+                    .map_err(CliError::from)
+            }
+            other => other.map_err(CliError::from),
         };
         let delay = schedule.next_delay(result.is_ok(), fastrand::f64());
         match result {
