@@ -294,6 +294,10 @@ async fn removed_app_is_pruned_and_keeps_its_generation_growing() {
             .iter()
             .all(|s| s.kind == SignalKind::Prune && s.digest.is_none())
     );
+    assert!(
+        pruned.iter().all(|s| s.parent.as_deref() == Some("search")),
+        "a prune names the parent the app had: {pruned:?}"
+    );
     for signal in pruned {
         let members: Vec<String> = setup
             .redis
@@ -519,4 +523,52 @@ async fn a_report_with_bad_text_does_not_hide_other_apps() {
     .await
     .unwrap();
     assert_eq!(all.len(), tree_digests(&setup.repo).len());
+}
+
+#[tokio::test]
+async fn a_lost_desired_hash_never_lowers_the_generation_below_the_childs_report() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let digest = setup.hash(&app_key("payments/api", "desired"))["digest"].clone();
+    let observed = app_key("payments/api", "observed");
+    setup.redis.cmd(&[
+        "FCALL",
+        "canopy_report",
+        "1",
+        &observed,
+        "5",
+        &digest,
+        "rev",
+        "synced",
+        "ok",
+        "agent",
+    ]);
+    // A partial loss: the desired hash is gone, the child's report is not.
+    setup
+        .redis
+        .cmd(&["DEL", &app_key("payments/api", "desired")]);
+    drop(reconciler);
+    let before = setup.signals().len();
+    setup.reconciler().await.cycle().await.unwrap();
+    let new = &setup.signals()[before..];
+    assert_eq!(kinds(new), [("payments/api".to_owned(), SignalKind::Sync)]);
+    assert_eq!(new[0].generation, 6, "above the reported generation 5");
+    let reply = setup.redis.cmd(&[
+        "FCALL",
+        "canopy_report",
+        "1",
+        &observed,
+        "6",
+        &digest,
+        "rev",
+        "synced",
+        "ok",
+        "agent",
+    ]);
+    assert_eq!(
+        reply,
+        ::redis::Value::Okay,
+        "the child can report the new generation"
+    );
 }

@@ -205,19 +205,20 @@ pub fn write(
     context: &Context,
 ) -> AppWrite {
     let expected_generation = stored.map_or(0, |s| s.generation);
-    let generation = expected_generation + 1;
+    let generation = stored.map_or(1, StoredDesired::next_generation);
     let changed_total = changed.len();
     changed.truncate(MAX_CHANGED);
     let mut signal = Signal {
         kind,
         app: target.name().to_string(),
-        parent: None,
+        // A pruned app is gone from Git: its parent and wave come from the store.
+        parent: stored.and_then(|s| s.parent.clone()),
         revision: context.revision.clone(),
         digest: None,
         previous_digest: stored.and_then(|s| s.digest.clone()),
         config_digest: None,
         generation,
-        wave: 0,
+        wave: stored.map_or(0, |s| s.wave),
         changed,
         changed_total,
         at: context.now,

@@ -53,17 +53,21 @@ impl Store {
         for batch in apps.chunks(BATCH) {
             let mut pipe = redis::pipe();
             for app in batch {
+                let keys = self.keys.app(app);
                 pipe.cmd("HMGET")
-                    .arg(self.keys.app(app).desired())
-                    .arg(&StoredDesired::FIELDS[..]);
+                    .arg(keys.desired())
+                    .arg(&StoredDesired::FIELDS[..])
+                    .hget(keys.observed(), "generation");
             }
-            let replies: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn).await?;
-            for (app, values) in batch.iter().zip(replies) {
-                let stored =
-                    StoredDesired::from_values(values).map_err(|detail| StoreError::Reply {
-                        what: format!("the desired state of {app}"),
+            let replies: Vec<(Vec<Option<String>>, Option<String>)> =
+                pipe.query_async(&mut self.conn).await?;
+            for (app, (desired, observed)) in batch.iter().zip(replies) {
+                let stored = StoredDesired::from_values(desired, observed).map_err(|detail| {
+                    StoreError::Reply {
+                        what: format!("the stored state of {app}"),
                         detail,
-                    })?;
+                    }
+                })?;
                 out.push(stored);
             }
         }
