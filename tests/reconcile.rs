@@ -282,6 +282,16 @@ async fn removed_app_is_pruned_and_keeps_its_generation_growing() {
     let setup = Setup::new();
     let mut reconciler = setup.reconciler().await;
     reconciler.cycle().await.unwrap();
+    let statuses = canopy::reconcile::statuses(
+        reconciler.store(),
+        chrono::Utc::now(),
+        chrono::Duration::minutes(5),
+    )
+    .await
+    .unwrap();
+    canopy::reconcile::record_changes(reconciler.store(), &statuses)
+        .await
+        .unwrap();
     let before = setup.signals().len();
 
     git(&setup.repo, &["rm", "-rq", "search/indexers"]);
@@ -309,6 +319,10 @@ async fn removed_app_is_pruned_and_keeps_its_generation_growing() {
         assert_eq!(tombstone["generation"], "2");
         assert!(!tombstone.contains_key("digest"));
         assert!(setup.hash(&app_key(&signal.app, "files")).is_empty());
+        assert!(
+            setup.hash(&app_key(&signal.app, "status")).is_empty(),
+            "its status history ends with it"
+        );
     }
 
     // Back again: a sync with a higher generation, so a child's old reports

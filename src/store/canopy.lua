@@ -60,7 +60,8 @@ end
 
 --[[
 canopy_apply: write one app's desired state and its signal, all or nothing.
-KEYS: epoch, desired, files, config, app stream, events stream, apps set
+KEYS: epoch, desired, files, config, app stream, events stream, apps set,
+      status record
 ARGV: epoch, expected stored generation (0: none), op (put|prune), app name,
       stream maxlen, channel, payload ('' = no signal), kind, generation,
       then three lists, each a count followed by that many strings:
@@ -90,7 +91,9 @@ local function apply(keys, args)
     hset_pairs(keys[4], args, config_at + 1, n_config)
     redis.call('SADD', keys[7], app)
   else
+    -- The app's status history ends with it: if it comes back, it starts afresh.
     redis.call('SREM', keys[7], app)
+    redis.call('DEL', keys[8])
   end
 
   if payload == '' then return 'OK' end

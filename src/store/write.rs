@@ -81,7 +81,7 @@ impl Store {
         let keys = self.keys.app(&write.app);
         let mut cmd = redis::cmd("FCALL");
         cmd.arg("canopy_apply")
-            .arg(7)
+            .arg(8)
             .arg(self.keys.epoch())
             .arg(keys.desired())
             .arg(keys.files())
@@ -89,6 +89,7 @@ impl Store {
             .arg(keys.events())
             .arg(self.keys.events())
             .arg(self.keys.apps())
+            .arg(keys.status())
             .arg(self.epoch)
             .arg(write.expected_generation)
             .arg(match write.op {
