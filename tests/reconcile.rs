@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use ::redis::Commands;
 use canopy::layout::LayoutOptions;
+use canopy::plan::FileChangeKind;
 use canopy::reconcile::{CycleError, Reconciler};
 use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
 use canopy::store::{Signal, SignalKind, Store, StoreError, StoreOptions};
@@ -424,6 +425,14 @@ async fn a_failed_write_is_retried_as_a_full_comparison() {
     );
     let new = &setup.signals()[before..];
     assert_eq!(kinds(new), [("payments/api".to_owned(), SignalKind::Sync)]);
+    // The store's baseline is older than the snapshot's: the change is found by
+    // comparing with the stored manifest.
+    let changed: Vec<(&str, FileChangeKind)> = new[0]
+        .changed
+        .iter()
+        .map(|f| (f.path.as_str(), f.change))
+        .collect();
+    assert_eq!(changed, [("deployment.yaml", FileChangeKind::Modified)]);
 }
 
 #[tokio::test]

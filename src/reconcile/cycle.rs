@@ -1,8 +1,7 @@
 //! One poll-and-reconcile cycle, and what carries over between cycles.
 
-use std::collections::BTreeMap;
-
 use super::decide::{self, Changed, Context, Decision, Scope, Target};
+use crate::layout::AppName;
 use crate::plan::Plan;
 use crate::source::{Poll, PollOutcome, Poller, SourceError};
 use crate::store::{AppWrite, Meta, Store, StoreError};
@@ -186,26 +185,36 @@ impl Reconciler {
             epoch: self.store.epoch(),
             now: chrono::Utc::now().timestamp_millis(),
         };
-        let mut writes: Vec<AppWrite> = Vec::new();
-        for (target, stored) in targets.iter().zip(&stored) {
-            let Decision::Write { kind, changed } = decide::decide(target, stored.as_ref()) else {
-                continue;
-            };
+        let decisions: Vec<_> = targets
+            .iter()
+            .zip(&stored)
+            .filter_map(
+                |(target, stored)| match decide::decide(target, stored.as_ref()) {
+                    Decision::Write { kind, changed } => {
+                        Some((target, stored.as_ref(), kind, changed))
+                    }
+                    Decision::Skip => None,
+                },
+            )
+            .collect();
+        // Stored manifests only for apps whose baseline is not the snapshot's
+        // (restart, recovery), all in batched round trips.
+        let against: Vec<&AppName> = decisions
+            .iter()
+            .filter(|d| d.3 == Changed::AgainstStored)
+            .map(|d| d.0.name())
+            .collect();
+        let mut stored_files = self.store.stored_files_of(&against).await?.into_iter();
+        let mut writes: Vec<AppWrite> = Vec::with_capacity(decisions.len());
+        for (target, stored, kind, changed) in decisions {
             let changed = match changed {
                 Changed::Known(files) => files,
                 Changed::AgainstStored => {
-                    let files: BTreeMap<String, String> =
-                        self.store.stored_files(target.name()).await?;
+                    let files = stored_files.next().expect("one manifest per such app");
                     decide::changes_against_stored(target, &files)
                 }
             };
-            writes.push(decide::write(
-                target,
-                stored.as_ref(),
-                kind,
-                changed,
-                &context,
-            ));
+            writes.push(decide::write(target, stored, kind, changed, &context));
         }
         let applied = self.store.apply(&writes).await?;
         report.written = applied.written;

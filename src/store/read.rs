@@ -82,6 +82,23 @@ impl Store {
         Ok(self.conn.hgetall(self.keys.app(app).files()).await?)
     }
 
+    /// The stored manifests of several apps, [`BATCH`] per round trip.
+    pub async fn stored_files_of(
+        &mut self,
+        apps: &[&AppName],
+    ) -> Result<Vec<BTreeMap<String, String>>, StoreError> {
+        let mut out = Vec::with_capacity(apps.len());
+        for batch in apps.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for app in batch {
+                pipe.hgetall(self.keys.app(app).files());
+            }
+            let replies: Vec<BTreeMap<String, String>> = pipe.query_async(&mut self.conn).await?;
+            out.extend(replies);
+        }
+        Ok(out)
+    }
+
     /// The manifest a child says it runs (empty if it reports none).
     pub async fn observed_files(
         &mut self,
