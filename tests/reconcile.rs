@@ -595,3 +595,101 @@ async fn a_lost_desired_hash_never_lowers_the_generation_below_the_childs_report
         "the child can report the new generation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_cycles_on_trigger_and_backs_off_on_errors() {
+    use canopy::reconcile::{Trigger, run};
+    use canopy::source::Schedule;
+    use std::sync::{Arc, Mutex};
+    use tokio_util::sync::CancellationToken;
+
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    // An hour between cycles: anything sooner is the trigger's doing.
+    let schedule = Schedule::new(Duration::from_secs(3600));
+    let (trigger, shutdown) = (Trigger::default(), CancellationToken::new());
+    let seen: Arc<Mutex<Vec<(bool, usize)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let (stop, fire) = (shutdown.clone(), trigger.clone());
+    let task = tokio::spawn(async move {
+        run(
+            &mut reconciler,
+            schedule,
+            trigger,
+            stop,
+            chrono::Duration::minutes(5),
+            move |r, _| {
+                let r = r.as_ref().expect("cycles succeed");
+                log.lock().unwrap().push((r.changed, r.signals));
+            },
+        )
+        .await;
+    });
+    let count = |n: usize| {
+        let seen = Arc::clone(&seen);
+        move || seen.lock().unwrap().len() >= n
+    };
+    assert!(
+        eventually_async(Duration::from_secs(30), count(1)).await,
+        "the first cycle runs at once"
+    );
+    setup.commit(&[("search/values.yaml", "shards: 16\n")], "shards");
+    fire.fire();
+    assert!(
+        eventually_async(Duration::from_secs(30), count(2)).await,
+        "a trigger cycles now"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(seen.lock().unwrap()[..2], [(true, 9), (true, 1)]);
+    // The loop also evaluated and recorded statuses.
+    assert_eq!(
+        setup.hash(&app_key("search", "status"))["status"],
+        "missing"
+    );
+
+    // Failing cycles back off and keep going; the loop never exits on its own.
+    let mut broken = {
+        let state = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(MirrorOptions {
+            url: RepoUrl::parse(&format!(
+                "file://{}",
+                state.path().join("none.git").display()
+            ))
+            .unwrap(),
+            reference: "main".to_owned(),
+            credentials: None,
+            timeout: Duration::from_secs(30),
+            dir: state.path().join("mirror.git"),
+        })
+        .unwrap();
+        let store = Store::connect(&options(&setup.redis.url())).await.unwrap();
+        Reconciler::new(Poller::new(mirror, LayoutOptions::default()), store)
+            .await
+            .unwrap()
+    };
+    let mut schedule = Schedule::new(Duration::from_secs(3600));
+    schedule.backoff_base = Duration::from_millis(5);
+    schedule.backoff_cap = Duration::from_millis(20);
+    let shutdown = CancellationToken::new();
+    let failures = Arc::new(Mutex::new(0u32));
+    let counter = Arc::clone(&failures);
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        run(
+            &mut broken,
+            schedule,
+            Trigger::default(),
+            stop,
+            chrono::Duration::minutes(5),
+            move |r, schedule| {
+                assert!(r.is_err());
+                *counter.lock().unwrap() = schedule.failures();
+            },
+        )
+        .await;
+    });
+    assert!(eventually_async(Duration::from_secs(30), || *failures.lock().unwrap() >= 5).await);
+    shutdown.cancel();
+    task.await.unwrap();
+}

@@ -11,7 +11,7 @@ use super::store::{URL_FILE, embedded_dir, runtime, store_options};
 use super::{CliError, EXIT_OK, Output};
 use crate::config::{Config, Namespace, Overrides, RedisUrl, process_env};
 use crate::layout::GlobPattern;
-use crate::reconcile::{CycleReport, Reconciler, record_changes, statuses};
+use crate::reconcile::{self, CycleError, CycleReport, Reconciler, Trigger, update_statuses};
 use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
 use crate::source::{Mirror, MirrorOptions, Poller, RepoUrl, Schedule};
 use crate::store::Store;
@@ -156,70 +156,18 @@ async fn serve(
     let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
     tokio::spawn(stop_on_signal(shutdown.clone(), abort.clone()));
     tokio::select! {
-        () = repeat(&mut reconciler, repo.poll_interval, sync_timeout, shutdown) => {}
+        () = reconcile::run(
+            &mut reconciler,
+            Schedule::new(repo.poll_interval),
+            Trigger::default(),
+            shutdown,
+            sync_timeout,
+            log_cycle,
+        ) => {}
         () = abort.cancelled() => tracing::warn!("exiting at once: the current cycle is abandoned"),
     }
     tracing::info!("stopped");
     Ok(ExitCode::from(EXIT_OK))
-}
-
-/// How often the daemon re-evaluates every app's status when nothing was written
-/// (children report on their own time; their statuses move without a commit).
-const STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Cycles on the poll interval until `shutdown`; errors back off and are logged,
-/// never fatal: the last good state stays desired.
-async fn repeat(
-    reconciler: &mut Reconciler,
-    interval: std::time::Duration,
-    sync_timeout: chrono::Duration,
-    shutdown: CancellationToken,
-) {
-    let mut schedule = Schedule::new(interval);
-    let mut evaluated: Option<tokio::time::Instant> = None;
-    loop {
-        let result = match reconciler.cycle().await {
-            // Statuses read every app: never on each poll, only after a write or
-            // once per STATUS_INTERVAL, so an idle poll stays one fetch.
-            Ok(report)
-                if report.written > 0
-                    || evaluated.is_none_or(|at| at.elapsed() >= STATUS_INTERVAL) =>
-            {
-                evaluated = Some(tokio::time::Instant::now());
-                update_statuses(reconciler, sync_timeout)
-                    .await
-                    .map(|()| report)
-                    .map_err(CliError::from)
-            }
-            other => other.map_err(CliError::from),
-        };
-        let delay = schedule.next_delay(result.is_ok(), fastrand::f64());
-        match result {
-            Ok(report) if report.changed || report.written > 0 => tracing::info!(
-                commit = %report.commit, written = report.written, signals = report.signals, "cycle done"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                error = %crate::error_chain(&e),
-                failures = schedule.failures(),
-                retry_in_ms = delay.as_millis() as u64,
-                "cycle failed; last good state kept"
-            ),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
-async fn update_statuses(
-    reconciler: &mut Reconciler,
-    sync_timeout: chrono::Duration,
-) -> Result<(), crate::store::StoreError> {
-    let store = reconciler.store();
-    let all = statuses(store, chrono::Utc::now(), sync_timeout).await?;
-    record_changes(store, &all).await
 }
 
 /// The first SIGTERM or SIGINT stops the loop after the current cycle (a cycle
@@ -239,6 +187,19 @@ async fn stop_on_signal(shutdown: CancellationToken, abort: CancellationToken) {
     shutdown.cancel();
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     abort.cancel();
+}
+
+fn log_cycle(result: &Result<CycleReport, CycleError>, _: &Schedule) {
+    if let Ok(report) = result
+        && (report.changed || report.written > 0)
+    {
+        tracing::info!(
+            commit = %report.commit,
+            written = report.written,
+            signals = report.signals,
+            "cycle done"
+        );
+    }
 }
 
 fn print_report(report: &CycleReport, output: Output) -> Result<(), CliError> {

@@ -8,6 +8,8 @@
 mod cycle;
 pub mod decide;
 mod observe;
+mod run;
 
 pub use cycle::{CycleError, CycleReport, Reconciler};
 pub use observe::{AppStatus, record_changes, statuses};
+pub use run::{STATUS_INTERVAL, Trigger, run, update_statuses};

@@ -8,7 +8,6 @@
 mod diff;
 mod mirror;
 mod poller;
-mod run;
 mod schedule;
 mod url;
 
@@ -18,7 +17,6 @@ use std::time::Duration;
 pub use diff::diff_trees;
 pub use mirror::{Mirror, MirrorOptions};
 pub use poller::{Method, Poll, PollOutcome, Poller};
-pub use run::{Trigger, run_polls};
 pub use schedule::Schedule;
 pub use url::{Credentials, RepoUrl, redact};
 

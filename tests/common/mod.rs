@@ -103,6 +103,20 @@ pub fn eventually(timeout: Duration, mut predicate: impl FnMut() -> bool) -> boo
     }
 }
 
+/// [`eventually`] for async tests: waits without blocking the runtime.
+pub async fn eventually_async(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if predicate() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Whether process `pid` no longer exists, not even as an unreaped zombie.
 /// Linux: reads /proc.
 pub fn process_gone(pid: u32) -> bool {

@@ -1,0 +1,82 @@
+//! The daemon's loop: one cycle at a time, on the jittered poll interval, backing
+//! off after failures, and at once (coalesced) when triggered by a webhook or the
+//! API. Statuses are evaluated after a cycle that wrote something and at least
+//! every [`STATUS_INTERVAL`], never on every idle poll.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{CycleError, CycleReport, Reconciler, record_changes, statuses};
+use crate::source::Schedule;
+
+/// How often statuses are re-evaluated when nothing was written: children report
+/// on their own time, so statuses move without a commit. Evaluation reads every
+/// app, so it stays off the idle poll path.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Asks the loop to cycle now. Triggers that arrive while a cycle runs collapse
+/// into one more cycle after it: a burst of webhooks costs one fetch.
+#[derive(Debug, Clone, Default)]
+pub struct Trigger(Arc<Notify>);
+
+impl Trigger {
+    pub fn fire(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Cycles until `shutdown` is cancelled; `on_cycle` sees every result and the
+/// schedule (for failure counts). A failure is never fatal: the last good state
+/// stays desired and the next cycle comes after the backoff.
+pub async fn run<F>(
+    reconciler: &mut Reconciler,
+    mut schedule: Schedule,
+    trigger: Trigger,
+    shutdown: CancellationToken,
+    sync_timeout: chrono::Duration,
+    mut on_cycle: F,
+) where
+    F: FnMut(&Result<CycleReport, CycleError>, &Schedule),
+{
+    let mut evaluated: Option<Instant> = None;
+    loop {
+        let mut result = reconciler.cycle().await;
+        if let Ok(report) = &result
+            && (report.written > 0 || evaluated.is_none_or(|at| at.elapsed() >= STATUS_INTERVAL))
+        {
+            evaluated = Some(Instant::now());
+            if let Err(e) = update_statuses(reconciler, sync_timeout).await {
+                result = Err(e.into());
+            }
+        }
+        let delay = schedule.next_delay(result.is_ok(), fastrand::f64());
+        if let Err(e) = &result {
+            tracing::warn!(
+                error = %crate::error_chain(e),
+                failures = schedule.failures(),
+                retry_in_ms = delay.as_millis() as u64,
+                "cycle failed; last good state kept"
+            );
+        }
+        on_cycle(&result, &schedule);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+            _ = trigger.0.notified() => {}
+        }
+    }
+}
+
+/// Evaluates every app's status and records the transitions.
+pub async fn update_statuses(
+    reconciler: &mut Reconciler,
+    sync_timeout: chrono::Duration,
+) -> Result<(), crate::store::StoreError> {
+    let store = reconciler.store();
+    let all = statuses(store, chrono::Utc::now(), sync_timeout).await?;
+    record_changes(store, &all).await
+}
