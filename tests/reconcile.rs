@@ -39,12 +39,17 @@ impl Setup {
     }
 
     async fn reconciler(&self) -> Reconciler {
+        self.reconciler_of(&self.repo, self.state.path()).await
+    }
+
+    /// A reconciler of any repository (with its mirror in `state`) on this Redis.
+    async fn reconciler_of(&self, repo: &Path, state: &Path) -> Reconciler {
         let mirror = Mirror::open(MirrorOptions {
-            url: RepoUrl::parse(&format!("file://{}", self.repo.display())).unwrap(),
+            url: RepoUrl::parse(&format!("file://{}", repo.display())).unwrap(),
             reference: "main".to_owned(),
             credentials: None,
             timeout: Duration::from_secs(30),
-            dir: self.state.path().join("mirror.git"),
+            dir: state.join("mirror.git"),
         })
         .unwrap();
         let store = Store::connect(&options(&self.redis.url())).await.unwrap();
@@ -649,25 +654,10 @@ async fn the_loop_cycles_on_trigger_and_backs_off_on_errors() {
     );
 
     // Failing cycles back off and keep going; the loop never exits on its own.
-    let mut broken = {
-        let state = tempfile::tempdir().unwrap();
-        let mirror = Mirror::open(MirrorOptions {
-            url: RepoUrl::parse(&format!(
-                "file://{}",
-                state.path().join("none.git").display()
-            ))
-            .unwrap(),
-            reference: "main".to_owned(),
-            credentials: None,
-            timeout: Duration::from_secs(30),
-            dir: state.path().join("mirror.git"),
-        })
-        .unwrap();
-        let store = Store::connect(&options(&setup.redis.url())).await.unwrap();
-        Reconciler::new(Poller::new(mirror, LayoutOptions::default()), store)
-            .await
-            .unwrap()
-    };
+    let state = tempfile::tempdir().unwrap();
+    let mut broken = setup
+        .reconciler_of(&state.path().join("none.git"), state.path())
+        .await;
     let mut schedule = Schedule::new(Duration::from_secs(3600));
     schedule.backoff_base = Duration::from_millis(5);
     schedule.backoff_cap = Duration::from_millis(20);
