@@ -39,11 +39,12 @@ impl Setup {
     }
 
     async fn reconciler(&self) -> Reconciler {
-        self.reconciler_of(&self.repo, self.state.path()).await
+        self.reconciler_of(&self.repo, self.state.path(), LayoutOptions::default())
+            .await
     }
 
     /// A reconciler of any repository (with its mirror in `state`) on this Redis.
-    async fn reconciler_of(&self, repo: &Path, state: &Path) -> Reconciler {
+    async fn reconciler_of(&self, repo: &Path, state: &Path, layout: LayoutOptions) -> Reconciler {
         let mirror = Mirror::open(MirrorOptions {
             url: RepoUrl::parse(&format!("file://{}", repo.display())).unwrap(),
             reference: "main".to_owned(),
@@ -53,7 +54,7 @@ impl Setup {
         })
         .unwrap();
         let store = Store::connect(&options(&self.redis.url())).await.unwrap();
-        Reconciler::new(Poller::new(mirror, LayoutOptions::default()), store)
+        Reconciler::new(Poller::new(mirror, layout), store)
             .await
             .unwrap()
     }
@@ -204,8 +205,9 @@ async fn repeated_polls_and_restarts_emit_nothing_new() {
     assert!(!again.changed && again.written == 0);
     drop(first);
 
-    // A restart: new process state, same Redis. Everything is compared, nothing
-    // is signalled again, and the epoch moves on.
+    // A restart: new process state, same Redis, same commit. The store already
+    // holds this commit's desired state: nothing is scanned or signalled, and the
+    // epoch moves on.
     let epoch_before: u64 = setup
         .redis
         .conn()
@@ -213,8 +215,11 @@ async fn repeated_polls_and_restarts_emit_nothing_new() {
         .unwrap();
     let mut restarted = setup.reconciler().await;
     let report = restarted.cycle().await.unwrap();
-    assert!(report.resync);
-    assert_eq!(report.written, 0, "{report:?}");
+    assert_eq!((report.checked, report.written), (0, 0), "{report:?}");
+    assert!(
+        restarted.poller().state().is_none(),
+        "no scan for an unchanged tip"
+    );
     assert_eq!(setup.signals().len(), before);
     let epoch: u64 = setup
         .redis
@@ -222,6 +227,31 @@ async fn repeated_polls_and_restarts_emit_nothing_new() {
         .get(format!("canopy:{NS}:epoch"))
         .unwrap();
     assert_eq!(epoch, epoch_before + 1);
+
+    // The first change after the restart compares every app with the store and
+    // signals only the changed one.
+    setup.commit(&[("search/values.yaml", "shards: 3\n")], "shards");
+    let report = restarted.cycle().await.unwrap();
+    assert!(report.resync && report.changed);
+    let new = &setup.signals()[before..];
+    assert_eq!(kinds(new), [("search".to_owned(), SignalKind::Sync)]);
+
+    // Other layout options (here: another marker file) do not trust the stored
+    // commit: the tree is scanned and compared again.
+    drop(restarted);
+    let layout = LayoutOptions {
+        marker: "canopy.yaml".to_owned(),
+        ..LayoutOptions::default()
+    };
+    let mut other = setup
+        .reconciler_of(&setup.repo, setup.state.path(), layout)
+        .await;
+    let report = other.cycle().await.unwrap();
+    assert!(other.poller().state().is_some(), "{report:?}");
+    assert!(
+        report.written > 0,
+        "without app.yaml markers the apps are pruned"
+    );
 }
 
 #[tokio::test]
@@ -572,15 +602,22 @@ async fn a_lost_desired_hash_never_lowers_the_generation_below_the_childs_report
         "ok",
         "agent",
     ]);
-    // A partial loss: the desired hash is gone, the child's report is not.
+    // A partial loss: the desired hash is gone, the child's report is not. After
+    // a restart, the next change compares every app and finds it.
     setup
         .redis
         .cmd(&["DEL", &app_key("payments/api", "desired")]);
     drop(reconciler);
     let before = setup.signals().len();
-    setup.reconciler().await.cycle().await.unwrap();
-    let new = &setup.signals()[before..];
-    assert_eq!(kinds(new), [("payments/api".to_owned(), SignalKind::Sync)]);
+    let mut restarted = setup.reconciler().await;
+    setup.commit(&[("payments/db/values.yaml", "size: 2\n")], "db");
+    restarted.cycle().await.unwrap();
+    let new: Vec<Signal> = setup.signals()[before..]
+        .iter()
+        .filter(|s| s.app == "payments/api")
+        .cloned()
+        .collect();
+    assert_eq!(kinds(&new), [("payments/api".to_owned(), SignalKind::Sync)]);
     assert_eq!(new[0].generation, 6, "above the reported generation 5");
     let reply = setup.redis.cmd(&[
         "FCALL",
@@ -656,7 +693,11 @@ async fn the_loop_cycles_on_trigger_and_backs_off_on_errors() {
     // Failing cycles back off and keep going; the loop never exits on its own.
     let state = tempfile::tempdir().unwrap();
     let mut broken = setup
-        .reconciler_of(&state.path().join("none.git"), state.path())
+        .reconciler_of(
+            &state.path().join("none.git"),
+            state.path(),
+            LayoutOptions::default(),
+        )
         .await;
     let mut schedule = Schedule::new(Duration::from_secs(3600));
     schedule.backoff_base = Duration::from_millis(5);
@@ -682,4 +723,34 @@ async fn the_loop_cycles_on_trigger_and_backs_off_on_errors() {
     assert!(eventually_async(Duration::from_secs(30), || *failures.lock().unwrap() >= 5).await);
     shutdown.cancel();
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_that_skipped_scanning_still_rebuilds_a_lost_redis() {
+    let mut setup = Setup::new();
+    setup.reconciler().await.cycle().await.unwrap();
+    let mut restarted = setup.reconciler().await;
+    restarted.cycle().await.unwrap();
+    assert!(
+        restarted.poller().state().is_none(),
+        "the unchanged tip was not scanned"
+    );
+
+    setup.redis.restart(Persistence::Wipe);
+    let expected = tree_digests(&setup.repo);
+    let mut rebuilt = false;
+    for _ in 0..4 {
+        let _ = restarted.cycle().await;
+        if setup
+            .hash(&format!("canopy:{NS}:meta"))
+            .contains_key("commit")
+        {
+            rebuilt = true;
+            break;
+        }
+    }
+    assert!(rebuilt, "rebuilt within four cycles");
+    for (app, digest) in &expected {
+        assert_eq!(&setup.hash(&app_key(app, "desired"))["digest"], digest);
+    }
 }

@@ -50,14 +50,24 @@ pub enum CycleError {
 
 impl Reconciler {
     /// Claims an epoch: from now on only this reconciler writes the namespace.
-    pub async fn new(poller: Poller, mut store: Store) -> Result<Reconciler, StoreError> {
+    /// If the store already holds the desired state of some commit of this same
+    /// source (same repository, ref, layout options and canopy version), polls
+    /// skip scanning while the tip is still that commit.
+    pub async fn new(mut poller: Poller, mut store: Store) -> Result<Reconciler, StoreError> {
         let epoch = store.claim().await?;
         tracing::info!(epoch, namespace = store.namespace(), "claimed epoch");
+        let meta = store.meta().await?;
+        let baseline = meta.filter(|m| m == &meta_of(&poller, &m.commit, m.updated_at));
+        let committed = baseline.is_some();
+        if let Some(meta) = baseline {
+            tracing::info!(commit = %meta.commit, "the store holds this commit's desired state");
+            poller.set_baseline(gix::ObjectId::from_hex(meta.commit.as_bytes()).ok());
+        }
         Ok(Reconciler {
             poller: Some(poller),
             store,
             resync: true,
-            committed: false,
+            committed,
             lost: false,
         })
     }
@@ -122,13 +132,15 @@ impl Reconciler {
 
     async fn try_reconcile(&mut self, plan: Option<&Plan>) -> Result<CycleReport, CycleError> {
         let mut report = CycleReport::default();
-        if self.poller().state().is_none() {
-            return Ok(report); // nothing was ever fetched: nothing to write
-        }
         match self.store.check(self.committed).await {
             Err(StoreError::Lost { .. }) => self.recover().await?,
             Ok(()) if self.lost => self.recover().await?,
             other => other?,
+        }
+        if self.poller().state().is_none() {
+            // Nothing scanned yet: nothing fetched, or the store already holds
+            // the tip's desired state (a restart with nothing new).
+            return Ok(report);
         }
         if plan.is_some() || self.resync {
             self.write(plan, &mut report).await?;
@@ -150,6 +162,10 @@ impl Reconciler {
         self.resync = true;
         self.committed = false;
         self.lost = false;
+        // The baseline described data that is gone: the next poll scans.
+        if let Some(poller) = self.poller.as_mut() {
+            poller.set_baseline(None);
+        }
         Ok(())
     }
 
@@ -231,16 +247,23 @@ impl Reconciler {
                 first,
             ));
         }
-        let mirror = poller.mirror();
         self.store
-            .commit(&Meta {
-                repo: mirror.url().to_string(),
-                reference: mirror.reference().to_owned(),
-                commit: commit.to_string(),
-                updated_at: context.now,
-            })
+            .commit(&meta_of(poller, &commit.to_string(), context.now))
             .await?;
         self.committed = true;
         Ok(())
+    }
+}
+
+/// The meta a poller's source gets for `commit`.
+fn meta_of(poller: &Poller, commit: &str, updated_at: i64) -> Meta {
+    let mirror = poller.mirror();
+    let layout = format!("{} {:?}", env!("CARGO_PKG_VERSION"), poller.options());
+    Meta {
+        repo: mirror.url().to_string(),
+        reference: mirror.reference().to_owned(),
+        commit: commit.to_owned(),
+        layout: crate::digest::Sha256Digest::of(layout.as_bytes()).to_string(),
+        updated_at,
     }
 }

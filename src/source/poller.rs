@@ -15,6 +15,11 @@ pub struct Poller {
     options: LayoutOptions,
     cache: BlobCache,
     state: Option<(gix::ObjectId, Scan)>,
+    /// A commit whose desired state is already stored elsewhere (the Redis meta of
+    /// a previous run). While there is no snapshot and the tip is still this
+    /// commit, a poll is `Unchanged` without scanning: a restart with nothing new
+    /// costs one fetch.
+    baseline: Option<gix::ObjectId>,
 }
 
 /// What one poll did.
@@ -52,7 +57,17 @@ impl Poller {
             options,
             cache: BlobCache::default(),
             state: None,
+            baseline: None,
         }
+    }
+
+    /// See [`Poller::poll`]: `None` forgets it (the store lost what it described).
+    pub fn set_baseline(&mut self, commit: Option<gix::ObjectId>) {
+        self.baseline = commit;
+    }
+
+    pub fn options(&self) -> &LayoutOptions {
+        &self.options
     }
 
     /// The last processed commit and its desired state.
@@ -79,7 +94,8 @@ impl Poller {
             other => other?,
         };
         span.record("commit", tracing::field::display(commit));
-        if self.state.as_ref().is_some_and(|(last, _)| *last == commit) {
+        let last = self.state.as_ref().map(|(last, _)| *last).or(self.baseline);
+        if last == Some(commit) {
             tracing::debug!(
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                 "no change"

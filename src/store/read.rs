@@ -16,6 +16,9 @@ pub struct Meta {
     pub reference: String,
     /// The last commit whose desired state is fully written.
     pub commit: String,
+    /// What else decides the desired state of a commit (canopy's version and the
+    /// layout options), as a digest: a restart may trust `commit` only if equal.
+    pub layout: String,
     /// Unix milliseconds.
     pub updated_at: i64,
 }
@@ -27,6 +30,7 @@ impl Meta {
             ("repo", self.repo.clone()),
             ("ref", self.reference.clone()),
             ("commit", self.commit.clone()),
+            ("layout", self.layout.clone()),
             ("updated_at", self.updated_at.to_string()),
         ]
     }
@@ -142,6 +146,7 @@ impl Store {
             repo: get("repo"),
             reference: get("ref"),
             commit: get("commit"),
+            layout: get("layout"),
             updated_at: get("updated_at").parse().unwrap_or_default(),
         }))
     }
