@@ -91,8 +91,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     };
     let runtime = runtime()?;
     let result = runtime.block_on(serve(&config, url, args.once, args.output));
-    // A poll abandoned by a second signal may still hold a blocking thread.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    // Do not wait for the blocking pool: its idle threads linger for seconds, and
+    // a poll abandoned by a second signal may still hold one. Nothing there needs
+    // finishing: a poll only changes the in-memory snapshot.
+    runtime.shutdown_background();
     result
 }
 
@@ -148,7 +150,11 @@ async fn serve(
 
     if once {
         let report = reconciler.cycle().await?;
-        update_statuses(&mut reconciler, sync_timeout).await?;
+        // As in the daemon loop: statuses read every app, so only after a write
+        // (`canopy status` evaluates them live whenever asked).
+        if report.written > 0 {
+            update_statuses(&mut reconciler, sync_timeout).await?;
+        }
         print_report(&report, output)?;
         return Ok(ExitCode::from(EXIT_OK));
     }

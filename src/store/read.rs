@@ -8,6 +8,9 @@ use redis::AsyncCommands;
 use super::{BATCH, SCHEMA_VERSION, Store, StoreError, StoredDesired};
 use crate::layout::AppName;
 
+/// Keys per SCAN step when looking for observed states.
+const SCAN_COUNT: usize = 5000;
+
 /// `canopy:<ns>:meta`: which commit the stored desired state comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
@@ -125,7 +128,12 @@ impl Store {
     /// still in Git: a SCAN, for `status` and reports, never on the poll path.
     pub async fn observed_apps(&mut self) -> Result<BTreeSet<AppName>, StoreError> {
         let pattern = self.keys.app_pattern("observed");
-        let mut iter: redis::AsyncIter<String> = self.conn.scan_match(&pattern).await?;
+        // A large COUNT: the keyspace holds several keys per app, and the default
+        // (10) would cost one round trip per few apps.
+        let options = redis::ScanOptions::default()
+            .with_pattern(pattern)
+            .with_count(SCAN_COUNT);
+        let mut iter: redis::AsyncIter<String> = self.conn.scan_options(options).await?;
         let mut raw = Vec::new();
         while let Some(key) = iter.next_item().await {
             if let Some(app) = self.keys.app_of(&key?) {
