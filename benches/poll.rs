@@ -34,13 +34,6 @@ usage: cargo bench --bench poll -- [--apps N] [--runs R] [--polls K] [--json]
   --polls K   consecutive one-commit polls for the flatness check (default 1000)
   --json      print one JSON summary line last";
 
-struct Scenario {
-    name: &'static str,
-    canopy_ms: f64,
-    baseline_ms: f64,
-    baseline: &'static str,
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
@@ -219,7 +212,10 @@ fn main() -> ExitCode {
     });
     let rss = peak_rss_mib();
 
-    print_table(apps, &scenarios);
+    print_table(
+        &format!("poll benchmark, {apps} apps x 6 files (medians)"),
+        &scenarios,
+    );
     println!(
         "one_app split: fetch alone {:.2} ms; then a poll of the fetched commit {:.2} ms",
         split.0, split.1
@@ -234,15 +230,7 @@ fn main() -> ExitCode {
         "resident after the first poll: {resident_after_first_poll:.1} MiB; peak RSS of this process: {rss:.1} MiB"
     );
     if json {
-        let mut entries = serde_json::Map::new();
-        for s in &scenarios {
-            entries.insert(
-                s.name.to_owned(),
-                serde_json::json!({"canopy_ms": s.canopy_ms, "baseline_ms": s.baseline_ms, "ratio": s.canopy_ms / s.baseline_ms}),
-            );
-        }
-        let mut summary =
-            serde_json::json!({"apps": apps, "scenarios": entries, "peak_rss_mib": rss});
+        let mut summary = serde_json::json!({"apps": apps, "scenarios": scenarios_json(&scenarios), "peak_rss_mib": rss});
         if let Some((early, late)) = flat {
             summary["consecutive_polls"] =
                 serde_json::json!({"polls": polls, "first_ms": early, "last_ms": late});
@@ -251,22 +239,4 @@ fn main() -> ExitCode {
     }
     drop(work);
     ExitCode::SUCCESS
-}
-
-fn print_table(apps: usize, scenarios: &[Scenario]) {
-    println!("poll benchmark, {apps} apps x 6 files (medians)");
-    println!(
-        "{:<14} {:>11} {:>12} {:>7}  baseline",
-        "scenario", "canopy ms", "baseline ms", "ratio"
-    );
-    for s in scenarios {
-        println!(
-            "{:<14} {:>11.2} {:>12.2} {:>7.3}  {}",
-            s.name,
-            s.canopy_ms,
-            s.baseline_ms,
-            s.canopy_ms / s.baseline_ms,
-            s.baseline
-        );
-    }
 }

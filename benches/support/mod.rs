@@ -188,3 +188,41 @@ pub fn arg_value(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1))
         .cloned()
 }
+
+/// One timed scenario: canopy against a stock-tool baseline measured in the same run.
+pub struct Scenario {
+    pub name: &'static str,
+    pub canopy_ms: f64,
+    pub baseline_ms: f64,
+    pub baseline: &'static str,
+}
+
+pub fn print_table(title: &str, scenarios: &[Scenario]) {
+    println!("{title}");
+    println!(
+        "{:<14} {:>11} {:>12} {:>7}  baseline",
+        "scenario", "canopy ms", "baseline ms", "ratio"
+    );
+    for s in scenarios {
+        println!(
+            "{:<14} {:>11.2} {:>12.2} {:>7.3}  {}",
+            s.name,
+            s.canopy_ms,
+            s.baseline_ms,
+            s.canopy_ms / s.baseline_ms,
+            s.baseline
+        );
+    }
+}
+
+/// `{name: {canopy_ms, baseline_ms, ratio}}` for a `--json` summary.
+pub fn scenarios_json(scenarios: &[Scenario]) -> serde_json::Value {
+    let mut entries = serde_json::Map::new();
+    for s in scenarios {
+        entries.insert(
+            s.name.to_owned(),
+            serde_json::json!({"canopy_ms": s.canopy_ms, "baseline_ms": s.baseline_ms, "ratio": s.canopy_ms / s.baseline_ms}),
+        );
+    }
+    serde_json::Value::Object(entries)
+}
