@@ -27,6 +27,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod redis_launch;
 pub mod scan;
+pub mod server;
 pub mod source;
 pub mod status;
 pub mod store;

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ::redis::Commands;
-use canopy::layout::LayoutOptions;
+use canopy::layout::{AppName, LayoutOptions};
 use canopy::plan::FileChangeKind;
 use canopy::reconcile::{CycleError, Reconciler};
 use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
@@ -753,4 +753,41 @@ async fn a_restart_that_skipped_scanning_still_rebuilds_a_lost_redis() {
     for (app, digest) in &expected {
         assert_eq!(&setup.hash(&app_key(app, "desired"))["digest"], digest);
     }
+}
+
+#[tokio::test]
+async fn a_manual_app_is_signalled_only_when_asked() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let manual = AppName::parse("payments/db").unwrap();
+    assert!(setup.signals().iter().all(|s| s.app != "payments/db"));
+    let desired = setup.hash(&app_key("payments/db", "desired"));
+
+    let signal = reconciler
+        .store()
+        .signal_now(&manual, 1_800_000_000_000)
+        .await
+        .unwrap()
+        .expect("the app has desired state");
+    assert_eq!(signal.digest.as_ref(), Some(&desired["digest"]));
+    assert_eq!(signal.generation.to_string(), desired["generation"]);
+    let signals = setup.signals();
+    assert_eq!(
+        signals.last(),
+        Some(&signal),
+        "on the events stream as sent"
+    );
+    assert_eq!(
+        read_stream(&mut setup.redis.conn(), &app_key("payments/db", "events")),
+        [signal]
+    );
+    let after = setup.hash(&app_key("payments/db", "desired"));
+    assert_eq!(after["signalled_at"], "1800000000000");
+
+    let unknown = AppName::parse("nope").unwrap();
+    assert_eq!(
+        reconciler.store().signal_now(&unknown, 0).await.unwrap(),
+        None
+    );
 }

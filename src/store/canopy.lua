@@ -108,6 +108,32 @@ local function apply(keys, args)
 end
 
 --[[
+canopy_signal: signal an app's current desired state again, on request (manual
+sync): the stream entries and the PUBLISH, and `signalled_at` in desired.
+KEYS: epoch, desired, app stream, events stream
+ARGV: epoch, desired generation the payload was built from, stream maxlen,
+      channel, payload, kind, at (Unix ms), app name
+]]
+local function signal(keys, args)
+  local err = check_epoch(keys[1], args[1])
+  if err then return err end
+  local stored = redis.call('HGET', keys[2], 'generation')
+  if not stored or not redis.call('HGET', keys[2], 'digest') then
+    return redis.error_reply('NOAPP the app has no desired state')
+  end
+  if stored ~= args[2] then
+    return redis.error_reply('CONFLICT stored generation is ' .. stored .. ', expected ' .. args[2])
+  end
+  redis.pcall('XGROUP', 'CREATE', keys[3], CONSUMER_GROUP, '0', 'MKSTREAM')
+  local entry = {'kind', args[6], 'app', args[8], 'generation', args[2], 'payload', args[5]}
+  local id = redis.call('XADD', keys[3], 'MAXLEN', '~', args[3], '*', unpack(entry))
+  redis.call('XADD', keys[4], 'MAXLEN', '~', args[3], '*', unpack(entry))
+  redis.call('PUBLISH', args[4], args[5])
+  redis.call('HSET', keys[2], 'signalled_at', args[7])
+  return id
+end
+
+--[[
 canopy_hset: a fenced HSET of a daemon-owned hash (meta, status records).
 KEYS: epoch, hash   ARGV: epoch, field, value, ...
 ]]
@@ -164,6 +190,7 @@ local function report(keys, args)
 end
 
 redis.register_function('canopy_apply', apply)
+redis.register_function('canopy_signal', signal)
 redis.register_function('canopy_hset', fenced_hset)
 redis.register_function('canopy_claim', claim)
 redis.register_function('canopy_report', report)

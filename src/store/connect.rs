@@ -1,5 +1,7 @@
 //! The connection to Redis and the daemon's handle on its namespace.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
@@ -32,13 +34,16 @@ impl std::fmt::Debug for StoreOptions {
     }
 }
 
-/// A namespace of one Redis, as seen by one daemon (or one CLI command).
+/// A namespace of one Redis, as seen by one daemon (or one CLI command). Clones
+/// share the connection and the epoch, so the HTTP server writes under the epoch
+/// the reconciler holds, including after it claims a new one.
+#[derive(Clone)]
 pub struct Store {
     pub(super) conn: ConnectionManager,
     pub(super) keys: Keys,
     pub(super) namespace: String,
     /// The epoch this daemon writes under; 0 until [`Store::claim`].
-    pub(super) epoch: u64,
+    epoch: Arc<AtomicU64>,
     pub(super) maxlen: u64,
     url: String,
 }
@@ -86,7 +91,7 @@ impl Store {
             conn,
             keys: Keys::new(&options.namespace),
             namespace: options.namespace.clone(),
-            epoch: 0,
+            epoch: Arc::default(),
             maxlen: options.stream_maxlen,
             url: shown,
         };
@@ -108,7 +113,7 @@ impl Store {
     }
 
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Loads (or replaces) the `canopy` Functions library: idempotent, and what
@@ -131,11 +136,11 @@ impl Store {
             .arg("canopy_claim")
             .arg(1)
             .arg(self.keys.epoch())
-            .arg(self.epoch)
+            .arg(self.epoch())
             .query_async(&mut self.conn)
             .await
             .map_err(|e| self.classify(e, None))?;
-        self.epoch = epoch;
+        self.epoch.store(epoch, Ordering::Release);
         Ok(epoch)
     }
 
@@ -151,9 +156,9 @@ impl Store {
             .await?;
         match epoch {
             None => Err(self.lost()),
-            Some(e) if e != self.epoch => Err(StoreError::Fenced {
+            Some(e) if e != self.epoch() => Err(StoreError::Fenced {
                 namespace: self.namespace.clone(),
-                detail: format!("epoch is {e}, this daemon holds {}", self.epoch),
+                detail: format!("epoch is {e}, this daemon holds {}", self.epoch()),
             }),
             Some(_) if committed && schema.is_none() => Err(self.lost()),
             Some(_) => Ok(()),

@@ -1,8 +1,10 @@
 //! Fenced, batched writes of desired state and signals.
 
+use std::collections::HashMap;
+
 use redis::Value;
 
-use super::{BATCH, Signal, Store, StoreError};
+use super::{BATCH, Signal, SignalKind, Store, StoreError};
 use crate::layout::AppName;
 
 /// Everything one app's write changes, decided by `reconcile` and carried out
@@ -90,7 +92,7 @@ impl Store {
             .arg(self.keys.events())
             .arg(self.keys.apps())
             .arg(keys.status())
-            .arg(self.epoch)
+            .arg(self.epoch())
             .arg(write.expected_generation)
             .arg(match write.op {
                 WriteOp::Put => "put",
@@ -119,6 +121,69 @@ impl Store {
         cmd
     }
 
+    /// Signals `app`'s current desired state again (manual sync): a `sync` signal
+    /// with the stored digest and generation, `previous_digest` being what the
+    /// child reported. Nothing else changes. `Ok(None)`: the app has no desired
+    /// state (unknown or pruned).
+    pub async fn signal_now(
+        &mut self,
+        app: &AppName,
+        now: i64,
+    ) -> Result<Option<Signal>, StoreError> {
+        let keys = self.keys.app(app);
+        let (desired, observed): (HashMap<String, String>, Option<String>) = redis::pipe()
+            .hgetall(keys.desired())
+            .hget(keys.observed(), "digest")
+            .query_async(&mut self.conn)
+            .await?;
+        let (Some(digest), Some(generation)) = (desired.get("digest"), desired.get("generation"))
+        else {
+            return Ok(None);
+        };
+        let generation: u64 = generation.parse().map_err(|_| StoreError::Reply {
+            what: format!("the desired state of {app}"),
+            detail: format!("generation {generation:?} is not a number"),
+        })?;
+        let field = |name: &str| desired.get(name).cloned().unwrap_or_default();
+        let signal = Signal {
+            kind: SignalKind::Sync,
+            app: app.to_string(),
+            parent: Some(field("parent")).filter(|p| !p.is_empty()),
+            revision: field("revision"),
+            digest: Some(digest.clone()),
+            previous_digest: observed,
+            config_digest: desired.get("config_digest").cloned(),
+            generation,
+            wave: field("wave").parse().unwrap_or(0),
+            changed: Vec::new(),
+            changed_total: 0,
+            at: now,
+            epoch: self.epoch(),
+        };
+        let result = redis::cmd("FCALL")
+            .arg("canopy_signal")
+            .arg(4)
+            .arg(self.keys.epoch())
+            .arg(keys.desired())
+            .arg(keys.events())
+            .arg(self.keys.events())
+            .arg(self.epoch())
+            .arg(generation)
+            .arg(self.maxlen)
+            .arg(keys.signal())
+            .arg(signal.to_json())
+            .arg(signal.kind.as_str())
+            .arg(now)
+            .arg(app.as_str())
+            .query_async::<String>(&mut self.conn)
+            .await;
+        match result {
+            Ok(_) => Ok(Some(signal)),
+            Err(e) if e.code() == Some("NOAPP") => Ok(None),
+            Err(e) => Err(self.classify(e, Some(app.as_str()))),
+        }
+    }
+
     /// Records the commit whose desired state is now fully written (fenced).
     pub async fn commit(&mut self, meta: &super::Meta) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("FCALL");
@@ -126,7 +191,7 @@ impl Store {
             .arg(2)
             .arg(self.keys.epoch())
             .arg(self.keys.meta())
-            .arg(self.epoch);
+            .arg(self.epoch());
         for (field, value) in meta.fields() {
             cmd.arg(field).arg(value);
         }
@@ -149,7 +214,7 @@ impl Store {
                     .arg(2)
                     .arg(self.keys.epoch())
                     .arg(self.keys.app(app).status())
-                    .arg(self.epoch);
+                    .arg(self.epoch());
                 for (field, value) in fields {
                     cmd.arg(*field).arg(value);
                 }

@@ -1,0 +1,72 @@
+//! The daemon's HTTP surface (DESIGN sections 7 and 8): health and readiness,
+//! Prometheus metrics, the read and write API, app artifacts and push webhooks.
+//!
+//! The server never writes desired state: the API can only ask the reconcile loop
+//! to poll now (`refresh`, webhooks) or re-signal an app's current desired state
+//! (`sync`). It binds no address itself: [`serve`] takes a bound listener and a
+//! shutdown token, so tests bind port 0 and stop it cleanly.
+
+mod api;
+mod artifact;
+mod health;
+mod metrics;
+mod webhooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+pub use health::{Health, State as HealthState};
+pub use metrics::{KindLabel, Metrics, ResultLabel, StatusLabel, WebhookLabel};
+
+use crate::config::{ServerConfig, WebhooksConfig};
+use crate::layout::LayoutOptions;
+use crate::reconcile::Trigger;
+use crate::store::Store;
+
+/// What every handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    /// A clone of the daemon's store: same connection, same epoch.
+    pub store: Store,
+    /// Asks the reconcile loop to poll now.
+    pub trigger: Trigger,
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+    pub settings: Arc<Settings>,
+}
+
+/// The configuration the server needs, resolved at start.
+pub struct Settings {
+    pub server: ServerConfig,
+    pub webhooks: WebhooksConfig,
+    /// The tracked ref as configured (`main`, `refs/tags/v1`, `HEAD`, a commit):
+    /// pushes to other refs are acknowledged and ignored.
+    pub reference: String,
+    /// The mirror's directory: artifacts are read from its Git objects.
+    pub mirror_dir: std::path::PathBuf,
+    pub layout: LayoutOptions,
+    pub sync_timeout: chrono::Duration,
+}
+
+/// Every route.
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .merge(api::routes())
+        .merge(artifact::routes())
+        .merge(webhooks::routes())
+        .with_state(shared)
+}
+
+/// Serves `router(shared)` on `listener` until `shutdown` is cancelled; requests
+/// in flight then get a moment to finish (axum's graceful shutdown).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
