@@ -660,8 +660,8 @@ async fn the_loop_cycles_on_trigger_and_backs_off_on_errors() {
             trigger,
             stop,
             chrono::Duration::minutes(5),
-            move |r, _| {
-                let r = r.as_ref().expect("cycles succeed");
+            move |cycle| {
+                let r = cycle.result.as_ref().expect("cycles succeed");
                 log.lock().unwrap().push((r.changed, r.signals));
             },
         )
@@ -713,9 +713,9 @@ async fn the_loop_cycles_on_trigger_and_backs_off_on_errors() {
             Trigger::default(),
             stop,
             chrono::Duration::minutes(5),
-            move |r, schedule| {
-                assert!(r.is_err());
-                *counter.lock().unwrap() = schedule.failures();
+            move |cycle| {
+                assert!(cycle.result.is_err());
+                *counter.lock().unwrap() = cycle.failures;
             },
         )
         .await;

@@ -97,6 +97,12 @@ pub enum CliError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Cycle(#[from] crate::reconcile::CycleError),
+    #[error("failed to listen on {addr}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error(

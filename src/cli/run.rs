@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -11,9 +12,10 @@ use super::store::{URL_FILE, embedded_dir, runtime, store_options};
 use super::{CliError, EXIT_OK, Output};
 use crate::config::{Config, Namespace, Overrides, RedisUrl, process_env};
 use crate::layout::GlobPattern;
-use crate::reconcile::{self, CycleError, CycleReport, Reconciler, Trigger, update_statuses};
+use crate::reconcile::{self, Cycle, CycleReport, Reconciler, Trigger, update_statuses};
 use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
 use crate::source::{Mirror, MirrorOptions, Poller, RepoUrl, Schedule};
+use crate::server::{self, Health, KindLabel, Metrics, ResultLabel, Settings, Shared, StatusLabel};
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -51,6 +53,10 @@ pub struct RunArgs {
     /// An existing Redis (default: start a private redis-server in the state dir).
     #[arg(long, value_parser = RedisUrl::parse)]
     pub redis_url: Option<RedisUrl>,
+    /// The HTTP address (server.listen), e.g. 0.0.0.0:8080; port 0 picks a free
+    /// port (logged at start).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
     /// How often to poll, e.g. 30s (jittered; failures back off).
     #[arg(long, value_parser = crate::config::parse_duration)]
     pub poll_interval: Option<std::time::Duration>,
@@ -68,7 +74,7 @@ impl RunArgs {
             children_exclude: self.children_exclude.clone(),
             redis_url: self.redis_url.clone(),
             poll_interval: self.poll_interval,
-            listen: None,
+            listen: self.listen,
         }
     }
 }
@@ -159,18 +165,57 @@ async fn serve(
         return Ok(ExitCode::from(EXIT_OK));
     }
 
-    let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
-    tokio::spawn(stop_on_signal(shutdown.clone(), abort.clone()));
-    tokio::select! {
-        () = reconcile::run(
-            &mut reconciler,
-            Schedule::new(repo.poll_interval),
-            Trigger::default(),
-            shutdown,
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| CliError::Listen {
+            addr: config.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| CliError::Listen {
+        addr: config.server.listen,
+        source,
+    })?;
+    tracing::info!(%addr, "listening");
+    let shared = Shared {
+        store: reconciler.store().clone(),
+        trigger: Trigger::default(),
+        health: Arc::new(Health::default()),
+        metrics: Metrics::new(),
+        settings: Arc::new(Settings {
+            server: config.server.clone(),
+            webhooks: config.webhooks.clone(),
+            reference: reconciler.poller().mirror().reference().to_owned(),
+            mirror_dir: reconciler.poller().mirror().dir().to_path_buf(),
+            layout: repo.layout_options(),
             sync_timeout,
-            log_cycle,
-        ) => {}
+        }),
+    };
+    let (shutdown, abort, stop_server) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    tokio::spawn(stop_on_signal(shutdown.clone(), abort.clone()));
+    let server = tokio::spawn(server::serve(listener, shared.clone(), stop_server.clone()));
+    let daemon = reconcile::run(
+        &mut reconciler,
+        Schedule::new(repo.poll_interval),
+        shared.trigger.clone(),
+        shutdown.clone(),
+        sync_timeout,
+        |cycle| observe_cycle(&shared, cycle),
+    );
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        () = daemon => {}
         () = abort.cancelled() => tracing::warn!("exiting at once: the current cycle is abandoned"),
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "the current cycle did not finish within the grace period: abandoned");
+        }
+    }
+    stop_server.cancel();
+    if let Ok(Err(e)) = server.await {
+        tracing::warn!(error = %e, "the HTTP server stopped with an error");
     }
     tracing::info!("stopped");
     Ok(ExitCode::from(EXIT_OK))
@@ -195,16 +240,41 @@ async fn stop_on_signal(shutdown: CancellationToken, abort: CancellationToken) {
     abort.cancel();
 }
 
-fn log_cycle(result: &Result<CycleReport, CycleError>, _: &Schedule) {
-    if let Ok(report) = result
-        && (report.changed || report.written > 0)
-    {
-        tracing::info!(
-            commit = %report.commit,
-            written = report.written,
-            signals = report.signals,
-            "cycle done"
-        );
+/// Logs a turn of the loop and feeds health and metrics with it.
+fn observe_cycle(shared: &Shared, cycle: &Cycle) {
+    let metrics = &shared.metrics;
+    let result = if cycle.result.is_ok() { "ok" } else { "error" };
+    metrics.cycles.get_or_create(&ResultLabel { result }).inc();
+    metrics.cycle_seconds.observe(cycle.elapsed.as_secs_f64());
+    metrics.consecutive_failures.set(i64::from(cycle.failures));
+    match cycle.result {
+        Ok(report) => {
+            shared.health.succeeded(&report.commit);
+            for (kind, count) in &report.kinds {
+                let label = KindLabel {
+                    kind: (*kind).to_owned(),
+                };
+                metrics.signals.get_or_create(&label).inc_by(*count as u64);
+            }
+            if report.changed || report.written > 0 {
+                tracing::info!(
+                    commit = %report.commit,
+                    written = report.written,
+                    signals = report.signals,
+                    "cycle done"
+                );
+            }
+        }
+        Err(e) => shared.health.failed(crate::error_chain(e)),
+    }
+    if let Some(statuses) = cycle.statuses {
+        for status in crate::status::Status::ALL {
+            let count = statuses.iter().filter(|s| s.record.status == status).count();
+            let label = StatusLabel {
+                status: status.as_str(),
+            };
+            metrics.apps.get_or_create(&label).set(count as i64);
+        }
     }
 }
 

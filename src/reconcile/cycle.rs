@@ -34,6 +34,8 @@ pub struct CycleReport {
     pub checked: usize,
     pub written: usize,
     pub signals: usize,
+    /// Signals per kind.
+    pub kinds: std::collections::BTreeMap<&'static str, usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +237,7 @@ impl Reconciler {
         let applied = self.store.apply(&writes).await?;
         report.written = applied.written;
         report.signals = applied.signals;
+        report.kinds = applied.kinds.clone();
         for write in &writes {
             if let Some(signal) = &write.signal {
                 tracing::info!(app = %write.app, kind = %signal.kind, generation = signal.generation,

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{CycleError, CycleReport, Reconciler, record_changes, statuses};
+use super::{AppStatus, CycleError, CycleReport, Reconciler, record_changes, statuses};
 use crate::source::Schedule;
 
 /// How often statuses are re-evaluated when nothing was written: children report
@@ -27,11 +27,28 @@ impl Trigger {
     pub fn fire(&self) {
         self.0.notify_one();
     }
+
+    /// Completes when the trigger fires, or at once if it fired since the last
+    /// wait, and consumes that request: what the loop waits on.
+    pub async fn fired(&self) {
+        self.0.notified().await;
+    }
 }
 
-/// Cycles until `shutdown` is cancelled; `on_cycle` sees every result and the
-/// schedule (for failure counts). A failure is never fatal: the last good state
-/// stays desired and the next cycle comes after the backoff.
+/// What one turn of the loop did, for logs, metrics and health.
+pub struct Cycle<'a> {
+    pub result: &'a Result<CycleReport, CycleError>,
+    pub elapsed: Duration,
+    /// Every app's status, when this turn evaluated them.
+    pub statuses: Option<&'a [AppStatus]>,
+    /// Failed cycles in a row, and the delay before the next one.
+    pub failures: u32,
+    pub next_in: Duration,
+}
+
+/// Cycles until `shutdown` is cancelled; `on_cycle` sees every turn. A failure
+/// is never fatal: the last good state stays desired and the next cycle comes
+/// after the backoff.
 pub async fn run<F>(
     reconciler: &mut Reconciler,
     mut schedule: Schedule,
@@ -40,19 +57,23 @@ pub async fn run<F>(
     sync_timeout: chrono::Duration,
     mut on_cycle: F,
 ) where
-    F: FnMut(&Result<CycleReport, CycleError>, &Schedule),
+    F: FnMut(&Cycle),
 {
     let mut evaluated: Option<Instant> = None;
     loop {
+        let started = Instant::now();
         let mut result = reconciler.cycle().await;
+        let mut statuses = None;
         if let Ok(report) = &result
             && (report.written > 0 || evaluated.is_none_or(|at| at.elapsed() >= STATUS_INTERVAL))
         {
             evaluated = Some(Instant::now());
-            if let Err(e) = update_statuses(reconciler, sync_timeout).await {
-                result = Err(e.into());
+            match update_statuses(reconciler, sync_timeout).await {
+                Ok(all) => statuses = Some(all),
+                Err(e) => result = Err(e.into()),
             }
         }
+        let elapsed = started.elapsed();
         let delay = schedule.next_delay(result.is_ok(), fastrand::f64());
         if let Err(e) = &result {
             tracing::warn!(
@@ -62,11 +83,17 @@ pub async fn run<F>(
                 "cycle failed; last good state kept"
             );
         }
-        on_cycle(&result, &schedule);
+        on_cycle(&Cycle {
+            result: &result,
+            elapsed,
+            statuses: statuses.as_deref(),
+            failures: schedule.failures(),
+            next_in: delay,
+        });
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
-            _ = trigger.0.notified() => {}
+            _ = trigger.fired() => {}
         }
     }
 }
@@ -75,8 +102,9 @@ pub async fn run<F>(
 pub async fn update_statuses(
     reconciler: &mut Reconciler,
     sync_timeout: chrono::Duration,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<Vec<AppStatus>, crate::store::StoreError> {
     let store = reconciler.store();
     let all = statuses(store, chrono::Utc::now(), sync_timeout).await?;
-    record_changes(store, &all).await
+    record_changes(store, &all).await?;
+    Ok(all)
 }

@@ -40,6 +40,8 @@ pub struct Applied {
     pub written: usize,
     /// Signals published.
     pub signals: usize,
+    /// Signals published, per kind (`sync`, `config`, `prune`).
+    pub kinds: std::collections::BTreeMap<&'static str, usize>,
     /// Apps that were not written because the store changed under canopy
     /// (`StoreError::Conflict`); the others were written.
     pub conflicts: Vec<StoreError>,
@@ -71,7 +73,10 @@ impl Store {
                     }
                     _ => {
                         applied.written += 1;
-                        applied.signals += usize::from(write.signal.is_some());
+                        if let Some(signal) = &write.signal {
+                            applied.signals += 1;
+                            *applied.kinds.entry(signal.kind.as_str()).or_default() += 1;
+                        }
                     }
                 }
             }
