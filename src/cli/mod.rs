@@ -6,6 +6,7 @@ mod run;
 mod source;
 mod status;
 mod store;
+mod sync;
 mod tree;
 mod validate;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Desired vs observed state of one app, from Redis; exit 1 if they differ.
     Diff(diff::DiffArgs),
+    /// Ask the running daemon to signal an app now (deploys a manual app).
+    Sync(sync::SyncArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,6 +106,14 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to reach the daemon at {url}")]
+    Api {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the daemon answered {status}: {message}")]
+    Refused { status: u16, message: String },
     #[error("failed to start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error(
@@ -140,5 +151,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Sync(args) => sync::run(args),
     }
 }
