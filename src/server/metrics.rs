@@ -28,7 +28,8 @@ pub struct StatusLabel {
 pub struct WebhookLabel {
     /// `github`, `gitlab`, `gitea` or `generic`.
     pub provider: &'static str,
-    /// `triggered`, `ignored`, `duplicate`, `ping`, `unauthorized`, `too_large`, `bad_request`.
+    /// `triggered`, `ignored`, `duplicate`, `ping`, `unauthorized`, `too_large`,
+    /// `timeout`, `bad_request`, `not_configured`.
     pub result: &'static str,
 }
 

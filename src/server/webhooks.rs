@@ -1,9 +1,774 @@
-//! (being written)
+//! Push webhooks: `POST /hooks/github`, `/hooks/gitlab`, `/hooks/gitea` and
+//! `/hooks/generic` (DESIGN section 7, RELIABILITY rows 25-26).
+//!
+//! A webhook is only a hint to fetch now: the payload never carries desired
+//! state, only the pushed ref is read from it, to skip pushes to other refs. A
+//! request is size-capped and time-boxed while its body is read, verified in
+//! constant time against the raw body, deduplicated by delivery id, and then
+//! fires the reconcile loop's [`Trigger`](crate::reconcile::Trigger), which
+//! coalesces bursts into one fetch. The response goes out at once; the fetch
+//! runs after it.
+//!
+//! This module owns the verification, the ref filter and the delivery-id set;
+//! it must not touch the store or the mirror.
+
+use std::collections::{HashSet, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hmac::digest::CtOutput;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
-use super::Shared;
+use super::{Shared, WebhookLabel};
+use crate::config::{Secret, WebhooksConfig};
 
+/// Delivery ids remembered per router (oldest forgotten first). Forges retry a
+/// failed delivery within minutes, so a few thousand ids cover many retry
+/// windows; each costs two 32-byte digests, whatever the id's length.
+const DELIVERY_IDS: usize = 4096;
+
+/// How long a client may take to send its body. GitHub itself gives up on a
+/// hook after 10 s, so an honest sender is done long before; a trickling one
+/// is cut off instead of holding a connection open.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest prefix of a delivery id written to the log (ids are the sender's
+/// text, even when the request turns out to be forged).
+const LOGGED_ID_CHARS: usize = 80;
+
+/// Every webhook route; the delivery-id set is shared by the four of them.
 pub fn routes() -> Router<Shared> {
-    Router::new()
+    let deliveries = Arc::new(Mutex::new(Deliveries::new(DELIVERY_IDS)));
+    Provider::ALL
+        .into_iter()
+        .fold(Router::new(), |router, provider| {
+            let deliveries = deliveries.clone();
+            router.route(
+                provider.path(),
+                post(
+                    move |State(shared): State<Shared>, headers: HeaderMap, body: Body| {
+                        let deliveries = deliveries.clone();
+                        async move { receive(provider, shared, &deliveries, headers, body).await }
+                    },
+                ),
+            )
+        })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Provider {
+    GitHub,
+    GitLab,
+    Gitea,
+    Generic,
+}
+
+impl Provider {
+    const ALL: [Provider; 4] = [
+        Provider::GitHub,
+        Provider::GitLab,
+        Provider::Gitea,
+        Provider::Generic,
+    ];
+
+    /// The metric label and the path segment.
+    fn name(self) -> &'static str {
+        match self {
+            Provider::GitHub => "github",
+            Provider::GitLab => "gitlab",
+            Provider::Gitea => "gitea",
+            Provider::Generic => "generic",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Provider::GitHub => "/hooks/github",
+            Provider::GitLab => "/hooks/gitlab",
+            Provider::Gitea => "/hooks/gitea",
+            Provider::Generic => "/hooks/generic",
+        }
+    }
+
+    fn secret(self, config: &WebhooksConfig) -> Option<&Secret> {
+        match self {
+            Provider::GitHub => config.github.as_ref(),
+            Provider::GitLab => config.gitlab.as_ref(),
+            Provider::Gitea => config.gitea.as_ref(),
+            Provider::Generic => config.generic.as_ref(),
+        }
+    }
+
+    /// The headers naming a delivery, first match wins. GitLab sends
+    /// `X-Gitlab-Event-UUID` (per event) and, since 16.x, `X-Gitlab-Webhook-UUID`.
+    fn delivery_headers(self) -> &'static [&'static str] {
+        match self {
+            Provider::GitHub => &["x-github-delivery"],
+            Provider::GitLab => &["x-gitlab-event-uuid", "x-gitlab-webhook-uuid"],
+            Provider::Gitea => &["x-gitea-delivery"],
+            Provider::Generic => &["x-canopy-delivery"],
+        }
+    }
+}
+
+/// How a request ended: its status, its body and its metric label.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    NotConfigured,
+    TooLarge { max: u64 },
+    Timeout,
+    BadRequest(String),
+    Unauthorized(Unauthorized),
+    Ping,
+    Ignored(String),
+    Duplicate,
+    Triggered,
+}
+
+impl Outcome {
+    /// The `result` label of `canopy_webhook_requests`.
+    fn result(&self) -> &'static str {
+        match self {
+            Outcome::NotConfigured => "not_configured",
+            Outcome::TooLarge { .. } => "too_large",
+            Outcome::Timeout => "timeout",
+            Outcome::BadRequest(_) => "bad_request",
+            Outcome::Unauthorized(_) => "unauthorized",
+            Outcome::Ping => "ping",
+            Outcome::Ignored(_) => "ignored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Triggered => "triggered",
+        }
+    }
+
+    fn into_response(self, provider: Provider) -> Response {
+        let (status, body) = match self {
+            Outcome::NotConfigured => (
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("webhook {} is not configured", provider.name())}),
+            ),
+            Outcome::TooLarge { max } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": format!("request body is larger than {max} bytes")}),
+            ),
+            Outcome::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                json!({"error": format!(
+                    "request body not received within {} s",
+                    BODY_TIMEOUT.as_secs()
+                )}),
+            ),
+            Outcome::BadRequest(reason) => (StatusCode::BAD_REQUEST, json!({"error": reason})),
+            Outcome::Unauthorized(reason) => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": reason.to_string()}),
+            ),
+            Outcome::Ping => (StatusCode::OK, json!({"status": "pong"})),
+            Outcome::Ignored(reason) => (
+                StatusCode::ACCEPTED,
+                json!({"status": "ignored", "reason": reason}),
+            ),
+            Outcome::Duplicate => (StatusCode::OK, json!({"status": "duplicate"})),
+            Outcome::Triggered => (StatusCode::ACCEPTED, json!({"status": "fetch requested"})),
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// Why a request failed verification. The messages name headers only: never
+/// the secret, the expected signature or the body.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum Unauthorized {
+    #[error("missing {0} header")]
+    Missing(&'static str),
+    #[error("missing X-Hub-Signature-256 header; the SHA-1 X-Hub-Signature alone is not accepted")]
+    Sha1Only,
+    #[error("{header} is not {form}")]
+    Malformed {
+        header: &'static str,
+        form: &'static str,
+    },
+    #[error("{0} does not match")]
+    Mismatch(&'static str),
+}
+
+/// What the forge says happened.
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    Push,
+    Ping,
+    Other(String),
+}
+
+async fn receive(
+    provider: Provider,
+    shared: Shared,
+    deliveries: &Mutex<Deliveries>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let delivery = delivery_id(provider, &headers);
+    let outcome = handle(provider, &shared, deliveries, &headers, delivery, body).await;
+    if outcome == Outcome::Triggered {
+        shared.trigger.fire();
+    }
+    let result = outcome.result();
+    shared
+        .metrics
+        .webhooks
+        .get_or_create(&WebhookLabel {
+            provider: provider.name(),
+            result,
+        })
+        .inc();
+    let logged_id = delivery.map(|id| &id[..id.len().min(LOGGED_ID_CHARS)]);
+    match &outcome {
+        // Fixed texts naming a header: safe to log, and what an operator needs to
+        // fix a secret that differs between canopy and the forge.
+        Outcome::Unauthorized(reason) => tracing::info!(
+            provider = provider.name(),
+            result,
+            delivery = logged_id,
+            reason = %reason,
+            "webhook refused"
+        ),
+        _ => tracing::info!(
+            provider = provider.name(),
+            result,
+            delivery = logged_id,
+            "webhook received"
+        ),
+    }
+    outcome.into_response(provider)
+}
+
+async fn handle(
+    provider: Provider,
+    shared: &Shared,
+    deliveries: &Mutex<Deliveries>,
+    headers: &HeaderMap,
+    delivery: Option<&str>,
+    body: Body,
+) -> Outcome {
+    let settings = &shared.settings;
+    let Some(secret) = provider.secret(&settings.webhooks) else {
+        return Outcome::NotConfigured;
+    };
+    let body = match read_body(body, headers, settings.webhooks.max_body).await {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    if let Err(reason) = verify(provider, secret.expose().as_bytes(), headers, &body) {
+        return Outcome::Unauthorized(reason);
+    }
+    let event = match event(provider, headers) {
+        Ok(event) => event,
+        Err(reason) => return Outcome::BadRequest(reason),
+    };
+    match event {
+        Event::Ping => Outcome::Ping,
+        Event::Other(name) => Outcome::Ignored(format!("event {name} is not a push")),
+        Event::Push => match pushed_ref(provider, &body) {
+            Err(reason) => Outcome::BadRequest(reason),
+            Ok(Some(pushed)) if !tracks(&settings.reference, &pushed) => {
+                Outcome::Ignored(format!("push to {pushed}, tracking {}", settings.reference))
+            }
+            // Only verified deliveries that would fetch enter the set: a forger
+            // cannot poison ids, and a retried ping or ignored push gets the same
+            // answer again.
+            Ok(_) => match delivery {
+                Some(id) if !lock(deliveries).first_time(provider, id) => Outcome::Duplicate,
+                _ => Outcome::Triggered,
+            },
+        },
+    }
+}
+
+fn lock(deliveries: &Mutex<Deliveries>) -> std::sync::MutexGuard<'_, Deliveries> {
+    // Only hashing and set operations run under the lock. Were one to panic, the
+    // set could at worst keep or lose one id: one missed dedup, or one extra
+    // fetch. Neither is worth refusing every later webhook for.
+    deliveries.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn delivery_id(provider: Provider, headers: &HeaderMap) -> Option<&str> {
+    provider
+        .delivery_headers()
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty())
+}
+
+/// Reads at most `max` bytes of body within [`BODY_TIMEOUT`]. A declared
+/// `Content-Length` over the cap is refused before reading anything.
+async fn read_body(mut body: Body, headers: &HeaderMap, max: u64) -> Result<Vec<u8>, Outcome> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max) {
+        return Err(Outcome::TooLarge { max });
+    }
+    let read = async {
+        let mut bytes = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame
+                .map_err(|_| Outcome::BadRequest("request body could not be read".to_owned()))?;
+            if let Ok(data) = frame.into_data() {
+                if (bytes.len() + data.len()) as u64 > max {
+                    return Err(Outcome::TooLarge { max });
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok(bytes)
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(Outcome::Timeout))
+}
+
+/// Checks the request's signature (or GitLab's token) against `secret`, in
+/// constant time.
+fn verify(
+    provider: Provider,
+    secret: &[u8],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Unauthorized> {
+    match provider {
+        Provider::GitHub => {
+            const NAME: &str = "X-Hub-Signature-256";
+            match header_text(headers, NAME)? {
+                Some(value) => verify_prefixed(NAME, value, secret, body),
+                None if headers.contains_key("x-hub-signature") => Err(Unauthorized::Sha1Only),
+                None => Err(Unauthorized::Missing(NAME)),
+            }
+        }
+        Provider::Generic => {
+            const NAME: &str = "X-Canopy-Signature";
+            let value = header_text(headers, NAME)?.ok_or(Unauthorized::Missing(NAME))?;
+            verify_prefixed(NAME, value, secret, body)
+        }
+        Provider::Gitea => {
+            const NAME: &str = "X-Gitea-Signature";
+            let value = header_text(headers, NAME)?.ok_or(Unauthorized::Missing(NAME))?;
+            let tag = decode_sha256_hex(value).ok_or(Unauthorized::Malformed {
+                header: NAME,
+                form: "64 hex digits",
+            })?;
+            verify_hmac(secret, body, &tag).map_err(|()| Unauthorized::Mismatch(NAME))
+        }
+        Provider::GitLab => {
+            const NAME: &str = "X-Gitlab-Token";
+            let token = header_text(headers, NAME)?.ok_or(Unauthorized::Missing(NAME))?;
+            if token_matches(secret, token.as_bytes()) {
+                Ok(())
+            } else {
+                Err(Unauthorized::Mismatch(NAME))
+            }
+        }
+    }
+}
+
+/// The header's text, `None` when absent; a value that is not visible ASCII is
+/// malformed (no valid signature or token has other bytes).
+fn header_text<'h>(
+    headers: &'h HeaderMap,
+    name: &'static str,
+) -> Result<Option<&'h str>, Unauthorized> {
+    headers
+        .get(name)
+        .map(|value| {
+            value.to_str().map_err(|_| Unauthorized::Malformed {
+                header: name,
+                form: "visible ASCII",
+            })
+        })
+        .transpose()
+}
+
+/// `sha256=<hex>` (GitHub, generic).
+fn verify_prefixed(
+    name: &'static str,
+    value: &str,
+    secret: &[u8],
+    body: &[u8],
+) -> Result<(), Unauthorized> {
+    let tag = value
+        .strip_prefix("sha256=")
+        .and_then(decode_sha256_hex)
+        .ok_or(Unauthorized::Malformed {
+            header: name,
+            form: "sha256=<64 hex digits>",
+        })?;
+    verify_hmac(secret, body, &tag).map_err(|()| Unauthorized::Mismatch(name))
+}
+
+fn decode_sha256_hex(text: &str) -> Option<[u8; 32]> {
+    let mut tag = [0; 32];
+    hex::decode_to_slice(text, &mut tag).ok()?;
+    Some(tag)
+}
+
+/// HMAC-SHA256(secret, body) == tag, compared in constant time by `hmac`.
+fn verify_hmac(secret: &[u8], body: &[u8], tag: &[u8; 32]) -> Result<(), ()> {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(body);
+    mac.verify_slice(tag).map_err(|_| ())
+}
+
+/// Compares digests rather than the texts, so the comparison takes the same
+/// time whatever the token's length and wherever it first differs.
+fn token_matches(secret: &[u8], token: &[u8]) -> bool {
+    CtOutput::<Sha256>::new(Sha256::digest(token)) == CtOutput::new(Sha256::digest(secret))
+}
+
+/// What the (verified) request announces; a missing event header is a bad
+/// request, since every forge sends one.
+fn event(provider: Provider, headers: &HeaderMap) -> Result<Event, String> {
+    let name = match provider {
+        // The generic hook has one meaning: something was pushed.
+        Provider::Generic => return Ok(Event::Push),
+        Provider::GitHub => "X-GitHub-Event",
+        Provider::GitLab => "X-Gitlab-Event",
+        Provider::Gitea => "X-Gitea-Event",
+    };
+    let value = headers
+        .get(name)
+        .ok_or_else(|| format!("missing {name} header"))?
+        .to_str()
+        .map_err(|_| format!("{name} is not visible ASCII"))?;
+    Ok(match (provider, value) {
+        (Provider::GitHub, "push") => Event::Push,
+        (Provider::GitHub, "ping") => Event::Ping,
+        (Provider::GitLab, "Push Hook" | "Tag Push Hook") => Event::Push,
+        (Provider::Gitea, "push") => Event::Push,
+        (_, other) => Event::Other(other.to_owned()),
+    })
+}
+
+/// The full ref a push payload names (`refs/heads/main`). The forges always
+/// send one; the generic hook may send no body or omit `ref` to mean "fetch
+/// whatever is tracked" (`Ok(None)`).
+fn pushed_ref(provider: Provider, body: &[u8]) -> Result<Option<String>, String> {
+    if provider == Provider::Generic && body.trim_ascii().is_empty() {
+        return Ok(None);
+    }
+    // The error's position, never its text: serde's messages quote the input.
+    let payload: Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "payload is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let Value::Object(mut payload) = payload else {
+        return Err("payload is not a JSON object".to_owned());
+    };
+    match payload.remove("ref") {
+        Some(Value::String(pushed)) => Ok(Some(pushed)),
+        None if provider == Provider::Generic => Ok(None),
+        None => Err("push payload has no ref".to_owned()),
+        Some(_) => Err("ref in the payload is not a string".to_owned()),
+    }
+}
+
+/// Whether a push to `pushed` (a full ref name) can move the tracked
+/// `reference`, as configured: a short name is a branch or a tag (the mirror
+/// fetches both), a `refs/...` name matches exactly.
+fn tracks(reference: &str, pushed: &str) -> bool {
+    // `HEAD` follows the remote's default branch, which a hook does not name;
+    // a pinned commit cannot move, but a push may make it reachable. Either
+    // way one extra fetch is cheap and a missed one is not, so any push counts.
+    if reference == "HEAD" || is_commit_id(reference) {
+        return true;
+    }
+    if reference.starts_with("refs/") {
+        return pushed == reference;
+    }
+    [
+        pushed.strip_prefix("refs/heads/"),
+        pushed.strip_prefix("refs/tags/"),
+    ]
+    .contains(&Some(reference))
+}
+
+/// As the mirror decides it: 40 hex digits.
+fn is_commit_id(reference: &str) -> bool {
+    reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A bounded set of delivery ids, oldest evicted first. Ids are kept as
+/// digests of (provider, id), so memory is fixed whatever the ids' length.
+struct Deliveries {
+    order: VecDeque<[u8; 32]>,
+    seen: HashSet<[u8; 32]>,
+    capacity: usize,
+}
+
+impl Deliveries {
+    fn new(capacity: usize) -> Deliveries {
+        Deliveries {
+            order: VecDeque::with_capacity(capacity),
+            seen: HashSet::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// Records the delivery; false when it was already recorded.
+    fn first_time(&mut self, provider: Provider, id: &str) -> bool {
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(provider.name())
+            .chain_update([0])
+            .chain_update(id)
+            .finalize()
+            .into();
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    /// GitHub's documented example ("Validating webhook deliveries"), checked
+    /// with `printf '%s' 'Hello, World!' | openssl dgst -sha256 -hmac "$SECRET"`.
+    const SECRET: &[u8] = b"It's a Secret to Everybody";
+    const BODY: &[u8] = b"Hello, World!";
+    const SIGNATURE: &str = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    header::HeaderName::from_static(name),
+                    HeaderValue::from_str(value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn github_signature_is_hmac_sha256_of_the_raw_body() {
+        let sig = format!("sha256={SIGNATURE}");
+        let ok = headers(&[("x-hub-signature-256", &sig)]);
+        assert_eq!(verify(Provider::GitHub, SECRET, &ok, BODY), Ok(()));
+        assert_eq!(
+            verify(Provider::GitHub, SECRET, &ok, b"Hello, World?"),
+            Err(Unauthorized::Mismatch("X-Hub-Signature-256"))
+        );
+        assert_eq!(
+            verify(Provider::GitHub, b"another secret", &ok, BODY),
+            Err(Unauthorized::Mismatch("X-Hub-Signature-256"))
+        );
+        let upper = format!("sha256={}", SIGNATURE.to_uppercase());
+        let upper = headers(&[("x-hub-signature-256", &upper)]);
+        assert_eq!(verify(Provider::GitHub, SECRET, &upper, BODY), Ok(()));
+    }
+
+    #[test]
+    fn github_refuses_missing_sha1_only_and_malformed_signatures() {
+        assert_eq!(
+            verify(Provider::GitHub, SECRET, &HeaderMap::new(), BODY),
+            Err(Unauthorized::Missing("X-Hub-Signature-256"))
+        );
+        let sha1 = headers(&[("x-hub-signature", "sha1=0123")]);
+        assert_eq!(
+            verify(Provider::GitHub, SECRET, &sha1, BODY),
+            Err(Unauthorized::Sha1Only)
+        );
+        let malformed = Unauthorized::Malformed {
+            header: "X-Hub-Signature-256",
+            form: "sha256=<64 hex digits>",
+        };
+        for bad in [
+            SIGNATURE.to_owned(),                     // no prefix
+            format!("sha1={SIGNATURE}"),              // other algorithm
+            format!("sha256={}", &SIGNATURE[..62]),   // short
+            format!("sha256={SIGNATURE}00"),          // long
+            format!("sha256={}zz", &SIGNATURE[..62]), // not hex
+            format!("sha256= {SIGNATURE}"),           // stray space
+            "sha256=".to_owned(),
+        ] {
+            let h = headers(&[("x-hub-signature-256", &bad)]);
+            assert_eq!(
+                verify(Provider::GitHub, SECRET, &h, BODY),
+                Err(malformed.clone()),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn gitea_and_generic_use_their_own_headers() {
+        let gitea = headers(&[("x-gitea-signature", SIGNATURE)]);
+        assert_eq!(verify(Provider::Gitea, SECRET, &gitea, BODY), Ok(()));
+        let prefixed = format!("sha256={SIGNATURE}");
+        let gitea_prefixed = headers(&[("x-gitea-signature", &prefixed)]);
+        assert!(matches!(
+            verify(Provider::Gitea, SECRET, &gitea_prefixed, BODY),
+            Err(Unauthorized::Malformed { .. })
+        ));
+        let generic = headers(&[("x-canopy-signature", &prefixed)]);
+        assert_eq!(verify(Provider::Generic, SECRET, &generic, BODY), Ok(()));
+        // A GitHub header does not sign a generic hook.
+        let github = headers(&[("x-hub-signature-256", &prefixed)]);
+        assert_eq!(
+            verify(Provider::Generic, SECRET, &github, BODY),
+            Err(Unauthorized::Missing("X-Canopy-Signature"))
+        );
+    }
+
+    #[test]
+    fn gitlab_token_must_equal_the_secret() {
+        let ok = headers(&[("x-gitlab-token", "It's a Secret to Everybody")]);
+        assert_eq!(verify(Provider::GitLab, SECRET, &ok, BODY), Ok(()));
+        for wrong in [
+            "It's a Secret to Everybod",
+            "It's a Secret to Everybody ",
+            "",
+        ] {
+            let h = headers(&[("x-gitlab-token", wrong)]);
+            assert_eq!(
+                verify(Provider::GitLab, SECRET, &h, BODY),
+                Err(Unauthorized::Mismatch("X-Gitlab-Token")),
+                "{wrong:?}"
+            );
+        }
+        assert_eq!(
+            verify(Provider::GitLab, SECRET, &HeaderMap::new(), BODY),
+            Err(Unauthorized::Missing("X-Gitlab-Token"))
+        );
+    }
+
+    #[test]
+    fn refusals_never_quote_the_secret_or_the_expected_signature() {
+        let wrong = headers(&[("x-hub-signature-256", &format!("sha256={}", "0".repeat(64)))]);
+        let err = verify(Provider::GitHub, SECRET, &wrong, BODY).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(text, "X-Hub-Signature-256 does not match");
+        assert!(!text.contains(SIGNATURE));
+    }
+
+    #[test]
+    fn ref_matching() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        for (reference, pushed, expected) in [
+            ("main", "refs/heads/main", true),
+            ("main", "refs/tags/main", true),
+            ("main", "refs/heads/other", false),
+            ("main", "refs/heads/main2", false),
+            ("main", "refs/heads/feature/main", false),
+            ("main", "main", false),
+            ("release/1", "refs/heads/release/1", true),
+            ("v1.2", "refs/tags/v1.2", true),
+            ("refs/heads/main", "refs/heads/main", true),
+            ("refs/heads/main", "refs/tags/main", false),
+            ("refs/tags/v1", "refs/tags/v1", true),
+            ("refs/tags/v1", "refs/heads/v1", false),
+            ("HEAD", "refs/heads/anything", true),
+            (sha, "refs/heads/anything", true),
+            // 39 hex digits is a name, not a commit.
+            (&sha[..39], "refs/heads/anything", false),
+        ] {
+            assert_eq!(
+                tracks(reference, pushed),
+                expected,
+                "{reference} <- {pushed}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_by_provider() {
+        let github = |name| event(Provider::GitHub, &headers(&[("x-github-event", name)]));
+        assert_eq!(github("push"), Ok(Event::Push));
+        assert_eq!(github("ping"), Ok(Event::Ping));
+        assert_eq!(github("issues"), Ok(Event::Other("issues".into())));
+        let gitlab = |name| event(Provider::GitLab, &headers(&[("x-gitlab-event", name)]));
+        assert_eq!(gitlab("Push Hook"), Ok(Event::Push));
+        assert_eq!(gitlab("Tag Push Hook"), Ok(Event::Push));
+        assert_eq!(
+            gitlab("Merge Request Hook"),
+            Ok(Event::Other("Merge Request Hook".into()))
+        );
+        let gitea = |name| event(Provider::Gitea, &headers(&[("x-gitea-event", name)]));
+        assert_eq!(gitea("push"), Ok(Event::Push));
+        assert_eq!(gitea("create"), Ok(Event::Other("create".into())));
+        assert_eq!(event(Provider::Generic, &HeaderMap::new()), Ok(Event::Push));
+        assert_eq!(
+            event(Provider::GitHub, &HeaderMap::new()),
+            Err("missing X-GitHub-Event header".to_owned())
+        );
+    }
+
+    #[test]
+    fn pushed_ref_from_payloads() {
+        let main = Ok(Some("refs/heads/main".to_owned()));
+        let payload = br#"{"ref":"refs/heads/main","commits":[{"id":"x"}]}"#;
+        assert_eq!(pushed_ref(Provider::GitHub, payload), main);
+        assert_eq!(pushed_ref(Provider::Generic, payload), main);
+        assert_eq!(pushed_ref(Provider::Generic, b""), Ok(None));
+        assert_eq!(pushed_ref(Provider::Generic, b" \n"), Ok(None));
+        assert_eq!(pushed_ref(Provider::Generic, b"{}"), Ok(None));
+        assert_eq!(
+            pushed_ref(Provider::GitHub, b"{}"),
+            Err("push payload has no ref".to_owned())
+        );
+        assert_eq!(
+            pushed_ref(Provider::GitLab, br#"{"ref": 7}"#),
+            Err("ref in the payload is not a string".to_owned())
+        );
+        assert_eq!(
+            pushed_ref(Provider::Gitea, br#"["refs/heads/main"]"#),
+            Err("payload is not a JSON object".to_owned())
+        );
+        // The message gives a position, never the payload's text.
+        let err = pushed_ref(Provider::GitHub, b"{\"ref\": s3cret-looking}").unwrap_err();
+        assert_eq!(err, "payload is not valid JSON (line 1, column 9)");
+    }
+
+    #[test]
+    fn deliveries_are_remembered_up_to_capacity_oldest_first() {
+        let mut seen = Deliveries::new(3);
+        assert!(seen.first_time(Provider::GitHub, "a"));
+        assert!(!seen.first_time(Provider::GitHub, "a"));
+        // Providers have separate id spaces.
+        assert!(seen.first_time(Provider::Gitea, "a"));
+        assert!(seen.first_time(Provider::GitHub, "b"));
+        assert!(seen.first_time(Provider::GitHub, "c")); // evicts github/a
+        assert_eq!((seen.order.len(), seen.seen.len()), (3, 3));
+        assert!(seen.first_time(Provider::GitHub, "a"));
+        assert!(!seen.first_time(Provider::GitHub, "c"));
+        // A flood of new ids keeps the set at its bound.
+        for i in 0..10_000 {
+            assert!(seen.first_time(Provider::Generic, &i.to_string()));
+        }
+        assert_eq!((seen.order.len(), seen.seen.len()), (3, 3));
+    }
 }
