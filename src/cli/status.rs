@@ -7,7 +7,8 @@ use clap::Args;
 
 use super::store::{StoreArgs, runtime};
 use super::{CliError, EXIT_OK, Output};
-use crate::reconcile::{AppStatus, statuses};
+use crate::reconcile::AppStatus;
+use crate::reconcile::inspect;
 use crate::status::format_age;
 
 #[derive(Debug, Args)]
@@ -18,34 +19,15 @@ pub struct StatusArgs {
     pub output: Output,
 }
 
-#[derive(serde::Serialize)]
-struct StatusJson<'a> {
-    namespace: &'a str,
-    /// The last commit whose desired state is fully written.
-    commit: Option<String>,
-    apps: &'a [AppStatus],
-}
-
 pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let runtime = runtime()?;
     let (mut store, sync_timeout) = args.store.connect(&runtime)?;
     let now = chrono::Utc::now();
     let timeout = chrono::Duration::from_std(sync_timeout).unwrap_or(chrono::Duration::MAX);
-    let (meta, apps) = runtime.block_on(async {
-        let meta = store.meta().await?;
-        let apps = statuses(&mut store, now, timeout).await?;
-        Ok::<_, crate::store::StoreError>((meta, apps))
-    })?;
+    let overview = runtime.block_on(inspect::overview(&mut store, now, timeout))?;
     let text = match args.output {
-        Output::Json => {
-            let json = StatusJson {
-                namespace: store.namespace(),
-                commit: meta.map(|m| m.commit),
-                apps: &apps,
-            };
-            serde_json::to_string_pretty(&json).expect("status serializes")
-        }
-        Output::Text => table(&apps, meta.as_ref().map(|m| m.commit.as_str()), now),
+        Output::Json => serde_json::to_string_pretty(&overview).expect("status serializes"),
+        Output::Text => table(&overview.apps, overview.commit.as_deref(), now),
     };
     writeln!(std::io::stdout(), "{text}").map_err(CliError::Output)?;
     Ok(ExitCode::from(EXIT_OK))

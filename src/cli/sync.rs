@@ -43,7 +43,12 @@ pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         }
         (None, None) => format!("http://{}", crate::config::defaults::LISTEN),
     };
-    let url = format!("{base}/api/v1/apps/{}/sync", args.app);
+    let app = if args.app.is_root() {
+        crate::server::ROOT_ALIAS
+    } else {
+        args.app.as_str()
+    };
+    let url = format!("{base}/api/v1/apps/{app}/sync");
     let runtime = runtime()?;
     let (status, body) = runtime.block_on(async {
         let mut request = reqwest::Client::new().post(&url);

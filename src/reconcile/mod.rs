@@ -7,6 +7,7 @@
 
 mod cycle;
 pub mod decide;
+pub mod inspect;
 mod observe;
 mod run;
 

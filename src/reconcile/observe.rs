@@ -40,31 +40,40 @@ pub async fn statuses(
         .collect();
     let names: Vec<&AppName> = apps.iter().collect();
     let states = store.app_states(&names).await?;
-    let mut out = Vec::with_capacity(names.len());
-    for (app, state) in names.into_iter().zip(states) {
-        let desired = parsed(app, "desired", desired(&state));
-        let observed = parsed(app, "observed", observed(&state.observed));
-        let previous = parsed(app, "status", record(&state.record));
-        let inputs = status::Inputs {
-            desired: desired.as_ref(),
-            observed: observed.as_ref(),
-            heartbeat: state.heartbeat.is_some(),
-            now,
-            sync_timeout,
-        };
-        let Some(record) = status::evaluate(&inputs, previous.as_ref()) else {
-            continue;
-        };
-        let changed = previous.as_ref().map(|p| p.status) != Some(record.status);
-        out.push(AppStatus {
-            app: app.clone(),
-            record,
-            desired,
-            observed,
-            changed,
-        });
-    }
-    Ok(out)
+    Ok(names
+        .into_iter()
+        .zip(states)
+        .filter_map(|(app, state)| evaluate(app, &state, now, sync_timeout))
+        .collect())
+}
+
+/// One app's status from its stored state; `None` when the store holds neither
+/// desired nor observed state for it.
+pub(super) fn evaluate(
+    app: &AppName,
+    state: &AppState,
+    now: DateTime<Utc>,
+    sync_timeout: chrono::Duration,
+) -> Option<AppStatus> {
+    let desired = parsed(app, "desired", desired(state));
+    let observed = parsed(app, "observed", observed(&state.observed));
+    let previous = parsed(app, "status", record(&state.record));
+    let inputs = status::Inputs {
+        desired: desired.as_ref(),
+        observed: observed.as_ref(),
+        heartbeat: state.heartbeat.is_some(),
+        now,
+        sync_timeout,
+    };
+    let record = status::evaluate(&inputs, previous.as_ref())?;
+    let changed = previous.as_ref().map(|p| p.status) != Some(record.status);
+    Some(AppStatus {
+        app: app.clone(),
+        record,
+        desired,
+        observed,
+        changed,
+    })
 }
 
 /// Stores the records of apps whose status changed (fenced: only the daemon).

@@ -1,9 +1,298 @@
-//! (being written)
+//! The probes and the JSON API (DESIGN section 7): `/healthz`, `/readyz`,
+//! `/metrics`, `/api/v1/apps...` and `POST /api/v1/refresh`.
+//!
+//! Reads are the views of `reconcile::inspect`, the same values `canopy status`
+//! and `canopy diff` print. The only writes are asking the loop to poll now
+//! (`refresh`) and re-signalling an app's current desired state (`sync`): the API
+//! never changes desired state. Who may call what is [`super::auth`]'s job.
+//! Errors are `{"error": "<message>"}` with their status.
 
-use axum::Router;
+use std::time::Duration;
 
-use super::Shared;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::header::{ALLOW, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::auth::{ReadAccess, WriteAccess};
+use super::{HealthState, KindLabel, Shared};
+use crate::error_chain;
+use crate::layout::AppName;
+use crate::reconcile::inspect;
+use crate::store::StoreError;
+
+/// How long `/readyz` waits for Redis to answer a PING: a probe must answer fast,
+/// and a Redis that takes longer is not one to send traffic through.
+const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The Prometheus text format's content type.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub fn routes() -> Router<Shared> {
     Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/apps", get(list_apps))
+        // App names contain `/`: one wildcard, whose last segment may name an
+        // action (see `Action::split`).
+        .route("/api/v1/apps/{*rest}", get(get_app).post(post_app))
+        .route("/api/v1/refresh", post(refresh))
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// The `Allow` header of a 405.
+    allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    /// Redis failed or refused: the daemon cannot answer now, the request may be
+    /// retried (503). The message never holds credentials (the store strips them).
+    fn store(error: &StoreError) -> ApiError {
+        let message = error_chain(error);
+        tracing::warn!(error = %message, "API request failed in Redis");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    fn unknown_app(shared: &Shared, app: &AppName) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "app {app} is not known in namespace {}",
+                shared.store.namespace()
+            ),
+        )
+    }
+
+    fn method_not_allowed(allow: &'static str) -> ApiError {
+        ApiError {
+            allow: Some(allow),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("this endpoint only answers {allow}"),
+            )
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        let mut response = (
+            self.status,
+            Json(Body {
+                error: self.message,
+            }),
+        )
+            .into_response();
+        if let Some(allow) = self.allow {
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    // Serialized only: `flatten`'s poor error messages are a deserializing problem.
+    #[serde(flatten)]
+    health: HealthState,
+    /// `ok`, or why Redis did not answer.
+    redis: String,
+}
+
+/// Ready after the first successful cycle, and while Redis answers.
+async fn readyz(State(shared): State<Shared>) -> Response {
+    let health = shared.health.snapshot();
+    let mut store = shared.store.clone();
+    let redis = match tokio::time::timeout(READY_PING_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(error_chain(&e)),
+        Err(_) => Err(format!(
+            "Redis did not answer within {} ms",
+            READY_PING_TIMEOUT.as_millis()
+        )),
+    };
+    let status = if health.ready && redis.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        health,
+        redis: redis.err().unwrap_or_else(|| "ok".to_owned()),
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(shared): State<Shared>) -> Response {
+    (
+        [(CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn list_apps(_: ReadAccess, State(shared): State<Shared>) -> Result<Response, ApiError> {
+    let mut store = shared.store.clone();
+    let now = chrono::Utc::now();
+    let overview = inspect::overview(&mut store, now, shared.settings.sync_timeout)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    Ok(Json(overview).into_response())
+}
+
+/// What a path under `/api/v1/apps/` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Detail,
+    Diff,
+    Artifact,
+    Sync,
+}
+
+impl Action {
+    /// `payments/api/diff` -> (`payments/api`, Diff). A last segment that names
+    /// an action is always read as one, so an app whose own name ends in
+    /// `/diff`, `/artifact` or `/sync` has no detail path (its other actions
+    /// still work: `.../sync/diff`). A one-segment name is always an app.
+    fn split(rest: &str) -> (&str, Action) {
+        [
+            ("/diff", Action::Diff),
+            ("/artifact", Action::Artifact),
+            ("/sync", Action::Sync),
+        ]
+        .into_iter()
+        .find_map(|(suffix, action)| rest.strip_suffix(suffix).map(|app| (app, action)))
+        .unwrap_or((rest, Action::Detail))
+    }
+}
+
+/// The app and action of a wildcard path; 400 for a name that is not valid.
+fn target(path: Result<Path<String>, PathRejection>) -> Result<(String, Action), ApiError> {
+    let Path(rest) = path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let (app, action) = Action::split(&rest);
+    Ok((app.to_owned(), action))
+}
+
+/// In URLs the root app `.` is [`ROOT_ALIAS`]: HTTP clients remove `.` path
+/// segments before sending (RFC 3986 dot-segment removal), so `/api/v1/apps/.`
+/// never arrives as written.
+pub const ROOT_ALIAS: &str = "_root";
+
+fn app_name(name: &str) -> Result<AppName, ApiError> {
+    if name == ROOT_ALIAS {
+        // Never a valid app name (segments start with a letter or digit).
+        return Ok(AppName::root());
+    }
+    AppName::parse(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// `GET /api/v1/apps/<app>[/diff|/artifact]`.
+async fn get_app(
+    _: ReadAccess,
+    State(shared): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (name, action) = target(path)?;
+    let app = app_name(&name)?;
+    let mut store = shared.store.clone();
+    match action {
+        Action::Detail => {
+            let now = chrono::Utc::now();
+            let detail = inspect::detail(&mut store, &app, now, shared.settings.sync_timeout)
+                .await
+                .map_err(|e| ApiError::store(&e))?;
+            let detail = detail.ok_or_else(|| ApiError::unknown_app(&shared, &app))?;
+            Ok(Json(detail).into_response())
+        }
+        Action::Diff => {
+            let diff = inspect::diff(&mut store, &app)
+                .await
+                .map_err(|e| ApiError::store(&e))?;
+            let diff = diff.ok_or_else(|| ApiError::unknown_app(&shared, &app))?;
+            Ok(Json(diff).into_response())
+        }
+        // Served by `super::artifact` once it exists.
+        Action::Artifact => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no artifact of {app} is served yet"),
+        )),
+        Action::Sync => Err(ApiError::method_not_allowed("POST")),
+    }
+}
+
+/// `POST /api/v1/apps/<app>/sync`: the only POST under `/api/v1/apps/`.
+async fn post_app(
+    access: WriteAccess,
+    State(shared): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (name, action) = target(path)?;
+    let app = app_name(&name)?;
+    if action != Action::Sync {
+        return Err(ApiError::method_not_allowed("GET"));
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let signal = shared
+        .store
+        .clone()
+        .signal_now(&app, now)
+        .await
+        .map_err(|e| ApiError::store(&e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "app {app} has no desired state in namespace {}",
+                    shared.store.namespace()
+                ),
+            )
+        })?;
+    shared
+        .metrics
+        .signals
+        .get_or_create(&KindLabel {
+            kind: signal.kind.as_str().to_owned(),
+        })
+        .inc();
+    tracing::info!(%app, token = %access.token, generation = signal.generation, "sync signalled on request");
+    Ok((StatusCode::ACCEPTED, Json(signal)).into_response())
+}
+
+/// `POST /api/v1/refresh`: poll now. Requests that arrive while a cycle runs
+/// collapse into one more cycle after it.
+async fn refresh(access: WriteAccess, State(shared): State<Shared>) -> Response {
+    shared.trigger.fire();
+    tracing::info!(token = %access.token, "refresh requested");
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"status": "refresh requested"})),
+    )
+        .into_response()
 }

@@ -8,6 +8,7 @@
 
 mod api;
 mod artifact;
+mod auth;
 mod health;
 mod metrics;
 mod webhooks;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+pub use api::ROOT_ALIAS;
 pub use health::{Health, State as HealthState};
 pub use metrics::{KindLabel, Metrics, ResultLabel, StatusLabel, WebhookLabel};
 

@@ -117,6 +117,23 @@ impl Store {
             .await?)
     }
 
+    /// An app's `config` hash (never its secrets).
+    pub async fn app_config(
+        &mut self,
+        app: &AppName,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        Ok(self.conn.hgetall(self.keys.app(app).config()).await?)
+    }
+
+    /// One PING: whether Redis answers at all (readiness). Bounded by the
+    /// connection's response timeout; callers that need a shorter bound wrap it.
+    pub async fn ping(&mut self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn)
+            .await?;
+        Ok(())
+    }
+
     /// The names in `canopy:<ns>:apps`. Names that are not valid app names (written
     /// by someone else) are skipped with a warning: they must never reach a key.
     pub async fn app_names(&mut self) -> Result<BTreeSet<AppName>, StoreError> {

@@ -46,11 +46,7 @@ impl TestDaemon {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let lookup = move |name: &str| {
-            env.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let config = Config::load(Some(&file), &lookup, &Overrides::default()).expect("config");
 
         let redis = RedisProc::start();
@@ -74,10 +70,12 @@ impl TestDaemon {
         })
         .await
         .expect("connect");
-        let mut reconciler =
-            Reconciler::new(Poller::new(mirror, config.repo.layout_options()), store.clone())
-                .await
-                .expect("reconciler");
+        let mut reconciler = Reconciler::new(
+            Poller::new(mirror, config.repo.layout_options()),
+            store.clone(),
+        )
+        .await
+        .expect("reconciler");
         let report = reconciler.cycle().await.expect("first cycle");
         let health = Arc::new(Health::default());
         health.succeeded(&report.commit);

@@ -1,6 +1,7 @@
 //! Shared test harness: fixture repositories and the real `canopy` binary.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod binary;
 pub mod daemon;
 pub mod git_server;
 pub mod redis;
