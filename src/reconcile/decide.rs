@@ -75,13 +75,29 @@ pub fn targets<'a>(scan: &'a Scan, scope: Scope<'a>) -> Vec<Target<'a>> {
     out.sort_by_cached_key(|t| match t {
         Target::Put { app, .. } => (
             0,
+            effective_wave(scan, app),
             depth(&app.name),
-            i64::from(app.spec.wave),
             app.name.clone(),
         ),
-        Target::Prune { name, .. } => (1, -depth(name), 0, (*name).clone()),
+        Target::Prune { name, .. } => (1, 0, -depth(name), (*name).clone()),
     });
     out
+}
+
+/// An app's wave, raised to its parent's: lower waves go first, and a parent
+/// always precedes its children even when a child asks for a lower wave (among
+/// equal waves, shallower apps go first).
+fn effective_wave(scan: &Scan, app: &App) -> i64 {
+    let mut wave = i64::from(app.spec.wave);
+    let mut parent = app.parent.as_ref();
+    while let Some(name) = parent {
+        let Some(up) = scan.apps.apps.get(name) else {
+            break;
+        };
+        wave = wave.max(i64::from(up.spec.wave));
+        parent = up.parent.as_ref();
+    }
+    wave
 }
 
 fn depth(name: &AppName) -> i64 {
@@ -293,4 +309,39 @@ fn join_names(names: &[AppName]) -> String {
         .map(AppName::as_str)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::LayoutOptions;
+    use crate::scan::scan;
+    use crate::tree::{BlobCache, EntryKind, MemTree};
+
+    #[test]
+    fn lower_waves_go_first_but_never_before_a_parent() {
+        let mut tree = MemTree::new();
+        for (path, content) in [
+            ("app.yaml", "wave: 0\n"),
+            ("late/app.yaml", "wave: 5\n"),
+            // Asks for wave 1, but its parent is in wave 5: it waits for it.
+            ("late/child/app.yaml", "wave: 1\n"),
+            ("early/app.yaml", "wave: 2\n"),
+            ("early/deep/app.yaml", "wave: 2\n"),
+            // Asks for wave -1: still after the root, its parent.
+            ("first/app.yaml", "wave: -1\n"),
+        ] {
+            tree.put(path, EntryKind::File, content.as_bytes());
+        }
+        let scan = scan(&tree, &LayoutOptions::default(), &BlobCache::default()).unwrap();
+        let stored = BTreeSet::new();
+        let order: Vec<String> = targets(&scan, Scope::Everything { stored: &stored })
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert_eq!(
+            order,
+            [".", "first", "early", "early/deep", "late", "late/child"]
+        );
+    }
 }
