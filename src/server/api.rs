@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::header::{ALLOW, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -218,6 +218,7 @@ async fn get_app(
     _: ReadAccess,
     State(shared): State<Shared>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<super::artifact::ArtifactQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (name, action) = target(path)?;
     let app = app_name(&name)?;
@@ -238,11 +239,11 @@ async fn get_app(
             let diff = diff.ok_or_else(|| ApiError::unknown_app(&shared, &app))?;
             Ok(Json(diff).into_response())
         }
-        // Served by `super::artifact` once it exists.
-        Action::Artifact => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no artifact of {app} is served yet"),
-        )),
+        Action::Artifact => {
+            let Query(query) =
+                query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+            Ok(super::artifact::handle(shared, app, query).await)
+        }
         Action::Sync => Err(ApiError::method_not_allowed("POST")),
     }
 }

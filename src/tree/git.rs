@@ -82,6 +82,82 @@ impl GitTree {
         self.commit
     }
 
+    /// Like [`Tree::list`], but only the entries under directory `dir`
+    /// (tree-relative, `/`-separated; `""` is the whole tree), with their full
+    /// paths: costs the size of that directory, not of the tree. Empty when `dir`
+    /// is not a directory.
+    pub fn list_dir(&self, dir: &str, max_entries: usize) -> Result<Listing, Error> {
+        let repo = self.repo.to_thread_local();
+        let root = repo
+            .find_tree(self.tree)
+            .map_err(|e| self.objects_error(e))?;
+        if dir.is_empty() {
+            return self.list_tree(root, "", max_entries);
+        }
+        if has_git_component(dir.as_bytes()) {
+            return Ok(Listing::default());
+        }
+        let found = root
+            .lookup_entry(dir.split('/'))
+            .map_err(|e| self.objects_error(e))?;
+        let Some(found) = found.filter(|e| e.mode().kind() == GitKind::Tree) else {
+            return Ok(Listing::default());
+        };
+        let tree = repo
+            .find_tree(found.object_id())
+            .map_err(|e| self.objects_error(e))?;
+        self.list_tree(tree, &format!("{dir}/"), max_entries)
+    }
+
+    /// Every entry of `tree`, whose paths are `prefix` + the path inside it.
+    fn list_tree(
+        &self,
+        tree: gix::Tree<'_>,
+        prefix: &str,
+        max_entries: usize,
+    ) -> Result<Listing, Error> {
+        let mut recorder = Recorder::default();
+        tree.traverse()
+            .breadthfirst(&mut recorder)
+            .map_err(|e| self.objects_error(e))?;
+        let mut listing = Listing::default();
+        let mut filepath = Vec::new();
+        for record in recorder.records {
+            let kind = match record.mode.kind() {
+                GitKind::Blob => EntryKind::File,
+                GitKind::BlobExecutable => EntryKind::Executable,
+                GitKind::Link => EntryKind::Symlink,
+                // Submodules are never fetched: a gitlink is not part of any app.
+                GitKind::Tree | GitKind::Commit => continue,
+            };
+            filepath.clear();
+            filepath.extend_from_slice(prefix.as_bytes());
+            filepath.extend_from_slice(&record.filepath);
+            if has_git_component(&filepath) {
+                continue;
+            }
+            listing.check_room(max_entries, || self.describe())?;
+            let path = match filepath.to_str() {
+                Ok(path) => path.to_owned(),
+                Err(_) => {
+                    listing.unusable.push(Unusable {
+                        path: filepath.to_str_lossy().into_owned(),
+                        reason: UnusableReason::NotUtf8,
+                    });
+                    continue;
+                }
+            };
+            listing.entries.push(Entry {
+                path,
+                kind,
+                blob: Some(record.oid),
+            });
+        }
+        // Breadth-first order is not path order; manifests need bytewise order.
+        listing.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        Ok(listing)
+    }
+
     /// Whether `path` looks like a Git repository (bare, or a work tree's `.git`).
     pub fn is_repository(path: &Path) -> bool {
         gix::discover::is_git(path).is_ok() || gix::discover::is_git(&path.join(".git")).is_ok()
@@ -113,42 +189,7 @@ impl Tree for GitTree {
         let tree = repo
             .find_tree(self.tree)
             .map_err(|e| self.objects_error(e))?;
-        let mut recorder = Recorder::default();
-        tree.traverse()
-            .breadthfirst(&mut recorder)
-            .map_err(|e| self.objects_error(e))?;
-        let mut listing = Listing::default();
-        for record in recorder.records {
-            let kind = match record.mode.kind() {
-                GitKind::Blob => EntryKind::File,
-                GitKind::BlobExecutable => EntryKind::Executable,
-                GitKind::Link => EntryKind::Symlink,
-                // Submodules are never fetched: a gitlink is not part of any app.
-                GitKind::Tree | GitKind::Commit => continue,
-            };
-            if has_git_component(&record.filepath) {
-                continue;
-            }
-            listing.check_room(max_entries, || self.describe())?;
-            let path = match record.filepath.to_str() {
-                Ok(path) => path.to_owned(),
-                Err(_) => {
-                    listing.unusable.push(Unusable {
-                        path: record.filepath.to_str_lossy().into_owned(),
-                        reason: UnusableReason::NotUtf8,
-                    });
-                    continue;
-                }
-            };
-            listing.entries.push(Entry {
-                path,
-                kind,
-                blob: Some(record.oid),
-            });
-        }
-        // Breadth-first order is not path order; manifests need bytewise order.
-        listing.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-        Ok(listing)
+        self.list_tree(tree, "", max_entries)
     }
 
     fn reader(&self) -> Result<Box<dyn Reader + '_>, Error> {
