@@ -24,7 +24,7 @@ use redis::streams::StreamRangeReply;
 type Error = Box<dyn std::error::Error>;
 
 /// The app whose file the quickstart changes, and whose child it plays.
-const APP: &str = "payments/api";
+const APP: &str = "platform/ingress";
 
 /// The quickstart's own commit: fixed identity and date, and none of the user's Git
 /// configuration (hooks, signing), like `fixtures/make-repo.sh`.
@@ -110,21 +110,29 @@ async fn quickstart() -> Result<(), Error> {
             println!("  (none for {app}: `sync: manual`, signalled on request only)");
         }
     }
+    for held in reconciler.store().held().await? {
+        let deps: Vec<&str> = held.depends_on.iter().map(|d| d.as_str()).collect();
+        let app = held.app.as_str();
+        println!(
+            "  (held for {app}: signalled once {} report synced)",
+            deps.join(", ")
+        );
+    }
 
     // 5. One commit that touches one app: one signal, for that app only.
-    let deployment = repo.join(APP).join("deployment.yaml");
+    let deployment = repo.join(APP).join("controller.yaml");
     let text = std::fs::read_to_string(&deployment)?;
-    std::fs::write(&deployment, text.replace("replicas: 3", "replicas: 4"))?;
+    std::fs::write(&deployment, text.replace("replicas: 2", "replicas: 3"))?;
     run(Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args(["commit", "-qam", "payments/api: 4 replicas"])
+        .args(["commit", "-qam", "platform/ingress: 3 replicas"])
         .envs(GIT_ENV))?;
     let report = reconciler.cycle().await?;
     let all = signals(&mut conn, &keys.events()).await?;
     let new = &all[first.len()..];
     let (commit, checked, count) = (short(&report.commit, 7), report.checked, new.len());
-    println!("\ncommit {commit} changes {APP}/deployment.yaml");
+    println!("\ncommit {commit} changes {APP}/controller.yaml");
     println!("second poll: {checked} app compared, {count} signal");
     for signal in new {
         print_signal(signal);
@@ -133,7 +141,7 @@ async fn quickstart() -> Result<(), Error> {
         }
     }
 
-    // 6. Play payments/api's child: report the signalled digest as applied (through
+    // 6. Play the app's child: report the signalled digest as applied (through
     //    canopy's Redis Function, which refuses stale generations) and keep a heartbeat.
     let signal = new.last().ok_or("the commit produced no signal")?;
     let app_keys = keys.app(&AppName::parse(APP)?);

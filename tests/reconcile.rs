@@ -54,9 +54,13 @@ impl Setup {
         })
         .unwrap();
         let store = Store::connect(&options(&self.redis.url())).await.unwrap();
-        Reconciler::new(Poller::new(mirror, layout), store)
+        let mut reconciler = Reconciler::new(Poller::new(mirror, layout), store)
             .await
-            .unwrap()
+            .unwrap();
+        // No waiting for dependencies here (the example's payments/api depends on
+        // a manual app); the hold has its own test.
+        reconciler.set_depends_on_timeout(Duration::ZERO);
+        reconciler
     }
 
     fn commit(&self, files: &[(&str, &str)], message: &str) {
@@ -790,4 +794,73 @@ async fn a_manual_app_is_signalled_only_when_asked() {
         reconciler.store().signal_now(&unknown, 0).await.unwrap(),
         None
     );
+}
+
+#[tokio::test]
+async fn an_app_waits_for_its_dependencies_then_its_held_signal_goes_out() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.set_depends_on_timeout(Duration::from_secs(3600));
+    let report = reconciler.cycle().await.unwrap();
+    // payments/api depends on payments/db (manual), search/query on
+    // search/indexers/products: both wait, their desired state already written.
+    assert_eq!(report.held, 2, "{report:?}");
+    let held = |app: &str| !setup.signals().iter().any(|s| s.app == app);
+    assert!(held("payments/api") && held("search/query"));
+    assert!(
+        setup
+            .hash(&app_key("payments/api", "desired"))
+            .contains_key("digest")
+    );
+
+    // Nothing changes while the dependency has not reported.
+    assert_eq!(reconciler.cycle().await.unwrap().released, 0);
+
+    // The dependency is signalled and reports the digest: the held signal goes
+    // out as it was written (with its file list), exactly once.
+    let db = AppName::parse("payments/db").unwrap();
+    let signal = reconciler
+        .store()
+        .signal_now(&db, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    setup.redis.cmd(&[
+        "FCALL",
+        "canopy_report",
+        "1",
+        &app_key("payments/db", "observed"),
+        &signal.generation.to_string(),
+        signal.digest.as_deref().unwrap(),
+        &signal.revision,
+        "synced",
+        "ok",
+        "agent",
+    ]);
+    let report = reconciler.cycle().await.unwrap();
+    assert_eq!((report.released, report.released_after_timeout), (1, 0));
+    let api: Vec<Signal> = setup
+        .signals()
+        .into_iter()
+        .filter(|s| s.app == "payments/api")
+        .collect();
+    assert_eq!(api.len(), 1);
+    assert_eq!(api[0].kind, SignalKind::Sync);
+    assert_eq!(
+        api[0].changed_total, 3,
+        "the held payload keeps its file list"
+    );
+    assert_eq!(reconciler.cycle().await.unwrap().released, 0, "once");
+
+    // The other one times out and is signalled anyway.
+    reconciler.set_depends_on_timeout(Duration::ZERO);
+    let report = reconciler.cycle().await.unwrap();
+    assert_eq!((report.released, report.released_after_timeout), (1, 1));
+    assert!(!held("search/query"));
+    let members: Vec<String> = setup
+        .redis
+        .conn()
+        .smembers(format!("canopy:{NS}:held"))
+        .unwrap();
+    assert!(members.is_empty());
 }

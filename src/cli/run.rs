@@ -14,8 +14,8 @@ use crate::config::{Config, Namespace, Overrides, RedisUrl, process_env};
 use crate::layout::GlobPattern;
 use crate::reconcile::{self, Cycle, CycleReport, Reconciler, Trigger, update_statuses};
 use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
-use crate::source::{Mirror, MirrorOptions, Poller, RepoUrl, Schedule};
 use crate::server::{self, Health, KindLabel, Metrics, ResultLabel, Settings, Shared, StatusLabel};
+use crate::source::{Mirror, MirrorOptions, Poller, RepoUrl, Schedule};
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -151,6 +151,7 @@ async fn serve(
     let options = store_options(url, config.namespace.as_str(), Some(&config.redis));
     let store = Store::connect(&options).await?;
     let mut reconciler = Reconciler::new(poller, store).await?;
+    reconciler.set_depends_on_timeout(config.depends_on_timeout);
     let sync_timeout =
         chrono::Duration::from_std(redis.sync_timeout).unwrap_or(chrono::Duration::MAX);
 
@@ -269,7 +270,10 @@ fn observe_cycle(shared: &Shared, cycle: &Cycle) {
     }
     if let Some(statuses) = cycle.statuses {
         for status in crate::status::Status::ALL {
-            let count = statuses.iter().filter(|s| s.record.status == status).count();
+            let count = statuses
+                .iter()
+                .filter(|s| s.record.status == status)
+                .count();
             let label = StatusLabel {
                 status: status.as_str(),
             };
@@ -282,18 +286,27 @@ fn print_report(report: &CycleReport, output: Output) -> Result<(), CliError> {
     use std::io::Write;
     let text = match output {
         Output::Json => serde_json::to_string_pretty(report).expect("a report serializes"),
-        Output::Text => format!(
-            "commit {}: {} apps compared{}, {} written, {} signals",
-            report.commit,
-            report.checked,
-            if report.resync {
-                " (full comparison)"
-            } else {
-                ""
-            },
-            report.written,
-            report.signals
-        ),
+        Output::Text => {
+            let mut text = format!(
+                "commit {}: {} apps compared{}, {} written, {} signals",
+                report.commit,
+                report.checked,
+                if report.resync {
+                    " (full comparison)"
+                } else {
+                    ""
+                },
+                report.written,
+                report.signals
+            );
+            if report.held > 0 {
+                text.push_str(&format!(
+                    ", {} held until their dependencies are synced",
+                    report.held
+                ));
+            }
+            text
+        }
     };
     writeln!(std::io::stdout(), "{text}").map_err(CliError::Output)
 }

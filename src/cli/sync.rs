@@ -50,19 +50,20 @@ pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     };
     let url = format!("{base}/api/v1/apps/{app}/sync");
     let runtime = runtime()?;
-    let (status, body) = runtime.block_on(async {
-        let mut request = reqwest::Client::new().post(&url);
-        if let Some(token) = &args.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        Ok::<_, reqwest::Error>((status, response.text().await?))
-    })
-    .map_err(|source| CliError::Api {
-        url: base.clone(),
-        source,
-    })?;
+    let (status, body) = runtime
+        .block_on(async {
+            let mut request = reqwest::Client::new().post(&url);
+            if let Some(token) = &args.token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
+        })
+        .map_err(|source| CliError::Api {
+            url: base.clone(),
+            source,
+        })?;
     if !status.is_success() {
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()

@@ -40,6 +40,8 @@ pub(super) struct FileConfig {
     pub reports: Vec<ReportFile>,
     #[serde(default, deserialize_with = "opt::duration")]
     pub shutdown_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "opt::duration")]
+    pub depends_on_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -312,6 +312,7 @@ fn resolve(f: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
         webhooks,
         reports,
         shutdown_grace: f.shutdown_grace.unwrap_or(defaults::SHUTDOWN_GRACE),
+        depends_on_timeout: f.depends_on_timeout.unwrap_or(defaults::DEPENDS_ON_TIMEOUT),
     })
 }
 

@@ -58,4 +58,5 @@ pub mod defaults {
     pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
     pub const WEBHOOK_MAX_BODY: u64 = 1 << 20;
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    pub const DEPENDS_ON_TIMEOUT: Duration = Duration::from_secs(600);
 }

@@ -28,6 +28,9 @@ pub struct Config {
     pub reports: Vec<ReportConfig>,
     /// How long a SIGTERM waits for the current poll before exiting.
     pub shutdown_grace: Duration,
+    /// How long an app with `depends_on` waits for its dependencies to report
+    /// Synced before it is signalled anyway (and the wait is reported).
+    pub depends_on_timeout: Duration,
 }
 
 /// The tracked repository (`repo:`).

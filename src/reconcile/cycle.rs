@@ -1,10 +1,14 @@
 //! One poll-and-reconcile cycle, and what carries over between cycles.
 
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
 use super::decide::{self, Changed, Context, Decision, Scope, Target};
+use super::hold::{self, Release};
 use crate::layout::AppName;
 use crate::plan::Plan;
 use crate::source::{Poll, PollOutcome, Poller, SourceError};
-use crate::store::{AppWrite, Meta, Store, StoreError};
+use crate::store::{AppWrite, Meta, Signal, Store, StoreError};
 
 /// Drives cycles. Owns the poller (Git side) and the store (Redis side).
 pub struct Reconciler {
@@ -17,6 +21,7 @@ pub struct Reconciler {
     resync: bool,
     /// Whether this daemon has written `meta` (its absence is then a loss).
     committed: bool,
+    depends_on_timeout: Duration,
     /// A write found canopy's data or Functions library gone: recover before the
     /// next write even if the epoch key looks fine (a `FUNCTION FLUSH` alone).
     lost: bool,
@@ -36,6 +41,12 @@ pub struct CycleReport {
     pub signals: usize,
     /// Signals per kind.
     pub kinds: std::collections::BTreeMap<&'static str, usize>,
+    /// Signals held until the apps' dependencies report Synced.
+    pub held: usize,
+    /// Held signals published this cycle, and of those, how many because the
+    /// wait timed out.
+    pub released: usize,
+    pub released_after_timeout: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +82,14 @@ impl Reconciler {
             resync: true,
             committed,
             lost: false,
+            depends_on_timeout: crate::config::defaults::DEPENDS_ON_TIMEOUT,
         })
+    }
+
+    /// How long a held signal waits for its dependencies (config
+    /// `depends_on_timeout`).
+    pub fn set_depends_on_timeout(&mut self, timeout: Duration) {
+        self.depends_on_timeout = timeout;
     }
 
     pub fn poller(&self) -> &Poller {
@@ -134,21 +152,74 @@ impl Reconciler {
 
     async fn try_reconcile(&mut self, plan: Option<&Plan>) -> Result<CycleReport, CycleError> {
         let mut report = CycleReport::default();
-        match self.store.check(self.committed).await {
-            Err(StoreError::Lost { .. }) => self.recover().await?,
-            Ok(()) if self.lost => self.recover().await?,
+        let held = match self.store.check(self.committed).await {
+            Err(StoreError::Lost { .. }) => {
+                self.recover().await?;
+                0
+            }
+            Ok(_) if self.lost => {
+                self.recover().await?;
+                0
+            }
             other => other?,
-        }
-        if self.poller().state().is_none() {
-            // Nothing scanned yet: nothing fetched, or the store already holds
-            // the tip's desired state (a restart with nothing new).
-            return Ok(report);
-        }
-        if plan.is_some() || self.resync {
+        };
+        // Without a snapshot (nothing fetched yet, or a restart whose tip the
+        // store already holds) there is nothing to write.
+        if self.poller().state().is_some() && (plan.is_some() || self.resync) {
             self.write(plan, &mut report).await?;
             self.resync = false;
         }
+        if held + report.held > 0 {
+            self.release_held(&mut report).await?;
+        }
         Ok(report)
+    }
+
+    /// Publishes the held signals whose dependencies now report Synced, or that
+    /// waited `depends_on_timeout`.
+    async fn release_held(&mut self, report: &mut CycleReport) -> Result<(), StoreError> {
+        let held = self.store.held().await?;
+        let deps: BTreeSet<&AppName> = held.iter().flat_map(|h| &h.depends_on).collect();
+        let deps: Vec<&AppName> = deps.into_iter().collect();
+        let synced: HashMap<&AppName, bool> = deps
+            .iter()
+            .copied()
+            .zip(self.store.synced_now(&deps).await?)
+            .collect();
+        let now = chrono::Utc::now().timestamp_millis();
+        let timeout = i64::try_from(self.depends_on_timeout.as_millis()).unwrap_or(i64::MAX);
+        for app in &held {
+            let release = hold::release(app, &synced, now, timeout);
+            if release == Release::Wait {
+                continue;
+            }
+            let Some(mut signal) = app
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<Signal>(p).ok())
+            else {
+                tracing::warn!(app = %app.app, "held signal unreadable: the next change signals again");
+                continue;
+            };
+            signal.at = now;
+            signal.epoch = self.store.epoch();
+            if let Release::TimedOut(waiting) = &release {
+                let waiting: Vec<&str> = waiting.iter().map(AppName::as_str).collect();
+                tracing::warn!(
+                    app = %app.app,
+                    waiting_on = ?waiting,
+                    timeout_s = self.depends_on_timeout.as_secs(),
+                    "dependencies not synced in time: signalled anyway"
+                );
+                report.released_after_timeout += 1;
+            }
+            if self.store.publish(&app.app, &signal).await? {
+                report.released += 1;
+                *report.kinds.entry(signal.kind.as_str()).or_default() += 1;
+                report.signals += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Redis lost canopy's data: restore the library and the epoch, then rebuild
@@ -238,6 +309,7 @@ impl Reconciler {
         report.written = applied.written;
         report.signals = applied.signals;
         report.kinds = applied.kinds.clone();
+        report.held = applied.held;
         for write in &writes {
             if let Some(signal) = &write.signal {
                 tracing::info!(app = %write.app, kind = %signal.kind, generation = signal.generation,

@@ -276,6 +276,8 @@ pub fn write(
                     .map(|(k, v)| (k.0.clone(), v.0.clone()))
                     .collect(),
                 signal: (!manual).then_some(signal),
+                // Published once the dependencies report Synced (see `hold`).
+                hold: !manual && !app.spec.depends_on.is_empty(),
             }
         }
         Target::Prune { name, .. } => AppWrite {
@@ -292,6 +294,7 @@ pub fn write(
             files: Vec::new(),
             config: Vec::new(),
             signal: Some(signal),
+            hold: false,
         },
     }
 }

@@ -7,6 +7,7 @@
 
 mod cycle;
 pub mod decide;
+mod hold;
 pub mod inspect;
 mod observe;
 mod run;

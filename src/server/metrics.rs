@@ -73,7 +73,11 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut registry = Registry::with_prefix("canopy");
-        registry.register("cycles", "Poll-and-reconcile cycles, by result", self.cycles.clone());
+        registry.register(
+            "cycles",
+            "Poll-and-reconcile cycles, by result",
+            self.cycles.clone(),
+        );
         registry.register(
             "cycle_seconds",
             "Duration of a poll-and-reconcile cycle",
@@ -84,8 +88,16 @@ impl Metrics {
             "Failed cycles since the last success",
             self.consecutive_failures.clone(),
         );
-        registry.register("signals", "Signals published, by kind", self.signals.clone());
-        registry.register("apps", "Apps per status, as last evaluated", self.apps.clone());
+        registry.register(
+            "signals",
+            "Signals published, by kind",
+            self.signals.clone(),
+        );
+        registry.register(
+            "apps",
+            "Apps per status, as last evaluated",
+            self.apps.clone(),
+        );
         registry.register(
             "webhook_requests",
             "Webhook requests, by provider and outcome",

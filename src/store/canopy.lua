@@ -58,12 +58,27 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Publish a signal: the app stream (its consumer group created first), the
+-- namespace's events stream, and the pub/sub wake-up.
+local function emit(stream, events, maxlen, channel, kind, app, generation, payload)
+  -- Created at 0 before the first entry, so a child that joins later reads the
+  -- app's whole (capped) history. BUSYGROUP (it exists) is expected.
+  redis.pcall('XGROUP', 'CREATE', stream, CONSUMER_GROUP, '0', 'MKSTREAM')
+  local entry = {'kind', kind, 'app', app, 'generation', generation, 'payload', payload}
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+  redis.call('PUBLISH', channel, payload)
+  return id
+end
+
 --[[
 canopy_apply: write one app's desired state and its signal, all or nothing.
 KEYS: epoch, desired, files, config, app stream, events stream, apps set,
-      status record
+      status record, held set
 ARGV: epoch, expected stored generation (0: none), op (put|prune), app name,
       stream maxlen, channel, payload ('' = no signal), kind, generation,
+      hold ('1': keep the signal in desired.held_payload until canopy_signal
+      releases it, for an app waiting on its dependencies),
       then three lists, each a count followed by that many strings:
       desired field/value pairs, files path/sha256 pairs, config key/value pairs.
 ]]
@@ -78,14 +93,14 @@ local function apply(keys, args)
   if op ~= 'put' and op ~= 'prune' then
     return redis.error_reply('ERR unknown op ' .. op)
   end
-  local n_desired = tonumber(args[10])
-  local files_at = 11 + n_desired
+  local n_desired = tonumber(args[11])
+  local files_at = 12 + n_desired
   local n_files = tonumber(args[files_at])
   local config_at = files_at + 1 + n_files
   local n_config = tonumber(args[config_at])
 
   redis.call('DEL', keys[2], keys[3], keys[4])
-  hset_pairs(keys[2], args, 11, n_desired)
+  hset_pairs(keys[2], args, 12, n_desired)
   if op == 'put' then
     hset_pairs(keys[3], args, files_at + 1, n_files)
     hset_pairs(keys[4], args, config_at + 1, n_config)
@@ -95,22 +110,23 @@ local function apply(keys, args)
     redis.call('SREM', keys[7], app)
     redis.call('DEL', keys[8])
   end
+  -- A new desired state replaces whatever signal an older one was holding.
+  redis.call('SREM', keys[9], app)
 
   if payload == '' then return 'OK' end
-  -- Created at 0 before the first entry, so a child that joins later reads the
-  -- app's whole (capped) history. BUSYGROUP (it exists) is expected.
-  redis.pcall('XGROUP', 'CREATE', keys[5], CONSUMER_GROUP, '0', 'MKSTREAM')
-  local entry = {'kind', args[8], 'app', app, 'generation', args[9], 'payload', payload}
-  local id = redis.call('XADD', keys[5], 'MAXLEN', '~', args[5], '*', unpack(entry))
-  redis.call('XADD', keys[6], 'MAXLEN', '~', args[5], '*', unpack(entry))
-  redis.call('PUBLISH', args[6], payload)
-  return id
+  if args[10] == '1' then
+    redis.call('HSET', keys[2], 'held_payload', payload, 'held_kind', args[8])
+    redis.call('SADD', keys[9], app)
+    return 'HELD'
+  end
+  return emit(keys[5], keys[6], args[5], args[6], args[8], app, args[9], payload)
 end
 
 --[[
-canopy_signal: signal an app's current desired state again, on request (manual
-sync): the stream entries and the PUBLISH, and `signalled_at` in desired.
-KEYS: epoch, desired, app stream, events stream
+canopy_signal: publish a signal for an app's current desired state: on request
+(manual sync) or releasing one held for dependencies. Sets `signalled_at` and
+ends any hold.
+KEYS: epoch, desired, app stream, events stream, held set
 ARGV: epoch, desired generation the payload was built from, stream maxlen,
       channel, payload, kind, at (Unix ms), app name
 ]]
@@ -124,12 +140,10 @@ local function signal(keys, args)
   if stored ~= args[2] then
     return redis.error_reply('CONFLICT stored generation is ' .. stored .. ', expected ' .. args[2])
   end
-  redis.pcall('XGROUP', 'CREATE', keys[3], CONSUMER_GROUP, '0', 'MKSTREAM')
-  local entry = {'kind', args[6], 'app', args[8], 'generation', args[2], 'payload', args[5]}
-  local id = redis.call('XADD', keys[3], 'MAXLEN', '~', args[3], '*', unpack(entry))
-  redis.call('XADD', keys[4], 'MAXLEN', '~', args[3], '*', unpack(entry))
-  redis.call('PUBLISH', args[4], args[5])
+  local id = emit(keys[3], keys[4], args[3], args[4], args[6], args[8], args[2], args[5])
   redis.call('HSET', keys[2], 'signalled_at', args[7])
+  redis.call('HDEL', keys[2], 'held_payload', 'held_kind')
+  redis.call('SREM', keys[5], args[8])
   return id
 end
 

@@ -147,11 +147,13 @@ impl Store {
     /// One round trip: is canopy's data still there, and is the epoch still ours?
     /// `Err(Lost)` when the epoch key vanished, or `meta` did after this daemon
     /// `committed` it (a restart without persistence, a flush, eviction);
-    /// `Err(Fenced)` when another daemon claimed a newer epoch.
-    pub async fn check(&mut self, committed: bool) -> Result<(), StoreError> {
-        let (epoch, schema): (Option<u64>, Option<u32>) = redis::pipe()
+    /// `Err(Fenced)` when another daemon claimed a newer epoch. On success, how
+    /// many apps hold a signal for their dependencies.
+    pub async fn check(&mut self, committed: bool) -> Result<usize, StoreError> {
+        let (epoch, schema, held): (Option<u64>, Option<u32>, usize) = redis::pipe()
             .get(self.keys.epoch())
             .hget(self.keys.meta(), "schema")
+            .scard(self.keys.held())
             .query_async(&mut self.conn)
             .await?;
         match epoch {
@@ -161,7 +163,7 @@ impl Store {
                 detail: format!("epoch is {e}, this daemon holds {}", self.epoch()),
             }),
             Some(_) if committed && schema.is_none() => Err(self.lost()),
-            Some(_) => Ok(()),
+            Some(_) => Ok(held),
         }
     }
 

@@ -42,6 +42,11 @@ impl Keys {
         format!("{}:events", self.prefix)
     }
 
+    /// Apps whose signal waits for their dependencies (canopy's own key).
+    pub fn held(&self) -> String {
+        format!("{}:held", self.prefix)
+    }
+
     pub fn reports(&self) -> String {
         format!("{}:reports", self.prefix)
     }

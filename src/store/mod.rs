@@ -17,7 +17,7 @@ mod write;
 pub use connect::{Store, StoreOptions};
 pub use desired::StoredDesired;
 pub use keys::{AppKeys, CONSUMER_GROUP, Keys, SCHEMA_VERSION};
-pub use read::{AppState, Meta};
+pub use read::{AppState, HeldApp, Meta};
 pub use signal::{MAX_CHANGED, Signal, SignalKind};
 pub use write::{AppWrite, Applied, WriteOp};
 

@@ -39,6 +39,17 @@ impl Meta {
     }
 }
 
+/// An app whose signal waits for its dependencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldApp {
+    pub app: AppName,
+    pub depends_on: Vec<AppName>,
+    /// The held signal (JSON), as written with the desired state.
+    pub payload: Option<String>,
+    /// When the desired state was written (Unix ms).
+    pub since: i64,
+}
+
 /// Everything stored about one app, as raw hashes (status and diff interpret it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppState {
@@ -104,6 +115,75 @@ impl Store {
             out.extend(replies);
         }
         Ok(out)
+    }
+
+    /// Apps whose signal is held for their dependencies, with what deciding to
+    /// release it needs.
+    pub async fn held(&mut self) -> Result<Vec<HeldApp>, StoreError> {
+        let raw: Vec<String> = self.conn.smembers(self.keys.held()).await?;
+        let names: Vec<AppName> = valid_names(raw, "held set").into_iter().collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for app in &names {
+            pipe.cmd("HMGET")
+                .arg(self.keys.app(app).desired())
+                .arg(&["depends_on", "held_payload", "signalled_at"][..]);
+        }
+        let replies: Vec<(Option<String>, Option<String>, Option<String>)> =
+            pipe.query_async(&mut self.conn).await?;
+        Ok(names
+            .into_iter()
+            .zip(replies)
+            .map(|(app, (depends_on, payload, since))| HeldApp {
+                depends_on: valid_names(
+                    depends_on
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    "depends_on",
+                )
+                .into_iter()
+                .collect(),
+                payload,
+                since: since.and_then(|s| s.parse().ok()).unwrap_or_default(),
+                app,
+            })
+            .collect())
+    }
+
+    /// Whether each app runs its current desired digest (its child reported
+    /// `synced` with it).
+    pub async fn synced_now(&mut self, apps: &[&AppName]) -> Result<Vec<bool>, StoreError> {
+        if apps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for app in apps {
+            let keys = self.keys.app(app);
+            pipe.hget(keys.desired(), "digest")
+                .cmd("HMGET")
+                .arg(keys.observed())
+                .arg(&["digest", "status"][..]);
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
+        replies
+            .chunks(2)
+            .map(|pair| {
+                // (desired digest, (observed digest, observed status))
+                type Pair = (Option<String>, (Option<String>, Option<String>));
+                let parsed: Result<Pair, _> =
+                    redis::from_redis_value(redis::Value::Array(pair.to_vec()));
+                let (desired, (observed, status)) = parsed.map_err(|e| StoreError::Reply {
+                    what: "dependency state".to_owned(),
+                    detail: e.to_string(),
+                })?;
+                Ok(desired.is_some() && desired == observed && status.as_deref() == Some("synced"))
+            })
+            .collect()
     }
 
     /// The manifest a child says it runs (empty if it reports none).

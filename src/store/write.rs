@@ -25,6 +25,9 @@ pub struct AppWrite {
     /// The signal to publish with it; `None` for a manual app (desired changes,
     /// nothing is signalled until someone asks).
     pub signal: Option<Signal>,
+    /// Keep the signal in the store instead of publishing it, until the app's
+    /// dependencies report Synced ([`Store::publish`] releases it).
+    pub hold: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,8 @@ pub struct Applied {
     pub signals: usize,
     /// Signals published, per kind (`sync`, `config`, `prune`).
     pub kinds: std::collections::BTreeMap<&'static str, usize>,
+    /// Signals held for dependencies.
+    pub held: usize,
     /// Apps that were not written because the store changed under canopy
     /// (`StoreError::Conflict`); the others were written.
     pub conflicts: Vec<StoreError>,
@@ -73,9 +78,13 @@ impl Store {
                     }
                     _ => {
                         applied.written += 1;
-                        if let Some(signal) = &write.signal {
-                            applied.signals += 1;
-                            *applied.kinds.entry(signal.kind.as_str()).or_default() += 1;
+                        match &write.signal {
+                            Some(_) if write.hold => applied.held += 1,
+                            Some(signal) => {
+                                applied.signals += 1;
+                                *applied.kinds.entry(signal.kind.as_str()).or_default() += 1;
+                            }
+                            None => {}
                         }
                     }
                 }
@@ -88,7 +97,7 @@ impl Store {
         let keys = self.keys.app(&write.app);
         let mut cmd = redis::cmd("FCALL");
         cmd.arg("canopy_apply")
-            .arg(8)
+            .arg(9)
             .arg(self.keys.epoch())
             .arg(keys.desired())
             .arg(keys.files())
@@ -97,6 +106,7 @@ impl Store {
             .arg(self.keys.events())
             .arg(self.keys.apps())
             .arg(keys.status())
+            .arg(self.keys.held())
             .arg(self.epoch())
             .arg(write.expected_generation)
             .arg(match write.op {
@@ -113,6 +123,7 @@ impl Store {
                 .arg(signal.generation),
             None => cmd.arg("").arg("").arg(""),
         };
+        cmd.arg(if write.hold { "1" } else { "0" });
         cmd.arg(write.desired.len() * 2);
         for (field, value) in &write.desired {
             cmd.arg(*field).arg(value);
@@ -165,26 +176,35 @@ impl Store {
             at: now,
             epoch: self.epoch(),
         };
+        Ok(self.publish(app, &signal).await?.then_some(signal))
+    }
+
+    /// Publishes `signal` for `app`'s current desired state (its generation must
+    /// still be the stored one) and ends any hold; `Ok(false)` if the app has no
+    /// desired state any more.
+    pub async fn publish(&mut self, app: &AppName, signal: &Signal) -> Result<bool, StoreError> {
+        let keys = self.keys.app(app);
         let result = redis::cmd("FCALL")
             .arg("canopy_signal")
-            .arg(4)
+            .arg(5)
             .arg(self.keys.epoch())
             .arg(keys.desired())
             .arg(keys.events())
             .arg(self.keys.events())
+            .arg(self.keys.held())
             .arg(self.epoch())
-            .arg(generation)
+            .arg(signal.generation)
             .arg(self.maxlen)
             .arg(keys.signal())
             .arg(signal.to_json())
             .arg(signal.kind.as_str())
-            .arg(now)
+            .arg(signal.at)
             .arg(app.as_str())
             .query_async::<String>(&mut self.conn)
             .await;
         match result {
-            Ok(_) => Ok(Some(signal)),
-            Err(e) if e.code() == Some("NOAPP") => Ok(None),
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("NOAPP") => Ok(false),
             Err(e) => Err(self.classify(e, Some(app.as_str()))),
         }
     }

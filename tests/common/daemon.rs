@@ -76,6 +76,7 @@ impl TestDaemon {
         )
         .await
         .expect("reconciler");
+        reconciler.set_depends_on_timeout(Duration::ZERO);
         let report = reconciler.cycle().await.expect("first cycle");
         let health = Arc::new(Health::default());
         health.succeeded(&report.commit);
