@@ -200,3 +200,61 @@ fn an_unreachable_remote_keeps_the_daemon_up_and_unready() {
         "nothing is written without a tree"
     );
 }
+
+#[test]
+fn a_source_error_shows_in_status_until_the_remote_is_back() {
+    let setup = Setup::new();
+    let mut daemon = setup.daemon();
+    assert!(eventually(Duration::from_secs(30), || get(
+        &daemon.url("/readyz")
+    )
+    .status()
+        == 200));
+    let moved = setup.repo.with_extension("moved");
+    std::fs::rename(&setup.repo, &moved).unwrap();
+    let client = reqwest::blocking::Client::new();
+    let refresh = || {
+        client
+            .post(daemon.url("/api/v1/refresh"))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(refresh(), 202);
+    let status = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+            .args(["status", "--config"])
+            .arg(setup.dir.path().join("canopy.yaml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || status()
+            .starts_with("source error since")),
+        "{}\n{}",
+        status(),
+        daemon.log()
+    );
+    assert_eq!(
+        setup.signals().len(),
+        7,
+        "the last good state stays, nothing pruned"
+    );
+
+    std::fs::rename(&moved, &setup.repo).unwrap();
+    assert_eq!(refresh(), 202);
+    assert!(
+        eventually(Duration::from_secs(30), || status().starts_with("commit ")),
+        "{}",
+        status()
+    );
+    daemon.signal("TERM");
+    assert!(
+        daemon
+            .wait(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+}

@@ -27,7 +27,17 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let overview = runtime.block_on(inspect::overview(&mut store, now, timeout))?;
     let text = match args.output {
         Output::Json => serde_json::to_string_pretty(&overview).expect("status serializes"),
-        Output::Text => table(&overview.apps, overview.commit.as_deref(), now),
+        Output::Text => {
+            let mut text = String::new();
+            if let Some(error) = &overview.source_error {
+                // The desired state below is the last good commit's.
+                text.push_str(&format!(
+                    "source error since {}: {}\n",
+                    error.since, error.message
+                ));
+            }
+            text + &table(&overview.apps, overview.commit.as_deref(), now)
+        }
     };
     writeln!(std::io::stdout(), "{text}").map_err(CliError::Output)?;
     Ok(ExitCode::from(EXIT_OK))

@@ -25,6 +25,8 @@ pub struct Reconciler {
     /// A write found canopy's data or Functions library gone: recover before the
     /// next write even if the epoch key looks fine (a `FUNCTION FLUSH` alone).
     lost: bool,
+    /// The source error last recorded in `meta`.
+    source_error: Option<String>,
 }
 
 /// What one cycle did.
@@ -70,7 +72,9 @@ impl Reconciler {
         let epoch = store.claim().await?;
         tracing::info!(epoch, namespace = store.namespace(), "claimed epoch");
         let meta = store.meta().await?;
-        let baseline = meta.filter(|m| m == &meta_of(&poller, &m.commit, m.updated_at));
+        // Cleared by the first successful poll if the source recovered meanwhile.
+        let meta_error = meta.as_ref().and_then(|m| m.error.clone()).map(|(e, _)| e);
+        let baseline = meta.filter(|m| m.same_source(&meta_of(&poller, &m.commit, m.updated_at)));
         let committed = baseline.is_some();
         if let Some(meta) = baseline {
             tracing::info!(commit = %meta.commit, "the store holds this commit's desired state");
@@ -83,6 +87,7 @@ impl Reconciler {
             committed,
             lost: false,
             depends_on_timeout: crate::config::defaults::DEPENDS_ON_TIMEOUT,
+            source_error: meta_error,
         })
     }
 
@@ -115,10 +120,25 @@ impl Reconciler {
             _ => None,
         };
         let mut report = self.reconcile(plan).await?;
+        self.show_source_error(poll.as_ref().err()).await;
         let poll = poll?;
         report.commit = poll.commit.to_string();
         report.changed = matches!(poll.outcome, PollOutcome::Changed { .. });
         Ok(report)
+    }
+
+    /// Keeps `meta.error` in step with the source, so `canopy status` and the API
+    /// show a failing remote (writing only when it starts, changes or ends). A
+    /// store that cannot take it is already failing the cycle: nothing more to do.
+    async fn show_source_error(&mut self, error: Option<&SourceError>) {
+        let text = error.map(|e| crate::error_chain(e));
+        if text == self.source_error {
+            return;
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        if self.store.record_error(text.as_deref(), now).await.is_ok() {
+            self.source_error = text;
+        }
     }
 
     async fn poll(&mut self) -> Result<Poll, SourceError> {
@@ -340,5 +360,6 @@ fn meta_of(poller: &Poller, commit: &str, updated_at: i64) -> Meta {
         commit: commit.to_owned(),
         layout: crate::digest::Sha256Digest::of(layout.as_bytes()).to_string(),
         updated_at,
+        error: None,
     }
 }

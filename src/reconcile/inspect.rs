@@ -21,7 +21,17 @@ pub struct Overview {
     pub namespace: String,
     /// The last commit whose desired state is fully written.
     pub commit: Option<String>,
+    /// The source's error while the daemon cannot fetch (the last good commit
+    /// stays desired).
+    pub source_error: Option<SourceError>,
     pub apps: Vec<AppStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceError {
+    pub message: String,
+    /// RFC 3339.
+    pub since: String,
 }
 
 pub async fn overview(
@@ -31,9 +41,19 @@ pub async fn overview(
 ) -> Result<Overview, StoreError> {
     let meta = store.meta().await?;
     let apps = statuses(store, now, sync_timeout).await?;
+    let source_error = meta
+        .as_ref()
+        .and_then(|m| m.error.clone())
+        .map(|(message, at)| SourceError {
+            message,
+            since: DateTime::from_timestamp_millis(at)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
     Ok(Overview {
         namespace: store.namespace().to_owned(),
         commit: meta.map(|m| m.commit),
+        source_error,
         apps,
     })
 }

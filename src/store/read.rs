@@ -24,9 +24,19 @@ pub struct Meta {
     pub layout: String,
     /// Unix milliseconds.
     pub updated_at: i64,
+    /// The source's last error while it lasts (the last good commit stays
+    /// desired), and since when (Unix ms). Written by [`Store::record_error`],
+    /// never by a commit.
+    pub error: Option<(String, i64)>,
 }
 
 impl Meta {
+    /// Whether both describe the same source: repository, ref and layout.
+    pub fn same_source(&self, other: &Meta) -> bool {
+        (&self.repo, &self.reference, &self.layout)
+            == (&other.repo, &other.reference, &other.layout)
+    }
+
     pub(super) fn fields(&self) -> Vec<(&'static str, String)> {
         vec![
             ("schema", SCHEMA_VERSION.to_string()),
@@ -253,6 +263,9 @@ impl Store {
             commit: get("commit"),
             layout: get("layout"),
             updated_at: get("updated_at").parse().unwrap_or_default(),
+            error: Some(get("error"))
+                .filter(|e| !e.is_empty())
+                .map(|e| (e, get("error_at").parse().unwrap_or_default())),
         }))
     }
 

@@ -225,6 +225,29 @@ impl Store {
             .map_err(|e| self.classify(e, None))
     }
 
+    /// Records the source's error in `meta` (`None` clears it), so `canopy status`
+    /// and the API show it. Fenced like every daemon write. The text must not
+    /// hold secrets (source errors never do: URLs are shown without userinfo).
+    pub async fn record_error(&mut self, error: Option<&str>, now: i64) -> Result<(), StoreError> {
+        let (text, at) = match error {
+            Some(text) => (text, now.to_string()),
+            None => ("", String::new()),
+        };
+        redis::cmd("FCALL")
+            .arg("canopy_hset")
+            .arg(2)
+            .arg(self.keys.epoch())
+            .arg(self.keys.meta())
+            .arg(self.epoch())
+            .arg("error")
+            .arg(text)
+            .arg("error_at")
+            .arg(at)
+            .query_async::<()>(&mut self.conn)
+            .await
+            .map_err(|e| self.classify(e, None))
+    }
+
     /// Writes status records (fenced), [`BATCH`] per round trip.
     pub async fn record_statuses(
         &mut self,
