@@ -1,30 +1,31 @@
 //! `cargo run --example quickstart`: canopy's main job on the bundled example, in a
 //! few seconds, with nothing to set up but `git` and `redis-server` on PATH.
 //!
-//! It builds the pieces `canopy run` builds (a private redis-server, a Git mirror,
-//! a poller, the store, the reconciler), polls `fixtures/example`, commits a change
-//! to one app, polls again, then plays that app's child reporting back. Everything
-//! lives in a temporary directory that is removed on exit.
+//! It turns `fixtures/example` into a Git repository, starts `canopy run` on it
+//! (the daemon, in this process, with its embedded Redis and its HTTP API),
+//! commits a change to one app and asks the daemon to fetch now, shows the one
+//! signal that arrives, plays that app's child reporting back, and prints
+//! `canopy status`. Everything lives in a temporary directory removed on exit.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
 
-use canopy::config::defaults;
-use canopy::layout::{AppName, LayoutOptions};
+use canopy::cli::Cli;
 use canopy::plan::FileChangeKind;
-use canopy::reconcile::{Reconciler, statuses};
-use canopy::redis_launch::{EmbeddedRedis, LaunchOptions};
-use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
-use canopy::status::SyncMode;
-use canopy::store::{Signal, Store, StoreOptions};
+use canopy::store::{Keys, Signal};
+use clap::Parser;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamRangeReply;
+use sha2::{Digest, Sha256};
 
 type Error = Box<dyn std::error::Error>;
 
 /// The app whose file the quickstart changes, and whose child it plays.
 const APP: &str = "platform/ingress";
+/// A write token for the daemon's API; the config holds only its sha256.
+const TOKEN: &str = "quickstart-token";
 
 /// The quickstart's own commit: fixed identity and date, and none of the user's Git
 /// configuration (hooks, signing), like `fixtures/make-repo.sh`.
@@ -60,81 +61,114 @@ async fn quickstart() -> Result<(), Error> {
     run(Command::new(fixtures.join("make-repo.sh"))
         .arg(fixtures.join("example"))
         .arg(&repo))?;
-    println!("canopy quickstart: fixtures/example as a Git repo, a private redis-server\n");
 
-    // 2. The embedded Redis, as `canopy run` starts it when no redis.url is set.
-    //    On any error, drop order closes the connections, stops it, removes `tmp`.
-    let mut redis = EmbeddedRedis::start(LaunchOptions::new(state.join("redis")))?;
-    let url = redis.url();
+    // 2. A config: the repository, a loopback port for the API, a write token
+    //    (its sha256), an hour between polls (the API triggers them here). No
+    //    redis.url: the daemon starts its own redis-server in the state dir.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = tmp.path().join("canopy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {state}\nrepo:\n  url: file://{repo}\n  ref: main\n  poll_interval: 1h\n\
+             server:\n  listen: 127.0.0.1:{port}\n  tokens: [{{name: quickstart, role: write, sha256: \"{sha}\"}}]\n",
+            state = state.display(),
+            repo = repo.display(),
+            sha = hex::encode(Sha256::digest(TOKEN)),
+        ),
+    )?;
+    println!(
+        "canopy quickstart: `canopy run --config {}`",
+        config.display()
+    );
+    println!(
+        "  (fixtures/example as a Git repo, a private redis-server, the API on 127.0.0.1:{port})\n"
+    );
 
-    // 3. The same pieces `canopy run` wires together.
-    let mirror = Mirror::open(MirrorOptions {
-        url: RepoUrl::parse(&format!("file://{}", repo.display()))?,
-        reference: "main".to_owned(),
-        credentials: None,
-        timeout: defaults::REPO_TIMEOUT,
-        dir: state.join("mirror.git"),
-    })?;
-    let poller = Poller::new(mirror, LayoutOptions::default());
-    let store = Store::connect(&StoreOptions {
-        url: url.clone(),
-        username: None,
-        password: None,
-        namespace: defaults::NAMESPACE.to_owned(),
-        connect_timeout: defaults::REDIS_CONNECT_TIMEOUT,
-        response_timeout: defaults::REDIS_RESPONSE_TIMEOUT,
-        stream_maxlen: defaults::STREAM_MAXLEN,
+    // 3. The daemon: exactly what `canopy run --config canopy.yaml` does.
+    let cli = Cli::try_parse_from(["canopy", "run", "--config", config.to_str().ok_or("path")?])?;
+    let daemon =
+        std::thread::spawn(move || canopy::cli::run(cli).map_err(|e| canopy::error_chain(&e)));
+    let api = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let ready = wait_for("the daemon to be ready", || async {
+        let ready = http.get(format!("{api}/readyz")).send().await;
+        daemon.is_finished() || ready.is_ok_and(|r| r.status().is_success())
     })
-    .await?;
-    let keys = store.keys().clone();
-    let mut reconciler = Reconciler::new(poller, store).await?;
-    // A plain connection of our own, to read what any subscriber would read.
-    let mut conn = redis::Client::open(url.as_str())?
+    .await;
+    if daemon.is_finished() {
+        // It could not start (no redis-server, say): its error says why.
+        return Err(daemon
+            .join()
+            .map_err(|_| "the daemon panicked")?
+            .err()
+            .unwrap_or_default()
+            .into());
+    }
+    ready?;
+    let result = walkthrough(&repo, &state, &config, &api, &http).await;
+
+    // 8. Stop the daemon as a service manager would (SIGTERM), whatever happened:
+    //    it finishes, stops its redis-server and exits; `tmp` is removed on drop.
+    run(Command::new("kill").args(["-TERM", &std::process::id().to_string()]))?;
+    daemon.join().map_err(|_| "the daemon panicked")??;
+    result
+}
+
+/// Steps 4 to 7, against the running daemon.
+async fn walkthrough(
+    repo: &Path,
+    state: &Path,
+    config: &Path,
+    api: &str,
+    http: &reqwest::Client,
+) -> Result<(), Error> {
+    // 4. The first poll wrote every app's desired state and signalled it, except
+    //    a `sync: manual` app and apps waiting for their `depends_on` to sync.
+    let url = std::fs::read_to_string(state.join("redis/url"))?;
+    let mut conn = redis::Client::open(url.trim())?
         .get_multiplexed_async_connection()
         .await?;
-
-    // 4. First poll: every app is new: its desired state is written, and it is signalled
-    //    unless its app.yaml says `sync: manual`.
-    let report = reconciler.cycle().await?;
-    let apps = reconciler.store().app_names().await?.len();
+    let keys = Keys::new("default");
     let first = signals(&mut conn, &keys.events()).await?;
-    let (commit, count) = (short(&report.commit, 7), first.len());
-    println!("first poll (commit {commit}): {apps} apps, {count} signals");
+    println!("first poll: {} signals", first.len());
     for signal in &first {
         print_signal(signal);
     }
-    let sync_timeout = chrono::Duration::from_std(defaults::SYNC_TIMEOUT)?;
-    for app in statuses(reconciler.store(), chrono::Utc::now(), sync_timeout).await? {
-        if app.desired.is_some_and(|d| d.sync == SyncMode::Manual) {
-            let app = app.app.as_str();
-            println!("  (none for {app}: `sync: manual`, signalled on request only)");
-        }
-    }
-    for held in reconciler.store().held().await? {
-        let deps: Vec<&str> = held.depends_on.iter().map(|d| d.as_str()).collect();
-        let app = held.app.as_str();
-        println!(
-            "  (held for {app}: signalled once {} report synced)",
-            deps.join(", ")
-        );
-    }
 
-    // 5. One commit that touches one app: one signal, for that app only.
-    let deployment = repo.join(APP).join("controller.yaml");
-    let text = std::fs::read_to_string(&deployment)?;
-    std::fs::write(&deployment, text.replace("replicas: 2", "replicas: 3"))?;
+    // 5. One commit that touches one app, then a webhook-like nudge (POST
+    //    /api/v1/refresh): one signal, for that app only.
+    let file = repo.join(APP).join("controller.yaml");
+    let text = std::fs::read_to_string(&file)?;
+    std::fs::write(&file, text.replace("replicas: 2", "replicas: 3"))?;
     run(Command::new("git")
         .arg("-C")
         .arg(repo)
         .args(["commit", "-qam", "platform/ingress: 3 replicas"])
         .envs(GIT_ENV))?;
-    let report = reconciler.cycle().await?;
-    let all = signals(&mut conn, &keys.events()).await?;
-    let new = &all[first.len()..];
-    let (commit, checked, count) = (short(&report.commit, 7), report.checked, new.len());
-    println!("\ncommit {commit} changes {APP}/controller.yaml");
-    println!("second poll: {checked} app compared, {count} signal");
-    for signal in new {
+    let refresh = http
+        .post(format!("{api}/api/v1/refresh"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    println!(
+        "\ncommit: {APP}/controller.yaml, replicas 2 -> 3; POST /api/v1/refresh: {}",
+        refresh.status()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new = loop {
+        let all = signals(&mut conn, &keys.events()).await?;
+        if all.len() > first.len() {
+            break all[first.len()..].to_vec();
+        }
+        if Instant::now() > deadline {
+            return Err("timed out waiting for the signal".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for signal in &new {
         print_signal(signal);
         for file in &signal.changed {
             println!("      changed: {} {}", change(file.change), file.path);
@@ -142,17 +176,17 @@ async fn quickstart() -> Result<(), Error> {
     }
 
     // 6. Play the app's child: report the signalled digest as applied (through
-    //    canopy's Redis Function, which refuses stale generations) and keep a heartbeat.
+    //    canopy's Redis Function, which refuses stale generations), keep a heartbeat.
     let signal = new.last().ok_or("the commit produced no signal")?;
-    let app_keys = keys.app(&AppName::parse(APP)?);
-    let (generation, digest) = (signal.generation.to_string(), signal.digest.clone());
+    let app_keys = keys.app(&canopy::layout::AppName::parse(APP)?);
+    let generation = signal.generation.to_string();
     // FCALL canopy_report 1 <key> <generation> <digest> <revision> <status> <message> <reporter>
     let fcall = [
         "canopy_report",
         "1",
         &app_keys.observed(),
         &generation,
-        digest.as_deref().unwrap_or_default(),
+        signal.digest.as_deref().unwrap_or_default(),
         &signal.revision,
         "synced",
         "applied by quickstart",
@@ -163,12 +197,18 @@ async fn quickstart() -> Result<(), Error> {
         .query_async(&mut conn)
         .await?;
     let _: () = conn.set_ex(app_keys.heartbeat(), "quickstart", 60).await?;
-    let all = statuses(reconciler.store(), chrono::Utc::now(), sync_timeout).await?;
-    println!("\n{APP}'s child reported ({reply}); every app's status now:");
-    for app in &all {
-        let (name, record) = (app.app.as_str(), &app.record);
-        println!("  {name:<24} {:<12} {}", record.status, record.reason);
-    }
+    println!("\n{APP}'s child reported ({reply}). `canopy status`:");
+    let status = Cli::try_parse_from([
+        "canopy",
+        "status",
+        "--config",
+        config.to_str().ok_or("path")?,
+    ])?;
+    // The CLI blocks on its own runtime: run it off this one's workers.
+    tokio::task::spawn_blocking(move || {
+        canopy::cli::run(status).map_err(|e| canopy::error_chain(&e))
+    })
+    .await??;
 
     // 7. Where to go from here.
     println!(
@@ -176,12 +216,26 @@ async fn quickstart() -> Result<(), Error> {
   cargo run -- run --repo-url <url> --state-dir /tmp/canopy   # follow your own repo
   cargo run -- status --state-dir /tmp/canopy                 # meanwhile: every app's status
   redis-cli -s /tmp/canopy/redis/redis.sock XREAD BLOCK 0 STREAMS canopy:default:events '$'
-  docs/protocol.md: write a child app in any language"
+  docs/api.md: the HTTP API and push webhooks; docs/protocol.md: write a child app"
     );
 
-    // 8. Close the connections, stop Redis (gracefully); `tmp` is removed on drop.
-    drop((reconciler, conn));
-    Ok(redis.stop()?)
+    Ok(())
+}
+
+/// Polls `check` every 50 ms for up to 30 s.
+async fn wait_for<F, Fut>(what: &str, mut check: F) -> Result<(), Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("timed out waiting for {what}").into())
 }
 
 /// Every signal in a stream, oldest first (the JSON `payload` field of each entry).
