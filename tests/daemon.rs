@@ -11,6 +11,7 @@ use common::*;
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "test-write-token";
+const GH_SECRET: &str = "webhook-secret";
 
 struct Setup {
     redis: RedisProc,
@@ -21,12 +22,18 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with("1h")
+    }
+
+    /// A daemon config polling every `poll_interval`, with a write token and a
+    /// GitHub webhook secret (`GH_SECRET`).
+    fn with(poll_interval: &str) -> Setup {
         let remote = git_repo_from(&fixtures().join("example"));
         let repo = repo_path(&remote);
         let dir = tempfile::tempdir().unwrap();
         let redis = RedisProc::start();
         let config = format!(
-            "namespace: e2e\nstate_dir: {state}\nshutdown_grace: 5s\nrepo:\n  url: file://{repo}\n  ref: main\n  poll_interval: 1h\nredis:\n  url: {redis}\nserver:\n  tokens: [{{name: ci, role: write, sha256: \"{sha}\"}}]\n",
+            "namespace: e2e\nstate_dir: {state}\nshutdown_grace: 5s\nrepo:\n  url: file://{repo}\n  ref: main\n  poll_interval: {poll_interval}\nredis:\n  url: {redis}\nserver:\n  tokens: [{{name: ci, role: write, sha256: \"{sha}\"}}]\nwebhooks:\n  github: {{secret_env: GH_SECRET}}\n",
             state = dir.path().join("state").display(),
             repo = repo.display(),
             redis = redis.url(),
@@ -42,7 +49,16 @@ impl Setup {
     }
 
     fn daemon(&self) -> DaemonProcess {
-        DaemonProcess::start(&self.dir.path().join("canopy.yaml"), &[], &[])
+        DaemonProcess::start(
+            &self.dir.path().join("canopy.yaml"),
+            &[],
+            &[("GH_SECRET", GH_SECRET)],
+        )
+    }
+
+    fn commit(&self, files: &[(&str, &str)]) {
+        write_files(&self.repo, files);
+        git(&self.repo, &["commit", "-qam", "change"]);
     }
 
     fn signals(&self) -> Vec<(String, String)> {
@@ -226,6 +242,7 @@ fn a_source_error_shows_in_status_until_the_remote_is_back() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
             .args(["status", "--config"])
             .arg(setup.dir.path().join("canopy.yaml"))
+            .env("GH_SECRET", GH_SECRET)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
@@ -256,5 +273,107 @@ fn a_source_error_shows_in_status_until_the_remote_is_back() {
         daemon
             .wait(Duration::from_secs(10))
             .is_some_and(|s| s.success())
+    );
+}
+
+#[test]
+fn a_push_is_signalled_within_one_poll_interval_in_wave_and_parent_order() {
+    let setup = Setup::with("1s");
+    let daemon = setup.daemon();
+    assert!(
+        eventually(Duration::from_secs(30), || setup.signals().len() == 7),
+        "{}",
+        daemon.log()
+    );
+    // The example's waves: search/query has wave 1, everything else 0; parents
+    // first within a wave. (payments/api and search/query wait for dependencies.)
+    let order: Vec<String> = setup.signals().into_iter().map(|(app, _)| app).collect();
+    assert_eq!(order[0], ".", "the root first: {order:?}");
+    for (parent, child) in [
+        ("payments", "payments/api"),
+        ("search", "search/indexers/orders"),
+        ("platform", "platform/ingress"),
+    ] {
+        if let (Some(p), Some(c)) = (
+            order.iter().position(|a| a == parent),
+            order.iter().position(|a| a == child),
+        ) {
+            assert!(p < c, "{parent} before {child}: {order:?}");
+        }
+    }
+
+    let started = std::time::Instant::now();
+    setup.commit(&[("platform/ingress/controller.yaml", "replicas: 5\n")]);
+    assert!(
+        eventually(Duration::from_secs(10), || setup.signals().len() == 8),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "within a poll interval (1 s, jittered) and a cycle"
+    );
+    assert_eq!(
+        setup.signals()[7],
+        ("platform/ingress".to_owned(), "sync".to_owned())
+    );
+}
+
+#[test]
+fn a_signed_github_push_fetches_at_once_and_forgeries_fetch_nothing() {
+    use hmac::{Hmac, KeyInit, Mac};
+    let setup = Setup::new(); // an hour between polls
+    let daemon = setup.daemon();
+    assert!(eventually(Duration::from_secs(30), || setup
+        .signals()
+        .len()
+        == 7));
+    setup.commit(&[("platform/ingress/controller.yaml", "replicas: 6\n")]);
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let sign = |secret: &str| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let client = reqwest::blocking::Client::new();
+    let hook = |signature: &str, delivery: &str| {
+        client
+            .post(daemon.url("/hooks/github"))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-Hub-Signature-256", signature)
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+    };
+    // Forged: refused, and nothing is fetched.
+    assert_eq!(hook(&sign("not-the-secret"), "d-0"), 401);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(setup.signals().len(), 7, "a forged hook fetches nothing");
+
+    let started = std::time::Instant::now();
+    assert_eq!(hook(&sign(GH_SECRET), "d-1"), 202);
+    assert!(
+        eventually(Duration::from_secs(10), || setup.signals().len() == 8),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "at once, not at the next poll"
+    );
+    // A replay of the same delivery: deduplicated, no fetch.
+    assert_eq!(hook(&sign(GH_SECRET), "d-1"), 200);
+    let metrics = get(&daemon.url("/metrics")).text().unwrap();
+    assert!(
+        metrics
+            .contains(r#"canopy_webhook_requests_total{provider="github",result="triggered"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"canopy_webhook_requests_total{provider="github",result="duplicate"} 1"#),
+        "{metrics}"
     );
 }
