@@ -377,3 +377,64 @@ fn a_signed_github_push_fetches_at_once_and_forgeries_fetch_nothing() {
         "{metrics}"
     );
 }
+
+#[test]
+fn sigterm_during_the_first_cycle_exits_0_and_leaves_no_half_written_app() {
+    // A repository big enough that the first cycle is still running when the
+    // signal comes (1,000 apps of 2 files).
+    let src = tempfile::tempdir().unwrap();
+    let files: Vec<(String, String)> = (0..1000)
+        .flat_map(|i| {
+            [
+                (
+                    format!("team-{}/app-{i:04}/app.yaml", i % 10),
+                    format!("wave: {}\n", i % 3),
+                ),
+                (
+                    format!("team-{}/app-{i:04}/deploy.yaml", i % 10),
+                    format!("replicas: {i}\n"),
+                ),
+            ]
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    write_files(src.path(), &refs);
+    let remote = git_repo_from(src.path());
+    let mut setup = Setup::new();
+    let config = std::fs::read_to_string(setup.dir.path().join("canopy.yaml"))
+        .unwrap()
+        .replace(
+            &setup.repo.display().to_string(),
+            &repo_path(&remote).display().to_string(),
+        );
+    std::fs::write(setup.dir.path().join("canopy.yaml"), config).unwrap();
+    setup.repo = repo_path(&remote);
+
+    let mut daemon = setup.daemon();
+    daemon.signal("TERM");
+    let status = daemon
+        .wait(Duration::from_secs(15))
+        .expect("exits within the grace period");
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+
+    // Whatever was written is whole: every listed app has its desired hash and
+    // exactly the files it announces.
+    let mut conn = setup.redis.conn();
+    let apps: Vec<String> = ::redis::Commands::smembers(&mut conn, "canopy:e2e:apps").unwrap();
+    for app in &apps {
+        let desired: std::collections::HashMap<String, String> =
+            ::redis::Commands::hgetall(&mut conn, format!("canopy:e2e:app:{{{app}}}:desired"))
+                .unwrap();
+        let files: usize =
+            ::redis::Commands::hlen(&mut conn, format!("canopy:e2e:app:{{{app}}}:files")).unwrap();
+        assert!(desired.contains_key("digest"), "{app}: {desired:?}");
+        assert_eq!(desired["files"], files.to_string(), "{app}");
+    }
+    eprintln!(
+        "{} of 1001 apps were written before the daemon stopped",
+        apps.len()
+    );
+}
