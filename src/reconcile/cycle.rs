@@ -330,17 +330,33 @@ impl Reconciler {
         report.signals = applied.signals;
         report.kinds = applied.kinds.clone();
         report.held = applied.held;
+        // One line per signal at debug (a first cycle writes every app), and a
+        // summary at info.
         for write in &writes {
             if let Some(signal) = &write.signal {
-                tracing::info!(app = %write.app, kind = %signal.kind, generation = signal.generation,
-                    digest = signal.digest.as_deref().unwrap_or("-"), revision = %signal.revision, "signalled");
+                tracing::debug!(
+                    app = %write.app,
+                    reason = %signal.kind,
+                    held = write.hold,
+                    generation = signal.generation,
+                    digest = signal.digest.as_deref().unwrap_or("-"),
+                    revision = %signal.revision,
+                    "signal"
+                );
             }
         }
+        tracing::info!(
+            revision = %context.revision,
+            checked = report.checked,
+            written = report.written,
+            signals = report.signals,
+            held = report.held,
+            resync = report.resync,
+            "store updated"
+        );
+        let conflicts = applied.conflicts.len();
         if let Some(first) = applied.conflicts.into_iter().next() {
-            return Err(CycleError::Conflicts(
-                report.checked - report.written,
-                first,
-            ));
+            return Err(CycleError::Conflicts(conflicts, first));
         }
         self.store
             .commit(&meta_of(poller, &commit.to_string(), context.now))
