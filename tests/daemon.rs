@@ -33,7 +33,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let redis = RedisProc::start();
         let config = format!(
-            "namespace: e2e\nstate_dir: {state}\nshutdown_grace: 5s\nrepo:\n  url: file://{repo}\n  ref: main\n  poll_interval: {poll_interval}\nredis:\n  url: {redis}\nserver:\n  tokens: [{{name: ci, role: write, sha256: \"{sha}\"}}]\nwebhooks:\n  github: {{secret_env: GH_SECRET}}\n",
+            "namespace: e2e\nstate_dir: {state}\nshutdown_grace: 5s\nrepo:\n  url: file://{repo}\n  ref: main\n  poll_interval: {poll_interval}\nredis:\n  url: {redis}\nserver:\n  tokens: [{{name: ci, role: write, sha256: \"{sha}\"}}]\nwebhooks:\n  github: {{secret_env: GH_SECRET}}\n  gitlab: {{token_env: GH_SECRET}}\n  gitea: {{secret_env: GH_SECRET}}\n  generic: {{secret_env: GH_SECRET}}\n",
             state = dir.path().join("state").display(),
             repo = repo.display(),
             redis = redis.url(),
@@ -144,6 +144,14 @@ fn the_daemon_serves_signals_on_refresh_and_stops_on_sigterm() {
         "synced",
         "applied",
         "db-agent",
+    ]);
+    // A live child: a stale one would not count as synced.
+    setup.redis.cmd(&[
+        "SET",
+        "canopy:e2e:app:{payments/db}:heartbeat",
+        "db-agent",
+        "EX",
+        "60",
     ]);
     let refresh = client
         .post(daemon.url("/api/v1/refresh"))
@@ -437,4 +445,83 @@ fn sigterm_during_the_first_cycle_exits_0_and_leaves_no_half_written_app() {
         "{} of 1001 apps were written before the daemon stopped",
         apps.len()
     );
+}
+
+#[test]
+fn signed_gitlab_gitea_and_generic_pushes_fetch_at_once() {
+    use hmac::{Hmac, KeyInit, Mac};
+    let setup = Setup::new(); // an hour between polls
+    let daemon = setup.daemon();
+    assert!(eventually(Duration::from_secs(30), || setup
+        .signals()
+        .len()
+        == 7));
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let mut mac = Hmac::<Sha256>::new_from_slice(GH_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let hmac = hex::encode(mac.finalize().into_bytes());
+    let client = reqwest::blocking::Client::new();
+    let hooks: [(&str, Vec<(&str, String)>); 3] = [
+        (
+            "/hooks/gitlab",
+            vec![
+                ("X-Gitlab-Event", "Push Hook".to_owned()),
+                ("X-Gitlab-Token", GH_SECRET.to_owned()),
+            ],
+        ),
+        (
+            "/hooks/gitea",
+            vec![
+                ("X-Gitea-Event", "push".to_owned()),
+                ("X-Gitea-Signature", hmac.clone()),
+            ],
+        ),
+        (
+            "/hooks/generic",
+            vec![("X-Canopy-Signature", format!("sha256={hmac}"))],
+        ),
+    ];
+    for (n, (path, headers)) in hooks.into_iter().enumerate() {
+        setup.commit(&[(
+            "platform/ingress/controller.yaml",
+            &format!("replicas: {}\n", 10 + n),
+        )]);
+        let before = setup.signals().len();
+        let mut request = client.post(daemon.url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        assert_eq!(request.send().unwrap().status(), 202, "{path}");
+        assert!(
+            eventually(Duration::from_secs(10), || setup.signals().len()
+                == before + 1),
+            "{path}: no fetch\n{}",
+            daemon.log()
+        );
+    }
+}
+
+#[test]
+fn a_second_daemon_that_cannot_listen_does_not_fence_the_first() {
+    let setup = Setup::new();
+    let daemon = setup.daemon();
+    assert!(eventually(Duration::from_secs(30), || setup
+        .signals()
+        .len()
+        == 7));
+    let epoch: u64 = ::redis::Commands::get(&mut setup.redis.conn(), "canopy:e2e:epoch").unwrap();
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .args(["run", "--listen", &daemon.addr.to_string(), "--config"])
+        .arg(setup.dir.path().join("canopy.yaml"))
+        .env("GH_SECRET", GH_SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        stderr(&second).contains("failed to listen on"),
+        "{}",
+        stderr(&second)
+    );
+    let after: u64 = ::redis::Commands::get(&mut setup.redis.conn(), "canopy:e2e:epoch").unwrap();
+    assert_eq!(after, epoch, "the running daemon keeps its epoch");
 }

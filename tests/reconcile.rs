@@ -837,6 +837,15 @@ async fn an_app_waits_for_its_dependencies_then_its_held_signal_goes_out() {
         "ok",
         "agent",
     ]);
+    // Reported but without a heartbeat, the child is stale: still held.
+    assert_eq!(reconciler.cycle().await.unwrap().released, 0);
+    setup.redis.cmd(&[
+        "SET",
+        &app_key("payments/db", "heartbeat"),
+        "agent",
+        "EX",
+        "60",
+    ]);
     let report = reconciler.cycle().await.unwrap();
     assert_eq!((report.released, report.released_after_timeout), (1, 0));
     let api: Vec<Signal> = setup

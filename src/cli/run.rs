@@ -150,6 +150,12 @@ async fn serve(
     let redis = &config.redis;
     let options = store_options(url, config.namespace.as_str(), Some(&config.redis));
     let store = Store::connect(&options).await?;
+    // The daemon binds its port before claiming the namespace: a second daemon
+    // that cannot listen must not fence the running one.
+    let listener = match once {
+        true => None,
+        false => Some(listen(config.server.listen).await?),
+    };
     let mut reconciler = Reconciler::new(poller, store).await?;
     reconciler.set_depends_on_timeout(config.depends_on_timeout);
     let sync_timeout =
@@ -166,17 +172,7 @@ async fn serve(
         return Ok(ExitCode::from(EXIT_OK));
     }
 
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|source| CliError::Listen {
-            addr: config.server.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| CliError::Listen {
-        addr: config.server.listen,
-        source,
-    })?;
-    tracing::info!(%addr, "listening");
+    let listener = listener.expect("bound unless --once");
     let shared = Shared {
         store: reconciler.store().clone(),
         trigger: Trigger::default(),
@@ -220,6 +216,14 @@ async fn serve(
     }
     tracing::info!("stopped");
     Ok(ExitCode::from(EXIT_OK))
+}
+
+async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, CliError> {
+    let error = |source| CliError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    tracing::info!(addr = %bound, "listening");
+    Ok(listener)
 }
 
 /// The first SIGTERM or SIGINT stops the loop after the current cycle (a cycle

@@ -77,16 +77,19 @@ pub fn targets<'a>(scan: &'a Scan, scope: Scope<'a>) -> Vec<Target<'a>> {
             0,
             effective_wave(scan, app),
             depth(&app.name),
+            i64::from(app.spec.wave),
             app.name.clone(),
         ),
-        Target::Prune { name, .. } => (1, 0, -depth(name), (*name).clone()),
+        Target::Prune { name, .. } => (1, 0, -depth(name), 0, (*name).clone()),
     });
     out
 }
 
 /// An app's wave, raised to its parent's: lower waves go first, and a parent
-/// always precedes its children even when a child asks for a lower wave (among
-/// equal waves, shallower apps go first).
+/// always precedes its children even when a child asks for a lower wave. Among
+/// equal effective waves, shallower apps go first, then lower own waves, so
+/// siblings raised to their parent's wave keep their relative order (a `wave: -1`
+/// app under a root of wave 0 goes before its wave-0 siblings).
 fn effective_wave(scan: &Scan, app: &App) -> i64 {
     let mut wave = i64::from(app.spec.wave);
     let mut parent = app.parent.as_ref();
@@ -331,8 +334,10 @@ mod tests {
             ("late/child/app.yaml", "wave: 1\n"),
             ("early/app.yaml", "wave: 2\n"),
             ("early/deep/app.yaml", "wave: 2\n"),
-            // Asks for wave -1: still after the root, its parent.
+            // Asks for wave -1: still after the root, its parent, but before
+            // its wave-0 siblings.
             ("first/app.yaml", "wave: -1\n"),
+            ("alpha/app.yaml", "wave: 0\n"),
         ] {
             tree.put(path, EntryKind::File, content.as_bytes());
         }
@@ -344,7 +349,15 @@ mod tests {
             .collect();
         assert_eq!(
             order,
-            [".", "first", "early", "early/deep", "late", "late/child"]
+            [
+                ".",
+                "first",
+                "alpha",
+                "early",
+                "early/deep",
+                "late",
+                "late/child"
+            ]
         );
     }
 }

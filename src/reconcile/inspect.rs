@@ -52,7 +52,8 @@ pub async fn overview(
         });
     Ok(Overview {
         namespace: store.namespace().to_owned(),
-        commit: meta.map(|m| m.commit),
+        // `meta` may hold only a source error, before any commit was written.
+        commit: meta.map(|m| m.commit).filter(|c| !c.is_empty()),
         source_error,
         apps,
     })

@@ -30,7 +30,9 @@ use crate::store::StoreError;
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The Prometheus text format's content type.
-const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// prometheus-client writes OpenMetrics text (`# EOF`, `_total` samples of a
+/// family declared without it): say so, so Prometheus parses it as such.
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub fn routes() -> Router<Shared> {
     Router::new()

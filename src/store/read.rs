@@ -165,8 +165,8 @@ impl Store {
             .collect())
     }
 
-    /// Whether each app runs its current desired digest (its child reported
-    /// `synced` with it).
+    /// Whether each app runs its current desired digest: its child reported
+    /// `synced` with it and its heartbeat is alive.
     pub async fn synced_now(&mut self, apps: &[&AppName]) -> Result<Vec<bool>, StoreError> {
         if apps.is_empty() {
             return Ok(Vec::new());
@@ -177,21 +177,27 @@ impl Store {
             pipe.hget(keys.desired(), "digest")
                 .cmd("HMGET")
                 .arg(keys.observed())
-                .arg(&["digest", "status"][..]);
+                .arg(&["digest", "status"][..])
+                .exists(keys.heartbeat());
         }
         let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
         replies
-            .chunks(2)
-            .map(|pair| {
-                // (desired digest, (observed digest, observed status))
-                type Pair = (Option<String>, (Option<String>, Option<String>));
-                let parsed: Result<Pair, _> =
-                    redis::from_redis_value(redis::Value::Array(pair.to_vec()));
-                let (desired, (observed, status)) = parsed.map_err(|e| StoreError::Reply {
-                    what: "dependency state".to_owned(),
-                    detail: e.to_string(),
-                })?;
-                Ok(desired.is_some() && desired == observed && status.as_deref() == Some("synced"))
+            .chunks(3)
+            .map(|reply| {
+                // (desired digest, (observed digest, observed status), heartbeat)
+                type Reply = (Option<String>, (Option<String>, Option<String>), bool);
+                let parsed: Result<Reply, _> =
+                    redis::from_redis_value(redis::Value::Array(reply.to_vec()));
+                let (desired, (observed, status), alive) =
+                    parsed.map_err(|e| StoreError::Reply {
+                        what: "dependency state".to_owned(),
+                        detail: e.to_string(),
+                    })?;
+                // Synced as `canopy status` would say it: a stale child is not.
+                Ok(alive
+                    && desired.is_some()
+                    && desired == observed
+                    && status.as_deref() == Some("synced"))
             })
             .collect()
     }
