@@ -166,7 +166,7 @@ async fn serve(
         // As in the daemon loop: statuses read every app, so only after a write
         // (`canopy status` evaluates them live whenever asked).
         if report.written > 0 {
-            update_statuses(&mut reconciler, sync_timeout).await?;
+            update_statuses(reconciler.store(), sync_timeout).await?;
         }
         print_report(&report, output)?;
         return Ok(ExitCode::from(EXIT_OK));

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{AppStatus, CycleError, CycleReport, Reconciler, record_changes, statuses};
 use crate::source::Schedule;
+use crate::store::Store;
 
 /// How often statuses are re-evaluated when nothing was written: children report
 /// on their own time, so statuses move without a commit. Evaluation reads every
@@ -39,7 +40,7 @@ impl Trigger {
 pub struct Cycle<'a> {
     pub result: &'a Result<CycleReport, CycleError>,
     pub elapsed: Duration,
-    /// Every app's status, when this turn evaluated them.
+    /// Every app's status, when an evaluation finished since the last turn.
     pub statuses: Option<&'a [AppStatus]>,
     /// Failed cycles in a row, and the delay before the next one.
     pub failures: u32,
@@ -49,6 +50,10 @@ pub struct Cycle<'a> {
 /// Cycles until `shutdown` is cancelled; `on_cycle` sees every turn. A failure
 /// is never fatal: the last good state stays desired and the next cycle comes
 /// after the backoff.
+///
+/// Statuses are evaluated beside the loop, not in it: an evaluation reads every
+/// app (hundreds of milliseconds at 10,000 apps) and must not delay the next
+/// fetch a webhook asks for. A cycle that wrote something asks for one at once.
 pub async fn run<F>(
     reconciler: &mut Reconciler,
     mut schedule: Schedule,
@@ -59,21 +64,22 @@ pub async fn run<F>(
 ) where
     F: FnMut(&Cycle),
 {
-    let mut evaluated: Option<Instant> = None;
+    let evaluate = Arc::new(Notify::new());
+    let (statuses_tx, mut statuses_rx) = watch::channel(Arc::new(Vec::new()));
+    let evaluator = tokio::spawn(evaluate_statuses(
+        reconciler.store().clone(),
+        sync_timeout,
+        Arc::clone(&evaluate),
+        statuses_tx,
+        shutdown.clone(),
+    ));
     loop {
         let started = Instant::now();
-        let mut result = reconciler.cycle().await;
-        let mut statuses = None;
-        if let Ok(report) = &result
-            && (report.written > 0 || evaluated.is_none_or(|at| at.elapsed() >= STATUS_INTERVAL))
-        {
-            evaluated = Some(Instant::now());
-            match update_statuses(reconciler, sync_timeout).await {
-                Ok(all) => statuses = Some(all),
-                Err(e) => result = Err(e.into()),
-            }
-        }
+        let result = reconciler.cycle().await;
         let elapsed = started.elapsed();
+        if result.as_ref().is_ok_and(|r| r.written > 0 || r.released > 0) {
+            evaluate.notify_one();
+        }
         let delay = schedule.next_delay(result.is_ok(), fastrand::f64());
         if let Err(e) = &result {
             tracing::warn!(
@@ -83,27 +89,54 @@ pub async fn run<F>(
                 "cycle failed; last good state kept"
             );
         }
+        let statuses = statuses_rx
+            .has_changed()
+            .unwrap_or(false)
+            .then(|| Arc::clone(&statuses_rx.borrow_and_update()));
         on_cycle(&Cycle {
             result: &result,
             elapsed,
-            statuses: statuses.as_deref(),
+            statuses: statuses.as_deref().map(Vec::as_slice),
             failures: schedule.failures(),
             next_in: delay,
         });
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
             _ = trigger.fired() => {}
+        }
+    }
+    let _ = evaluator.await;
+}
+
+/// Evaluates statuses every [`STATUS_INTERVAL`], and at once when asked.
+async fn evaluate_statuses(
+    mut store: Store,
+    sync_timeout: chrono::Duration,
+    asked: Arc<Notify>,
+    results: watch::Sender<Arc<Vec<AppStatus>>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            _ = asked.notified() => {}
+        }
+        match update_statuses(&mut store, sync_timeout).await {
+            Ok(all) => {
+                results.send_replace(Arc::new(all));
+            }
+            Err(e) => tracing::warn!(error = %crate::error_chain(&e), "status evaluation failed"),
         }
     }
 }
 
 /// Evaluates every app's status and records the transitions.
 pub async fn update_statuses(
-    reconciler: &mut Reconciler,
+    store: &mut Store,
     sync_timeout: chrono::Duration,
 ) -> Result<Vec<AppStatus>, crate::store::StoreError> {
-    let store = reconciler.store();
     let all = statuses(store, chrono::Utc::now(), sync_timeout).await?;
     record_changes(store, &all).await?;
     Ok(all)
