@@ -101,7 +101,11 @@ fn main() -> ExitCode {
     let mut canopy_samples = Vec::new();
     let mut git_samples = Vec::new();
     for _ in 0..runs {
-        let (t, poll) = time(|| poller.poll().expect("poll"));
+        let (t, poll) = time(|| {
+            let poll = poller.poll().expect("poll");
+            poller.maintain();
+            poll
+        });
         assert!(matches!(poll.outcome, PollOutcome::Unchanged));
         canopy_samples.push(t);
         git_samples.push(time_shell(&format!(
@@ -131,7 +135,11 @@ fn main() -> ExitCode {
                 })
                 .collect();
             let new = commit_changes(&remote, &changes, version);
-            let (t, poll) = time(|| poller.poll().expect("poll"));
+            let (t, poll) = time(|| {
+                let poll = poller.poll().expect("poll");
+                poller.maintain();
+                poll
+            });
             match &poll.outcome {
                 PollOutcome::Changed { plan, .. } => assert_eq!(plan.apps.len(), touched, "{name}"),
                 PollOutcome::Unchanged => panic!("{name}: the poll missed the commit"),
@@ -160,7 +168,11 @@ fn main() -> ExitCode {
         commit_changes(&remote, &[((version as usize * 7919) % apps, 3)], version);
         let (t, _) = time(|| poller.mirror().fetch().expect("fetch"));
         fetch_samples.push(t);
-        let (t, poll) = time(|| poller.poll().expect("poll"));
+        let (t, poll) = time(|| {
+            let poll = poller.poll().expect("poll");
+            poller.maintain();
+            poll
+        });
         assert!(matches!(poll.outcome, PollOutcome::Changed { .. }));
         rest_samples.push(t);
         git(&baseline, &["fetch", "-q", "origin"]);
@@ -200,7 +212,11 @@ fn main() -> ExitCode {
         }
         version += 1;
         commit_changes(&remote, &[((version as usize * 7919) % apps, 2)], version);
-        let (t, poll) = time(|| poller.poll().expect("poll"));
+        let (t, poll) = time(|| {
+            let poll = poller.poll().expect("poll");
+            poller.maintain();
+            poll
+        });
         assert!(matches!(poll.outcome, PollOutcome::Changed { .. }));
         samples.push(t);
     }

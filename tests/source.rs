@@ -197,6 +197,7 @@ fn packs_are_consolidated_so_polls_stay_flat() {
         git(&repo, &["commit", "-qam", "tune"]);
         let poll = poller.poll().unwrap();
         assert_eq!(poll.commit.to_string(), head(&repo));
+        poller.maintain();
     }
     assert!(
         poller.mirror().pack_count() <= 17,

@@ -122,6 +122,10 @@ impl Reconciler {
         let mut report = self.reconcile(plan).await?;
         self.show_source_error(poll.as_ref().err()).await;
         let poll = poll?;
+        if matches!(poll.outcome, PollOutcome::Changed { .. }) {
+            // After the signals are out: a repack must not delay them.
+            self.blocking(Poller::maintain).await;
+        }
         report.commit = poll.commit.to_string();
         report.changed = matches!(poll.outcome, PollOutcome::Changed { .. });
         Ok(report)
@@ -142,9 +146,14 @@ impl Reconciler {
     }
 
     async fn poll(&mut self) -> Result<Poll, SourceError> {
-        let mut poller = self.poller.take().expect("one poll at a time");
+        self.blocking(Poller::poll).await
+    }
+
+    /// Runs `work` on the poller on the blocking pool (gix and git are blocking).
+    async fn blocking<T: Send + 'static>(&mut self, work: fn(&mut Poller) -> T) -> T {
+        let mut poller = self.poller.take().expect("one poller task at a time");
         let (poller, result) = match tokio::task::spawn_blocking(move || {
-            let result = poller.poll();
+            let result = work(&mut poller);
             (poller, result)
         })
         .await

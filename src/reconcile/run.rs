@@ -77,7 +77,10 @@ pub async fn run<F>(
         let started = Instant::now();
         let result = reconciler.cycle().await;
         let elapsed = started.elapsed();
-        if result.as_ref().is_ok_and(|r| r.written > 0 || r.released > 0) {
+        if result
+            .as_ref()
+            .is_ok_and(|r| r.written > 0 || r.released > 0)
+        {
             evaluate.notify_one();
         }
         let delay = schedule.next_delay(result.is_ok(), fastrand::f64());

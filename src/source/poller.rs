@@ -116,10 +116,6 @@ impl Poller {
         };
         let (plan, method) = result?;
         let blobs_read = self.cache.stats().1 - misses_before;
-        if let Err(e) = self.mirror.maintain() {
-            // Slower polls, not wrong ones: report and carry on.
-            tracing::warn!(error = %crate::error_chain(&e), "mirror maintenance failed");
-        }
         self.trim_cache();
         tracing::info!(
             apps = plan.apps.len(),
@@ -171,6 +167,16 @@ impl Poller {
         };
         self.state = Some((commit, new));
         Ok((plan, Method::FullScan))
+    }
+
+    /// Consolidates the mirror's packs when fetches have piled them up, so poll
+    /// cost stays flat. Not part of [`Poller::poll`]: a repack of a large mirror
+    /// takes a while, and the caller runs it after the poll's results are out.
+    pub fn maintain(&mut self) {
+        if let Err(e) = self.mirror.maintain() {
+            // Slower polls, not wrong ones: report and carry on.
+            tracing::warn!(error = %crate::error_chain(&e), "mirror maintenance failed");
+        }
     }
 
     /// Keeps the blob cache to roughly the current snapshot, so that a long-lived
