@@ -279,7 +279,8 @@ impl Mirror {
     }
 
     /// Consolidates packs when fetches have accumulated too many; returns whether
-    /// it did. Uses `git repack`, which runs no hooks or filters.
+    /// it did. Uses `git repack --geometric` (git 2.33+), which runs no hooks or
+    /// filters.
     pub fn maintain(&mut self) -> Result<bool, SourceError> {
         if self.pack_count() <= MAX_PACKS {
             return Ok(false);
@@ -291,7 +292,9 @@ impl Mirror {
         let output = std::process::Command::new("git")
             .arg("-C")
             .arg(&self.options.dir)
-            .args(["-c", "core.hooksPath=/dev/null", "repack", "-a", "-d", "-q"])
+            // Geometric: only the small packs fetches added are merged, not the
+            // clone's big one, so upkeep costs what was fetched, not the repo.
+            .args(["-c", "core.hooksPath=/dev/null", "repack", "-d", "-q", "--geometric=2"])
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .output()
