@@ -35,21 +35,13 @@ usage: cargo bench --bench poll -- [--apps N] [--runs R] [--polls K] [--json]
   --json      print one JSON summary line last";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{HELP}");
+    let Some(args) = BenchArgs::parse(HELP) else {
         return ExitCode::SUCCESS;
-    }
-    let number = |name: &str, default: usize| -> usize {
-        arg_value(&args, name).map_or(default, |v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number"))
-        })
     };
-    let apps = number("--apps", 2000);
-    let runs = number("--runs", 15).max(1);
-    let polls = number("--polls", 1000);
-    let json = args.iter().any(|a| a == "--json");
+    let apps = args.number("--apps", 2000);
+    let runs = args.number("--runs", 15).max(1);
+    let polls = args.number("--polls", 1000);
+    let json = args.json();
 
     let work = tempfile::Builder::new()
         .prefix("canopy-bench-poll-")

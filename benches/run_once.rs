@@ -33,20 +33,12 @@ usage: cargo bench --bench run_once -- [--apps N] [--runs R] [--json]
   --json      print one JSON summary line last";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{HELP}");
+    let Some(args) = BenchArgs::parse(HELP) else {
         return ExitCode::SUCCESS;
-    }
-    let number = |name: &str, default: usize| -> usize {
-        arg_value(&args, name).map_or(default, |v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number"))
-        })
     };
-    let apps = number("--apps", 2000);
-    let runs = number("--runs", 9).max(1);
-    let json = args.iter().any(|a| a == "--json");
+    let apps = args.number("--apps", 2000);
+    let runs = args.number("--runs", 9).max(1);
+    let json = args.json();
 
     let work = tempfile::Builder::new()
         .prefix("canopy-bench-once-")

@@ -32,20 +32,12 @@ usage: cargo bench --bench webhook -- [--apps N] [--pushes P] [--json]
 const SECRET: &str = "bench-secret";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{HELP}");
+    let Some(args) = BenchArgs::parse(HELP) else {
         return ExitCode::SUCCESS;
-    }
-    let number = |name: &str, default: usize| -> usize {
-        arg_value(&args, name).map_or(default, |v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number"))
-        })
     };
-    let apps = number("--apps", 2000);
-    let pushes = number("--pushes", 20).max(1);
-    let json = args.iter().any(|a| a == "--json");
+    let apps = args.number("--apps", 2000);
+    let pushes = args.number("--pushes", 20).max(1);
+    let json = args.json();
 
     let work = tempfile::Builder::new()
         .prefix("canopy-bench-webhook-")

@@ -72,6 +72,17 @@ impl Setup {
     }
 }
 
+/// `POST /api/v1/refresh` with the write token; the status code.
+fn refresh(daemon: &DaemonProcess) -> u16 {
+    reqwest::blocking::Client::new()
+        .post(daemon.url("/api/v1/refresh"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 fn get(url: &str) -> reqwest::blocking::Response {
     reqwest::blocking::get(url).unwrap()
 }
@@ -95,13 +106,7 @@ fn the_daemon_serves_signals_on_refresh_and_stops_on_sigterm() {
     // for the (hour-long) poll interval.
     write_files(&setup.repo, &[("search/values.yaml", "shards: 32\n")]);
     git(&setup.repo, &["commit", "-qam", "shards"]);
-    let client = reqwest::blocking::Client::new();
-    let refresh = client
-        .post(daemon.url("/api/v1/refresh"))
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap();
-    assert_eq!(refresh.status(), 202);
+    assert_eq!(refresh(&daemon), 202);
     assert!(
         eventually(Duration::from_secs(30), || setup.signals().len() == 8),
         "{}",
@@ -153,12 +158,7 @@ fn the_daemon_serves_signals_on_refresh_and_stops_on_sigterm() {
         "EX",
         "60",
     ]);
-    let refresh = client
-        .post(daemon.url("/api/v1/refresh"))
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap();
-    assert_eq!(refresh.status(), 202);
+    assert_eq!(refresh(&daemon), 202);
     assert!(
         eventually(Duration::from_secs(30), || setup.signals().len() == 10),
         "{}",
@@ -236,16 +236,7 @@ fn a_source_error_shows_in_status_until_the_remote_is_back() {
         == 200));
     let moved = setup.repo.with_extension("moved");
     std::fs::rename(&setup.repo, &moved).unwrap();
-    let client = reqwest::blocking::Client::new();
-    let refresh = || {
-        client
-            .post(daemon.url("/api/v1/refresh"))
-            .bearer_auth(TOKEN)
-            .send()
-            .unwrap()
-            .status()
-    };
-    assert_eq!(refresh(), 202);
+    assert_eq!(refresh(&daemon), 202);
     let status = || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
             .args(["status", "--config"])
@@ -270,7 +261,7 @@ fn a_source_error_shows_in_status_until_the_remote_is_back() {
     );
 
     std::fs::rename(&moved, &setup.repo).unwrap();
-    assert_eq!(refresh(), 202);
+    assert_eq!(refresh(&daemon), 202);
     assert!(
         eventually(Duration::from_secs(30), || status().starts_with("commit ")),
         "{}",

@@ -189,6 +189,33 @@ pub fn arg_value(args: &[String], name: &str) -> Option<String> {
         .cloned()
 }
 
+/// A bench's command line: `--name N` numbers and `--json`.
+pub struct BenchArgs(Vec<String>);
+
+impl BenchArgs {
+    /// The process's arguments, or `None` after printing `help` for `-h`/`--help`.
+    pub fn parse(help: &str) -> Option<BenchArgs> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.iter().any(|a| a == "-h" || a == "--help") {
+            println!("{help}");
+            return None;
+        }
+        Some(BenchArgs(args))
+    }
+
+    /// `--name N`, or `default`; panics on a value that is not a number.
+    pub fn number(&self, name: &str, default: usize) -> usize {
+        arg_value(&self.0, name).map_or(default, |v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number"))
+        })
+    }
+
+    pub fn json(&self) -> bool {
+        self.0.iter().any(|a| a == "--json")
+    }
+}
+
 /// One timed scenario: canopy against a stock-tool baseline measured in the same run.
 pub struct Scenario {
     pub name: &'static str,

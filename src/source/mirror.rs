@@ -294,7 +294,14 @@ impl Mirror {
             .arg(&self.options.dir)
             // Geometric: only the small packs fetches added are merged, not the
             // clone's big one, so upkeep costs what was fetched, not the repo.
-            .args(["-c", "core.hooksPath=/dev/null", "repack", "-d", "-q", "--geometric=2"])
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "repack",
+                "-d",
+                "-q",
+                "--geometric=2",
+            ])
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .output()
