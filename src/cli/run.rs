@@ -272,17 +272,11 @@ fn observe_cycle(shared: &Shared, cycle: &Cycle) {
         }
         Err(e) => shared.health.failed(crate::error_chain(e)),
     }
-    if let Some(statuses) = cycle.statuses {
-        for status in crate::status::Status::ALL {
-            let count = statuses
-                .iter()
-                .filter(|s| s.record.status == status)
-                .count();
-            let label = StatusLabel {
-                status: status.as_str(),
-            };
-            metrics.apps.get_or_create(&label).set(count as i64);
-        }
+    for (status, count) in cycle.statuses.into_iter().flatten() {
+        let label = StatusLabel {
+            status: status.as_str(),
+        };
+        metrics.apps.get_or_create(&label).set(*count as i64);
     }
 }
 

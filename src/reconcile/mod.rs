@@ -14,4 +14,4 @@ mod run;
 
 pub use cycle::{CycleError, CycleReport, Reconciler};
 pub use observe::{AppStatus, record_changes, statuses};
-pub use run::{Cycle, STATUS_INTERVAL, Trigger, run, update_statuses};
+pub use run::{Cycle, STATUS_INTERVAL, StatusCounts, Trigger, run, update_statuses};

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AppStatus, CycleError, CycleReport, Reconciler, record_changes, statuses};
 use crate::source::Schedule;
+use crate::status::Status;
 use crate::store::Store;
 
 /// How often statuses are re-evaluated when nothing was written: children report
@@ -40,11 +41,27 @@ impl Trigger {
 pub struct Cycle<'a> {
     pub result: &'a Result<CycleReport, CycleError>,
     pub elapsed: Duration,
-    /// Every app's status, when an evaluation finished since the last turn.
-    pub statuses: Option<&'a [AppStatus]>,
+    /// How many apps have each status, when an evaluation finished since the
+    /// last turn.
+    pub statuses: Option<&'a StatusCounts>,
     /// Failed cycles in a row, and the delay before the next one.
     pub failures: u32,
     pub next_in: Duration,
+}
+
+/// Apps per status (every status, zeros included), in [`Status::ALL`] order.
+pub type StatusCounts = Vec<(Status, usize)>;
+
+fn count(all: &[AppStatus]) -> StatusCounts {
+    Status::ALL
+        .into_iter()
+        .map(|status| {
+            (
+                status,
+                all.iter().filter(|s| s.record.status == status).count(),
+            )
+        })
+        .collect()
 }
 
 /// Cycles until `shutdown` is cancelled; `on_cycle` sees every turn. A failure
@@ -99,7 +116,7 @@ pub async fn run<F>(
         on_cycle(&Cycle {
             result: &result,
             elapsed,
-            statuses: statuses.as_deref().map(Vec::as_slice),
+            statuses: statuses.as_deref(),
             failures: schedule.failures(),
             next_in: delay,
         });
@@ -117,7 +134,7 @@ async fn evaluate_statuses(
     mut store: Store,
     sync_timeout: chrono::Duration,
     asked: Arc<Notify>,
-    results: watch::Sender<Arc<Vec<AppStatus>>>,
+    results: watch::Sender<Arc<StatusCounts>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -127,8 +144,10 @@ async fn evaluate_statuses(
             _ = asked.notified() => {}
         }
         match update_statuses(&mut store, sync_timeout).await {
+            // Only the counts are kept: the daemon's memory must not hold a
+            // second copy of every app.
             Ok(all) => {
-                results.send_replace(Arc::new(all));
+                results.send_replace(Arc::new(count(&all)));
             }
             Err(e) => tracing::warn!(error = %crate::error_chain(&e), "status evaluation failed"),
         }
