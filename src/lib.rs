@@ -21,7 +21,9 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+pub mod agent;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod plan;
 pub mod reconcile;

@@ -1,6 +1,7 @@
 //! The command line: one file per command. Commands return an exit code or a
 //! [`CliError`]; `main` prints the error's cause chain.
 
+mod agent;
 mod diff;
 mod run;
 mod source;
@@ -52,6 +53,9 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Ask the running daemon to signal an app now (deploys a manual app).
     Sync(sync::SyncArgs),
+    /// Follow one app as its child: apply each signal to a directory, run a hook,
+    /// report what runs (the reference child of DESIGN section 6).
+    Agent(agent::AgentArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,6 +125,8 @@ pub enum CliError {
         state_dir.display()
     )]
     NoRedis { state_dir: std::path::PathBuf },
+    #[error(transparent)]
+    Client(crate::client::ClientError),
     #[error("app {app} is not known in namespace {namespace}")]
     UnknownApp { app: String, namespace: String },
 }
@@ -152,5 +158,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Status(args) => status::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Sync(args) => sync::run(args),
+        Command::Agent(args) => agent::run(args),
     }
 }

@@ -192,7 +192,11 @@ async fn serve(
         CancellationToken::new(),
         CancellationToken::new(),
     );
-    tokio::spawn(stop_on_signal(shutdown.clone(), abort.clone()));
+    tokio::spawn(stop_on_signal(
+        shutdown.clone(),
+        abort.clone(),
+        "the current cycle",
+    ));
     let server = tokio::spawn(server::serve(listener, shared.clone(), stop_server.clone()));
     let daemon = reconcile::run(
         &mut reconciler,
@@ -227,9 +231,13 @@ async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, C
 }
 
 /// The first SIGTERM or SIGINT stops the loop after the current cycle (a cycle
-/// writes each app atomically, so stopping between cycles loses nothing); a second
-/// one abandons the cycle. Either way the embedded Redis is stopped on the way out.
-async fn stop_on_signal(shutdown: CancellationToken, abort: CancellationToken) {
+/// writes each app atomically, so stopping between cycles loses nothing) or the
+/// agent after its running hook; a second one abandons it. Either way the embedded Redis is stopped on the way out.
+pub(super) async fn stop_on_signal(
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+    finishing: &'static str,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -239,7 +247,7 @@ async fn stop_on_signal(shutdown: CancellationToken, abort: CancellationToken) {
         return;
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("stopping after the current cycle (signal again to exit at once)");
+    tracing::info!("stopping after {finishing} (signal again to exit at once)");
     shutdown.cancel();
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     abort.cancel();

@@ -32,6 +32,8 @@ pub struct StoreArgs {
 pub struct Target {
     pub store: StoreOptions,
     pub sync_timeout: Duration,
+    /// The daemon's HTTP address, when a config file was given.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl StoreArgs {
@@ -78,6 +80,7 @@ impl StoreArgs {
         Ok(Target {
             store,
             sync_timeout: redis.map_or(config::defaults::SYNC_TIMEOUT, |r| r.sync_timeout),
+            listen: config.as_ref().map(|c| c.server.listen),
         })
     }
 
@@ -105,6 +108,19 @@ pub fn store_options(url: String, namespace: &str, redis: Option<&RedisConfig>) 
         response_timeout: redis.map_or(defaults::REDIS_RESPONSE_TIMEOUT, |r| r.response_timeout),
         stream_maxlen: redis.map_or(defaults::STREAM_MAXLEN, |r| r.stream_maxlen),
     }
+}
+
+/// The daemon's base URL: `--server`, else from its `server.listen` (a wildcard
+/// address reached on loopback), else the default listen address.
+pub fn daemon_url(server: Option<&str>, listen: Option<std::net::SocketAddr>) -> String {
+    if let Some(server) = server {
+        return server.trim_end_matches('/').to_owned();
+    }
+    let mut addr = listen.unwrap_or(config::defaults::LISTEN);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 /// Where `canopy run` keeps the embedded Redis of `state_dir`.

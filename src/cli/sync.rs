@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::store::runtime;
+use super::store::{daemon_url, runtime};
 use super::{CliError, EXIT_OK, Output};
 use crate::config::{Config, Overrides, process_env};
 use crate::layout::AppName;
@@ -31,18 +31,15 @@ pub struct SyncArgs {
 }
 
 pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
-    let base = match (&args.server, &args.config) {
-        (Some(server), _) => server.trim_end_matches('/').to_owned(),
-        (None, Some(path)) => {
-            let config = Config::load(Some(path), &process_env, &Overrides::default())?;
-            let mut addr = config.server.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}")
-        }
-        (None, None) => format!("http://{}", crate::config::defaults::LISTEN),
+    let listen = match &args.config {
+        Some(path) => Some(
+            Config::load(Some(path), &process_env, &Overrides::default())?
+                .server
+                .listen,
+        ),
+        None => None,
     };
+    let base = daemon_url(args.server.as_deref(), listen);
     let app = if args.app.is_root() {
         crate::server::ROOT_ALIAS
     } else {

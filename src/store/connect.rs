@@ -53,47 +53,55 @@ pub struct Store {
 const RECONNECT_RETRIES: usize = 3;
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 
+/// Opens a managed connection (reconnecting, with the options' timeouts) and
+/// returns the client too, for connections of another kind (pub/sub). Shared by
+/// the daemon's [`Store`] and the child side (`crate::client`), which must not
+/// load Functions or claim anything.
+pub async fn open(
+    options: &StoreOptions,
+) -> Result<(redis::Client, ConnectionManager), StoreError> {
+    let shown = redact(&options.url);
+    let url_error = |source| StoreError::Url {
+        url: shown.clone(),
+        source,
+    };
+    let mut info = options
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(url_error)?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &options.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &options.password {
+        settings = settings.set_password(password);
+    }
+    info = info.set_redis_settings(settings);
+    let client = redis::Client::open(info).map_err(url_error)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.response_timeout))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_max_delay(RECONNECT_MAX_DELAY);
+    let conn = ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(|source| StoreError::Connect { url: shown, source })?;
+    Ok((client, conn))
+}
+
 impl Store {
     /// Connects (within the connect timeout) and makes sure canopy's Functions are
     /// loaded. Does not claim an epoch: readers (`canopy status`) never need one.
     pub async fn connect(options: &StoreOptions) -> Result<Store, StoreError> {
-        let shown = redact(&options.url);
-        let url_error = |source| StoreError::Url {
-            url: shown.clone(),
-            source,
-        };
-        let mut info = options
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(url_error)?;
-        let mut settings = info.redis_settings().clone();
-        if let Some(user) = &options.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = &options.password {
-            settings = settings.set_password(password);
-        }
-        info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(url_error)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.response_timeout))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_max_delay(RECONNECT_MAX_DELAY);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: shown.clone(),
-                source,
-            })?;
+        let (_, conn) = open(options).await?;
         let mut store = Store {
             conn,
             keys: Keys::new(&options.namespace),
             namespace: options.namespace.clone(),
             epoch: Arc::default(),
             maxlen: options.stream_maxlen,
-            url: shown,
+            url: redact(&options.url),
         };
         store.load_functions().await?;
         Ok(store)

@@ -97,6 +97,10 @@ impl AppKeys {
     pub fn observed_files(&self) -> String {
         format!("{}:observed_files", self.base)
     }
+    /// Resolved secret values (readable by the app's own user only).
+    pub fn secrets(&self) -> String {
+        format!("{}:secrets", self.base)
+    }
     pub fn heartbeat(&self) -> String {
         format!("{}:heartbeat", self.base)
     }

@@ -14,7 +14,7 @@ mod read;
 mod signal;
 mod write;
 
-pub use connect::{Store, StoreOptions};
+pub use connect::{Store, StoreOptions, open};
 pub use desired::StoredDesired;
 pub use keys::{AppKeys, CONSUMER_GROUP, Keys, SCHEMA_VERSION};
 pub use read::{AppState, HeldApp, Meta};

@@ -1,0 +1,158 @@
+//! [`Agent`]: what a signal does to the agent's directory, as a
+//! [`Handler`] of the client's loop.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Hook, Releases};
+use crate::client::{Applied, Client, ClientError, Handler, HandlerError, Signal};
+
+/// Defaults of `canopy agent`, in one place.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Versions kept on disk, the current one included.
+    pub const KEEP: usize = 3;
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The agent's directory (see [`Releases`]).
+    pub dir: PathBuf,
+    /// Run with `sh -c` after each change.
+    pub exec: String,
+    pub hook_timeout: Duration,
+    pub keep: usize,
+}
+
+pub struct Agent {
+    releases: Releases,
+    hook: Hook,
+    keep: usize,
+    /// What [`Releases::applied`] says, kept in memory.
+    running: Option<String>,
+}
+
+impl Agent {
+    pub fn new(options: &AgentOptions) -> Result<Agent, ClientError> {
+        let releases = Releases::open(&options.dir)?;
+        let running = releases.applied();
+        Ok(Agent {
+            releases,
+            hook: Hook::new(options.exec.clone(), options.hook_timeout),
+            keep: options.keep.max(1),
+            running,
+        })
+    }
+
+    pub fn releases(&self) -> &Releases {
+        &self.releases
+    }
+
+    /// The hook's environment for `signal`, with `dir` as `CANOPY_DIR`.
+    async fn environment(
+        &self,
+        client: &Client,
+        signal: &Signal,
+        dir: &Path,
+    ) -> Result<Vec<(&'static str, String)>, HandlerError> {
+        let config = client.config().await?;
+        let secrets = client.secrets().await?;
+        let (config_path, secrets_path) = {
+            let releases = self.releases.clone();
+            tokio::task::spawn_blocking(move || releases.write_config(&config, secrets.as_ref()))
+                .await??
+        };
+        let mut env = vec![
+            ("CANOPY_APP", signal.app.clone()),
+            ("CANOPY_KIND", signal.kind.to_string()),
+            ("CANOPY_REVISION", signal.revision.clone()),
+            ("CANOPY_DIGEST", signal.digest.clone().unwrap_or_default()),
+            ("CANOPY_GENERATION", signal.generation.to_string()),
+            ("CANOPY_DIR", dir.display().to_string()),
+            ("CANOPY_CONFIG", config_path.display().to_string()),
+        ];
+        if let Some(path) = secrets_path {
+            env.push(("CANOPY_SECRETS", path.display().to_string()));
+        }
+        Ok(env)
+    }
+
+    fn succeeded(&mut self, digest: &str) -> Result<(), HandlerError> {
+        self.releases.set_applied(digest)?;
+        self.running = Some(digest.to_owned());
+        Ok(())
+    }
+}
+
+impl Handler for Agent {
+    fn running(&self) -> Option<String> {
+        self.running.clone()
+    }
+
+    /// Download and verify, unpack into a new version, repoint `current`, run the
+    /// hook; if it fails, `current` goes back to what still runs.
+    async fn sync(&mut self, client: &Client, signal: &Signal) -> Result<Applied, HandlerError> {
+        let digest = signal.digest.clone().ok_or("the signal names no digest")?;
+        let files = client.download(&signal.revision, &digest).await?;
+        let manifest = files.manifest();
+        let count = files.len();
+        let version = {
+            let releases = self.releases.clone();
+            tokio::task::spawn_blocking(move || releases.install(&files)).await??
+        };
+        let previous = self.releases.current();
+        self.releases.switch(&version)?;
+        let env = self.environment(client, signal, &version).await?;
+        if let Err(error) = self.hook.run(&version, &env).await {
+            match previous.filter(|p| p != &version) {
+                Some(previous) => self.releases.switch(&previous)?,
+                None => tracing::info!(app = %signal.app, "no previous version to return to"),
+            }
+            return Err(error.into());
+        }
+        self.succeeded(&digest)?;
+        let releases = self.releases.clone();
+        let keep = self.keep;
+        if let Err(e) = tokio::task::spawn_blocking(move || releases.remove_old(keep)).await? {
+            tracing::warn!(app = %signal.app, error = %crate::error_chain(&e), "cannot remove old versions");
+        }
+        Ok(Applied {
+            message: format!("applied {count} files at {}", short(&signal.revision)),
+            manifest: Some(manifest),
+        })
+    }
+
+    /// Refresh `config.json` (and `secrets.json`) and run the hook in the current
+    /// version: no new files. Without a current version, this is a sync.
+    async fn config(&mut self, client: &Client, signal: &Signal) -> Result<Applied, HandlerError> {
+        let Some(current) = self.releases.current() else {
+            return self.sync(client, signal).await;
+        };
+        let digest = signal.digest.clone().ok_or("the signal names no digest")?;
+        let env = self.environment(client, signal, &current).await?;
+        self.hook.run(&current, &env).await?;
+        self.succeeded(&digest)?;
+        Ok(Applied {
+            message: format!("reloaded the config at {}", short(&signal.revision)),
+            manifest: None,
+        })
+    }
+
+    /// Run the hook (when something was applied), then remove everything.
+    async fn prune(&mut self, client: &Client, signal: &Signal) -> Result<(), HandlerError> {
+        if let Some(current) = self.releases.current() {
+            let env = self.environment(client, signal, &current).await?;
+            self.hook.run(&current, &env).await?;
+        }
+        let releases = self.releases.clone();
+        tokio::task::spawn_blocking(move || releases.remove_all()).await??;
+        self.running = None;
+        Ok(())
+    }
+}
+
+fn short(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
+}
