@@ -2,10 +2,11 @@
 //! few seconds, with nothing to set up but `git` and `redis-server` on PATH.
 //!
 //! It turns `fixtures/example` into a Git repository, starts `canopy run` on it
-//! (the daemon, in this process, with its embedded Redis and its HTTP API),
-//! commits a change to one app and asks the daemon to fetch now, shows the one
-//! signal that arrives, plays that app's child reporting back, and prints
-//! `canopy status`. Everything lives in a temporary directory removed on exit.
+//! (the daemon, in this process, with its embedded Redis and its HTTP API) and a
+//! `canopy agent` as the child of one app, commits a change to that app and asks
+//! the daemon to fetch now, shows the one signal that arrives, the agent applying
+//! it and reporting back, and prints `canopy status`: the whole loop. Everything
+//! lives in a temporary directory removed on exit.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -15,14 +16,14 @@ use canopy::cli::Cli;
 use canopy::plan::FileChangeKind;
 use canopy::store::{Keys, Signal};
 use clap::Parser;
-use redis::AsyncCommands;
+use redis::AsyncCommands as _;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamRangeReply;
 use sha2::{Digest, Sha256};
 
 type Error = Box<dyn std::error::Error>;
 
-/// The app whose file the quickstart changes, and whose child it plays.
+/// The app whose file the quickstart changes, and whose child the agent is.
 const APP: &str = "platform/ingress";
 /// A write token for the daemon's API; the config holds only its sha256.
 const TOKEN: &str = "quickstart-token";
@@ -108,24 +109,51 @@ async fn quickstart() -> Result<(), Error> {
             .into());
     }
     ready?;
-    let result = walkthrough(&repo, &state, &config, &api, &http).await;
+    // 4. The child of one app: `canopy agent`, also in this process. It reads the
+    //    app's signals, downloads and verifies its files from the daemon, swaps
+    //    them in, runs its hook and reports back.
+    let agent_dir = tmp.path().join("agent");
+    let agent = Cli::try_parse_from([
+        "canopy",
+        "agent",
+        "--config",
+        config.to_str().ok_or("path")?,
+        "--app",
+        APP,
+        "--dir",
+        agent_dir.to_str().ok_or("path")?,
+        "--consumer",
+        "quickstart",
+        "--exec",
+        HOOK,
+    ])?;
+    let agent =
+        std::thread::spawn(move || canopy::cli::run(agent).map_err(|e| canopy::error_chain(&e)));
+    let result = walkthrough(&repo, &state, &config, &api, &http, &agent_dir).await;
 
-    // 8. Stop the daemon as a service manager would (SIGTERM), whatever happened:
-    //    it finishes, stops its redis-server and exits; `tmp` is removed on drop.
+    // 9. Stop both as a service manager would (SIGTERM), whatever happened: the
+    //    agent finishes its hook, the daemon its cycle; the daemon stops its
+    //    redis-server; `tmp` is removed on drop.
     run(Command::new("kill").args(["-TERM", &std::process::id().to_string()]))?;
+    agent.join().map_err(|_| "the agent panicked")??;
     daemon.join().map_err(|_| "the daemon panicked")??;
     result
 }
 
-/// Steps 4 to 7, against the running daemon.
+/// The agent's hook: what a real one would do with the files (`kubectl apply`,
+/// a reload), this one prints.
+const HOOK: &str = r#"printf '  [hook] %s of %s, generation %s: %s files in %s\n' "$CANOPY_KIND" "$CANOPY_APP" "$CANOPY_GENERATION" "$(find . -type f | wc -l)" "$CANOPY_DIR""#;
+
+/// Steps 5 to 8, against the running daemon and agent.
 async fn walkthrough(
     repo: &Path,
     state: &Path,
     config: &Path,
     api: &str,
     http: &reqwest::Client,
+    agent_dir: &Path,
 ) -> Result<(), Error> {
-    // 4. The first poll wrote every app's desired state and signalled it, except
+    // 5. The first poll wrote every app's desired state and signalled it, except
     //    a `sync: manual` app and apps waiting for their `depends_on` to sync.
     let url = std::fs::read_to_string(state.join("redis/url"))?;
     let mut conn = redis::Client::open(url.trim())?
@@ -137,8 +165,16 @@ async fn walkthrough(
     for signal in &first {
         print_signal(signal);
     }
+    let app_keys = keys.app(&canopy::layout::AppName::parse(APP)?);
+    let first_digest = first
+        .iter()
+        .find(|s| s.app == APP)
+        .and_then(|s| s.digest.clone())
+        .ok_or("no signal for the quickstart's app")?;
+    let synced = synced_at(&mut conn, &app_keys.observed(), &first_digest).await?;
+    println!("the agent of {APP} applied generation {synced}");
 
-    // 5. One commit that touches one app, then a webhook-like nudge (POST
+    // 6. One commit that touches one app, then a webhook-like nudge (POST
     //    /api/v1/refresh): one signal, for that app only.
     let file = repo.join(APP).join("controller.yaml");
     let text = std::fs::read_to_string(&file)?;
@@ -148,6 +184,7 @@ async fn walkthrough(
         .arg(repo)
         .args(["commit", "-qam", "platform/ingress: 3 replicas"])
         .envs(GIT_ENV))?;
+    let pushed = Instant::now();
     let refresh = http
         .post(format!("{api}/api/v1/refresh"))
         .bearer_auth(TOKEN)
@@ -175,29 +212,23 @@ async fn walkthrough(
         }
     }
 
-    // 6. Play the app's child: report the signalled digest as applied (through
-    //    canopy's Redis Function, which refuses stale generations), keep a heartbeat.
+    // 7. The agent applies it: new files in a new version directory, `current`
+    //    repointed, the hook run, `synced` reported with the new digest.
     let signal = new.last().ok_or("the commit produced no signal")?;
-    let app_keys = keys.app(&canopy::layout::AppName::parse(APP)?);
-    let generation = signal.generation.to_string();
-    // FCALL canopy_report 1 <key> <generation> <digest> <revision> <status> <message> <reporter>
-    let fcall = [
-        "canopy_report",
-        "1",
-        &app_keys.observed(),
-        &generation,
-        signal.digest.as_deref().unwrap_or_default(),
-        &signal.revision,
-        "synced",
-        "applied by quickstart",
-        "quickstart",
-    ];
-    let reply: String = redis::cmd("FCALL")
-        .arg(&fcall[..])
-        .query_async(&mut conn)
-        .await?;
-    let _: () = conn.set_ex(app_keys.heartbeat(), "quickstart", 60).await?;
-    println!("\n{APP}'s child reported ({reply}). `canopy status`:");
+    let digest = signal
+        .digest
+        .as_deref()
+        .ok_or("a sync signal has a digest")?;
+    let generation = synced_at(&mut conn, &app_keys.observed(), digest).await?;
+    let current = std::fs::read_link(agent_dir.join("current"))?;
+    println!(
+        "\n{APP} is synced at generation {generation}, {} ms after the refresh; \
+         {}/current -> {}",
+        pushed.elapsed().as_millis(),
+        agent_dir.display(),
+        current.display()
+    );
+    println!("`canopy status`:");
     let status = Cli::try_parse_from([
         "canopy",
         "status",
@@ -210,12 +241,13 @@ async fn walkthrough(
     })
     .await??;
 
-    // 7. Where to go from here.
+    // 8. Where to go from here.
     println!(
         "\nwhat to try next:
   cargo run -- run --repo-url <url> --state-dir /tmp/canopy   # follow your own repo
   cargo run -- status --state-dir /tmp/canopy                 # meanwhile: every app's status
   redis-cli -s /tmp/canopy/redis/redis.sock XREAD BLOCK 0 STREAMS canopy:default:events '$'
+  cargo run -- agent --app <app> --dir /tmp/app --exec ./apply.sh --state-dir /tmp/canopy
   docs/api.md: the HTTP API and push webhooks; docs/protocol.md: write a child app"
     );
 
@@ -236,6 +268,34 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(format!("timed out waiting for {what}").into())
+}
+
+/// Waits until the child reports `synced` at `digest`; its generation.
+async fn synced_at(
+    conn: &mut MultiplexedConnection,
+    observed: &str,
+    digest: &str,
+) -> Result<String, Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, reported, generation): (Option<String>, Option<String>, Option<String>) =
+            redis::pipe()
+                .hget(observed, "status")
+                .hget(observed, "digest")
+                .hget(observed, "generation")
+                .query_async(conn)
+                .await?;
+        if status.as_deref() == Some("synced") && reported.as_deref() == Some(digest) {
+            return Ok(generation.unwrap_or_default());
+        }
+        if status.as_deref() == Some("failed") {
+            return Err(format!("the agent failed to apply {digest}").into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for the agent to apply {digest}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Every signal in a stream, oldest first (the JSON `payload` field of each entry).
