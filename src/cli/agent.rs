@@ -48,7 +48,9 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = client::defaults::MAX_ATTEMPTS)]
     pub max_attempts: u64,
     /// Wait before retrying a failed signal; doubles on each failure (up to 5m).
-    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    /// With the default 5 attempts, a signal is dead-lettered after about 75 s
+    /// of failures.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub retry_delay: Duration,
     /// Heartbeat TTL: the app shows `stale` this long after the agent stops.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]

@@ -28,7 +28,7 @@ pub mod defaults {
     pub const MAX_ATTEMPTS: u64 = 5;
     /// Wait before the first retry of a failed entry; doubles up to
     /// [`RETRY_DELAY_MAX`].
-    pub const RETRY_DELAY: Duration = Duration::from_secs(2);
+    pub const RETRY_DELAY: Duration = Duration::from_secs(5);
     pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(300);
     /// The stream is read at least this often, whatever pub/sub says.
     pub const POLL: Duration = Duration::from_secs(5);
