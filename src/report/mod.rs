@@ -1,14 +1,19 @@
 //! Drift reports (DESIGN sections 1, 7 and 8; docs/reports.md): every app that is
-//! not synced, since when, grouped by parent.
+//! not synced, since when, grouped by parent; posted to the report's sinks.
 //!
 //! - [`model`]: the [`Report`] value, built by a pure function from the status
 //!   overview of `reconcile::inspect`. Statuses are evaluated there, never here.
 //! - [`render`]: JSON, Markdown, Slack and terminal text (pure).
+//! - [`deliver`] and [`guard`]: posting to sinks, safely (timeouts, retries, no
+//!   redirects, no loopback/private/metadata addresses unless allowed).
 //!
 //! This module does not emit drift signals (that is the reconciler's) and never
 //! writes desired state.
 
+pub mod deliver;
+pub mod guard;
 pub mod model;
 pub mod render;
 
+pub use deliver::{Deliverer, DeliveryOptions, Outcome, SIGNATURE_HEADER, SLOT_HEADER};
 pub use model::{ON_DEMAND, Report};
