@@ -121,6 +121,8 @@ pub enum CliError {
         state_dir.display()
     )]
     NoRedis { state_dir: std::path::PathBuf },
+    #[error(transparent)]
+    ReportClient(#[from] crate::report::deliver::ClientError),
     #[error("app {app} is not known in namespace {namespace}")]
     UnknownApp { app: String, namespace: String },
 }
