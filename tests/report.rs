@@ -611,6 +611,118 @@ async fn a_missed_slot_is_made_once_late_and_old_ones_never() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_the_cli_serve_reports() {
+    let sink = Sink::start().await;
+    let daemon = daemon(&format!(
+        "  - name: morning\n    schedule: '0 0 6 * * *'\n    allow_private_targets: true\n    sinks: [{{url: '{}', format: json}}]\n",
+        sink.url("/x")
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(daemon.url(path)).send();
+
+    // Nothing stored yet: a JSON 404.
+    let response = get("/api/v1/report").await.expect("request");
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"], "no report stored yet in namespace http");
+
+    deploy_by_hand(&daemon);
+    let clock = at(chrono::Duration::seconds(10));
+    let mut scheduler = Scheduler::new(
+        daemon.config.reports[0].clone(),
+        daemon.shared.store.clone(),
+        fast(),
+        options(clock),
+    );
+    assert_eq!(scheduler.catch_up(clock.now()).await, Some(Made::Made));
+    let response = get("/api/v1/report").await.expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let served: Value = response.json().await.expect("JSON");
+    let latest: String = daemon
+        .redis
+        .conn()
+        .get("canopy:http:report:latest")
+        .expect("latest");
+    assert_eq!(
+        served,
+        serde_json::from_str::<Value>(&latest).expect("JSON")
+    );
+    assert_eq!(served, sink.received()[0].json());
+    assert_eq!(listed(&served)["payments/api"]["status"], "out_of_sync");
+
+    // `canopy report --format json`: a report now, named `now`, not stored.
+    let cli = |format: &str| {
+        common::canopy(&[
+            "report",
+            "--format",
+            format,
+            "--redis-url",
+            &daemon.redis.url(),
+            "--namespace",
+            NAMESPACE,
+        ])
+    };
+    let out = cli("json");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let now: Value = serde_json::from_str(&common::stdout(&out)).expect("JSON");
+    assert_eq!(now["name"], "now");
+    assert_eq!(now["late"], false);
+    assert_eq!(now["slot"], now["generated_at"]);
+    assert_eq!(now["revision"], served["revision"]);
+    assert_eq!(
+        listed(&now).keys().collect::<Vec<_>>(),
+        listed(&served).keys().collect::<Vec<_>>()
+    );
+    let api = &listed(&now)["payments/api"];
+    // The CLI evaluates with the default sync timeout (5 minutes): a digest
+    // signalled seconds ago is still progressing there.
+    assert_eq!(api["observed"]["digest"], HAND_DEPLOYED);
+    assert_eq!(stored(&daemon).len(), 1, "canopy report stores nothing");
+
+    let md = common::stdout(&cli("md"));
+    assert!(
+        md.starts_with("# Drift report now: namespace http\n"),
+        "{md}"
+    );
+    assert!(md.contains("| `payments/api` |"), "{md}");
+    let text = common::stdout(&cli("text"));
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("payments/api")),
+        "{text}"
+    );
+    let slack: Value = serde_json::from_str(&common::stdout(&cli("slack"))).expect("JSON");
+    assert!(slack["text"].is_string() && slack["blocks"].is_array());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_route_follows_the_read_token_rules() {
+    use sha2::Digest;
+    let token = "read-canary-77a1";
+    let daemon = TestDaemon::start(
+        &format!(
+            "server:\n  read_requires_token: true\n  tokens: [{{name: dash, role: read, sha256: \"{}\"}}]\n",
+            hex::encode(Sha256::digest(token.as_bytes()))
+        ),
+        &[],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = daemon.url("/api/v1/report");
+    let anonymous = client.get(&url).send().await.expect("request");
+    assert_eq!(anonymous.status(), 401);
+    let with_token = client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(with_token.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canopy_run_makes_the_scheduled_reports_and_stops_on_sigterm() {
     use common::binary::DaemonProcess;
     let sink = Sink::start().await;

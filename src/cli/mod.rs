@@ -2,6 +2,7 @@
 //! [`CliError`]; `main` prints the error's cause chain.
 
 mod diff;
+mod report;
 mod run;
 mod source;
 mod status;
@@ -52,6 +53,8 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Ask the running daemon to signal an app now (deploys a manual app).
     Sync(sync::SyncArgs),
+    /// A drift report now, from Redis: every app not synced, grouped by parent.
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,5 +157,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Status(args) => status::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Sync(args) => sync::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
