@@ -29,6 +29,7 @@ pub struct Report {
     pub slot: String,
     /// Made after its slot, by the catch-up policy (docs/reports.md).
     pub late: bool,
+    /// When the statuses were evaluated (RFC 3339 with milliseconds).
     pub generated_at: String,
     pub namespace: String,
     /// Without credentials (as `meta` stores it); `None` before the first poll.
@@ -175,7 +176,10 @@ pub fn build(header: &Header, overview: &Overview, parents: &BTreeMap<String, St
         name: header.name.clone(),
         slot: rfc3339(header.slot),
         late: header.late,
-        generated_at: rfc3339(header.generated_at),
+        // Milliseconds: a report's delay after its slot is visible.
+        generated_at: header
+            .generated_at
+            .to_rfc3339_opts(SecondsFormat::Millis, true),
         namespace: overview.namespace.clone(),
         repo: header.repo.clone().filter(|r| !r.is_empty()),
         revision: overview.commit.clone(),
@@ -408,7 +412,7 @@ pub(crate) mod tests {
         });
         let report = build(&header, &overview, &parents);
         assert_eq!(report.slot, "2026-01-01T03:00:00Z");
-        assert_eq!(report.generated_at, "2026-01-01T03:00:01Z");
+        assert_eq!(report.generated_at, "2026-01-01T03:00:01.000Z");
         assert!(report.late);
         assert_eq!(report.namespace, "prod");
         assert_eq!(
