@@ -525,6 +525,40 @@ async fn failing_sinks_are_retried_then_recorded_and_the_next_slot_still_deliver
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed() {
+    let sink = Sink::start().await;
+    // To the sink itself, so a followed redirect would show as a second request.
+    sink.redirect(307, &sink.url("/followed"));
+    let daemon = daemon(&format!(
+        "  - name: morning\n    schedule: '0 0 6 * * *'\n    allow_private_targets: true\n    sinks: [{{url: '{}', format: markdown, secret_env: REPORT_SECRET}}]\n",
+        sink.url("/drift")
+    ))
+    .await;
+    let clock = at(chrono::Duration::seconds(5));
+    let mut scheduler = Scheduler::new(
+        daemon.config.reports[0].clone(),
+        daemon.shared.store.clone(),
+        fast(),
+        options(clock),
+    );
+    assert_eq!(scheduler.catch_up(clock.now()).await, Some(Made::Made));
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].path, "/drift");
+    // Any format is signed when the sink has a secret.
+    assert_eq!(
+        received[0].header(SIGNATURE_HEADER),
+        Some(hmac_hex(&received[0].body))
+    );
+    let outcome = &deliveries(&daemon, "morning")[&0];
+    assert_eq!(outcome["ok"], false, "{outcome}");
+    assert_eq!(outcome["attempts"], 1, "a redirect is final: {outcome}");
+    assert_eq!(outcome["status"], 307);
+    let error = outcome["error"].as_str().expect("an error");
+    assert!(error.ends_with("redirects are not followed"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_make_one_report_per_slot() {
     let sink = Sink::start().await;
     let daemon = daemon(&format!(

@@ -42,6 +42,8 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     /// What to answer; 200 by default.
     status: Mutex<Option<StatusCode>>,
+    /// A `Location` header to answer with.
+    location: Mutex<Option<String>>,
 }
 
 pub struct Sink {
@@ -94,6 +96,12 @@ impl Sink {
         *self.shared.status.lock().unwrap() = Some(StatusCode::from_u16(status).expect("a status"));
     }
 
+    /// Answers `status` with `Location: location` from now on.
+    pub fn redirect(&self, status: u16, location: &str) {
+        self.answer(status);
+        *self.shared.location.lock().unwrap() = Some(location.to_owned());
+    }
+
     /// Closes the port: connections are refused until [`Sink::restart`].
     pub async fn stop(&mut self) {
         if let Some((stop, task)) = self.server.take() {
@@ -113,11 +121,18 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, HeaderMap) {
     shared.received.lock().unwrap().push(Received {
         path: uri.path().to_owned(),
         headers,
         body: body.to_vec(),
     });
-    shared.status.lock().unwrap().unwrap_or(StatusCode::OK)
+    let mut answer = HeaderMap::new();
+    if let Some(location) = shared.location.lock().unwrap().as_deref() {
+        answer.insert("location", location.parse().expect("a header value"));
+    }
+    (
+        shared.status.lock().unwrap().unwrap_or(StatusCode::OK),
+        answer,
+    )
 }
