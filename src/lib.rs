@@ -28,6 +28,7 @@ pub mod config;
 pub mod plan;
 pub mod reconcile;
 pub mod redis_launch;
+pub mod report;
 pub mod scan;
 pub mod server;
 pub mod source;

@@ -439,7 +439,7 @@ const MAX_MESSAGE_CHARS: usize = 200;
 
 /// `sha256:` and the first 12 hex digits. Anything else came from a child that does
 /// not follow the protocol, and is only clipped.
-fn short_digest(digest: &str) -> String {
+pub fn short_digest(digest: &str) -> String {
     match digest.strip_prefix("sha256:") {
         Some(hex) if hex.len() > 12 && hex.bytes().take(12).all(|b| b.is_ascii_hexdigit()) => {
             format!("sha256:{}…", &hex[..12])

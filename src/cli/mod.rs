@@ -3,6 +3,7 @@
 
 mod agent;
 mod diff;
+mod report;
 mod run;
 mod source;
 mod status;
@@ -56,6 +57,8 @@ pub enum Command {
     /// Follow one app as its child: apply each signal to a directory, run a hook,
     /// report what runs (the reference child of DESIGN section 6).
     Agent(agent::AgentArgs),
+    /// A drift report now, from Redis: every app not synced, grouped by parent.
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +130,8 @@ pub enum CliError {
     NoRedis { state_dir: std::path::PathBuf },
     #[error(transparent)]
     Client(crate::client::ClientError),
+    #[error(transparent)]
+    ReportClient(#[from] crate::report::deliver::ClientError),
     #[error("app {app} is not known in namespace {namespace}")]
     UnknownApp { app: String, namespace: String },
 }
@@ -159,5 +164,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Diff(args) => diff::run(args),
         Command::Sync(args) => sync::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Report(args) => report::run(args),
     }
 }

@@ -14,6 +14,7 @@ use crate::config::{Config, Namespace, Overrides, RedisUrl, process_env};
 use crate::layout::GlobPattern;
 use crate::reconcile::{self, Cycle, CycleReport, Reconciler, Trigger, update_statuses};
 use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
+use crate::report::{self, Deliverer, DeliveryOptions};
 use crate::server::{self, Health, KindLabel, Metrics, ResultLabel, Settings, Shared, StatusLabel};
 use crate::source::{Mirror, MirrorOptions, Poller, RepoUrl, Schedule};
 use crate::store::Store;
@@ -198,6 +199,18 @@ async fn serve(
         "the current cycle",
     ));
     let server = tokio::spawn(server::serve(listener, shared.clone(), stop_server.clone()));
+    // Beside the loop, never in `--once`: a schedule needs a running daemon.
+    let mut reports = report::spawn(
+        reconciler.store(),
+        &config.reports,
+        Arc::new(Deliverer::new(DeliveryOptions::default())?),
+        &report::Options {
+            sync_timeout,
+            catch_up: report::CATCH_UP_WINDOW,
+            clock: report::Clock::system(),
+        },
+        &shutdown,
+    );
     let daemon = reconcile::run(
         &mut reconciler,
         Schedule::new(repo.poll_interval),
@@ -215,6 +228,10 @@ async fn serve(
         }
     }
     stop_server.cancel();
+    // They stop on `shutdown`; after an abort, a report being made is abandoned.
+    shutdown.cancel();
+    reports.abort_all();
+    while reports.join_next().await.is_some() {}
     if let Ok(Err(e)) = server.await {
         tracing::warn!(error = %e, "the HTTP server stopped with an error");
     }

@@ -1,5 +1,5 @@
 //! The probes and the JSON API (DESIGN section 7): `/healthz`, `/readyz`,
-//! `/metrics`, `/api/v1/apps...` and `POST /api/v1/refresh`.
+//! `/metrics`, `/api/v1/apps...`, `/api/v1/report` and `POST /api/v1/refresh`.
 //!
 //! Reads are the views of `reconcile::inspect`, the same values `canopy status`
 //! and `canopy diff` print. The only writes are asking the loop to poll now
@@ -44,6 +44,7 @@ pub fn routes() -> Router<Shared> {
         // action (see `Action::split`).
         .route("/api/v1/apps/{*rest}", get(get_app).post(post_app))
         .route("/api/v1/refresh", post(refresh))
+        .route("/api/v1/report", get(latest_report))
 }
 
 /// An error answer.
@@ -167,6 +168,22 @@ async fn list_apps(_: ReadAccess, State(shared): State<Shared>) -> Result<Respon
         .await
         .map_err(|e| ApiError::store(&e))?;
     Ok(Json(overview).into_response())
+}
+
+/// `GET /api/v1/report`: the newest stored report, as stored (docs/reports.md).
+async fn latest_report(_: ReadAccess, State(shared): State<Shared>) -> Result<Response, ApiError> {
+    let mut store = shared.store.clone();
+    let report = store
+        .latest_report()
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    let report = report.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no report stored yet in namespace {}", store.namespace()),
+        )
+    })?;
+    Ok(([(CONTENT_TYPE, "application/json")], report).into_response())
 }
 
 /// What a path under `/api/v1/apps/` asks for.

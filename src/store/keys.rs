@@ -55,6 +55,18 @@ impl Keys {
         format!("{}:report:latest", self.prefix)
     }
 
+    /// The claim on one slot of a schedule (`SET NX PX`): one report per slot,
+    /// whatever the number of daemons. `report` is a validated report name.
+    pub fn report_slot(&self, report: &str, slot_ms: i64) -> String {
+        format!("{}:report:{report}:slot:{slot_ms}", self.prefix)
+    }
+
+    /// The last delivery outcome of each sink of a report (hash: sink index ->
+    /// JSON).
+    pub fn report_deliveries(&self, report: &str) -> String {
+        format!("{}:report:{report}:deliveries", self.prefix)
+    }
+
     pub fn app(&self, app: &AppName) -> AppKeys {
         AppKeys {
             base: format!("{}:app:{{{}}}", self.prefix, app.as_str()),

@@ -11,6 +11,7 @@ mod connect;
 mod desired;
 mod keys;
 mod read;
+mod report;
 mod signal;
 mod write;
 
@@ -18,6 +19,7 @@ pub use connect::{Store, StoreOptions, open};
 pub use desired::StoredDesired;
 pub use keys::{AppKeys, CONSUMER_GROUP, Keys, SCHEMA_VERSION};
 pub use read::{AppState, HeldApp, Meta};
+pub use report::REPORTS_MAXLEN;
 pub use signal::{MAX_CHANGED, Signal, SignalKind};
 pub use write::{AppWrite, Applied, WriteOp};
 

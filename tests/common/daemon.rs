@@ -19,6 +19,7 @@ use super::{fixtures, git, git_repo_from, repo_path, write_files};
 pub const NAMESPACE: &str = "http";
 
 pub struct TestDaemon {
+    pub config: Config,
     pub redis: RedisProc,
     pub repo: PathBuf,
     pub reconciler: Reconciler,
@@ -105,6 +106,7 @@ impl TestDaemon {
             shutdown.clone(),
         ));
         TestDaemon {
+            config,
             redis,
             repo,
             reconciler,

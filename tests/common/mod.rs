@@ -5,6 +5,7 @@ pub mod binary;
 pub mod daemon;
 pub mod git_server;
 pub mod redis;
+pub mod sink;
 pub mod tree_json;
 
 use std::path::{Path, PathBuf};
