@@ -18,7 +18,7 @@ pub use connect::{Store, StoreOptions};
 pub use desired::StoredDesired;
 pub use keys::{AppKeys, CONSUMER_GROUP, Keys, SCHEMA_VERSION};
 pub use read::{AppState, HeldApp, Meta};
-pub use signal::{MAX_CHANGED, Signal, SignalKind};
+pub use signal::{Drift, MAX_CHANGED, Signal, SignalKind};
 pub use write::{AppWrite, Applied, WriteOp};
 
 /// The Functions library, loaded with `FUNCTION LOAD REPLACE`.

@@ -175,6 +175,7 @@ impl Store {
             changed_total: 0,
             at: now,
             epoch: self.epoch(),
+            drift: None,
         };
         Ok(self.publish(app, &signal).await?.then_some(signal))
     }
