@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppStatus, CycleError, CycleReport, Reconciler, record_changes, statuses};
+use super::{AppStatus, CycleError, CycleReport, Reconciler, Recorded, record_changes, statuses};
 use crate::source::Schedule;
 use crate::status::Status;
 use crate::store::Store;
@@ -146,7 +146,7 @@ async fn evaluate_statuses(
         match update_statuses(&mut store, sync_timeout).await {
             // Only the counts are kept: the daemon's memory must not hold a
             // second copy of every app.
-            Ok(all) => {
+            Ok((all, _)) => {
                 results.send_replace(Arc::new(count(&all)));
             }
             Err(e) => tracing::warn!(error = %crate::error_chain(&e), "status evaluation failed"),
@@ -154,12 +154,13 @@ async fn evaluate_statuses(
     }
 }
 
-/// Evaluates every app's status and records the transitions.
+/// Evaluates every app's status and records the transitions, with their drift
+/// signals.
 pub async fn update_statuses(
     store: &mut Store,
     sync_timeout: chrono::Duration,
-) -> Result<Vec<AppStatus>, crate::store::StoreError> {
+) -> Result<(Vec<AppStatus>, Recorded), crate::store::StoreError> {
     let all = statuses(store, chrono::Utc::now(), sync_timeout).await?;
-    record_changes(store, &all).await?;
-    Ok(all)
+    let recorded = record_changes(store, &all).await?;
+    Ok((all, recorded))
 }
