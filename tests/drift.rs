@@ -57,6 +57,12 @@ impl Setup {
         reconciler
     }
 
+    fn commit(&self, files: &[(&str, &str)], message: &str) {
+        write_files(&self.repo, files);
+        git(&self.repo, &["add", "-A"]);
+        git(&self.repo, &["commit", "-qm", message]);
+    }
+
     /// The drift signals in the namespace's events stream.
     fn drifts(&self) -> Vec<Signal> {
         drifts_in(&mut self.redis.conn(), &format!("canopy:{NS}:events"))
@@ -371,4 +377,67 @@ async fn a_fenced_daemon_writes_no_record_and_no_signal() {
     let mut new = _new;
     assert_eq!(evaluate(&mut new).await.drift, 1);
     assert_eq!(only_drift(&setup, "search", 0).epoch, new.store().epoch());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_hands_drift_signal_counts_to_its_caller() {
+    use canopy::reconcile::{Trigger, run};
+    use canopy::source::Schedule;
+    use std::sync::{Arc, Mutex};
+    use tokio_util::sync::CancellationToken;
+
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    let (trigger, shutdown) = (Trigger::default(), CancellationToken::new());
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let (stop, fire) = (shutdown.clone(), trigger.clone());
+    let task = tokio::spawn(async move {
+        run(
+            &mut reconciler,
+            // An hour between cycles: every turn here is a trigger's.
+            Schedule::new(Duration::from_secs(3600)),
+            trigger,
+            stop,
+            chrono::Duration::zero(),
+            move |cycle| log.lock().unwrap().push(cycle.drift_signals),
+        )
+        .await;
+    });
+    let turns = |n: usize| {
+        let seen = Arc::clone(&seen);
+        move || seen.lock().unwrap().len() >= n
+    };
+    assert!(eventually_async(Duration::from_secs(30), turns(1)).await);
+    // Wait for the evaluation after the first write (every app missing).
+    assert!(
+        eventually_async(Duration::from_secs(30), || {
+            setup
+                .hash(&app_key("search", "status"))
+                .contains_key("status")
+        })
+        .await
+    );
+    setup.report("search", 1, OTHER, "synced", "");
+    // A write makes the task evaluate at once.
+    setup.commit(&[("platform/values.yaml", "x: 1\n")], "platform");
+    fire.fire();
+    assert!(
+        eventually_async(Duration::from_secs(30), || setup.drifts().len() == 1).await,
+        "the status task signals the drift"
+    );
+    // The next turn hands over the count.
+    fire.fire();
+    assert!(
+        eventually_async(Duration::from_secs(30), || {
+            seen.lock().unwrap().iter().sum::<u64>() == 1
+        })
+        .await,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(seen.lock().unwrap().iter().sum::<u64>(), 1);
+    assert_eq!(setup.drifts().len(), 1);
 }

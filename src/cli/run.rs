@@ -16,7 +16,7 @@ use crate::reconcile::{self, Cycle, CycleReport, Reconciler, Trigger, update_sta
 use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
 use crate::server::{self, Health, KindLabel, Metrics, ResultLabel, Settings, Shared, StatusLabel};
 use crate::source::{Mirror, MirrorOptions, Poller, RepoUrl, Schedule};
-use crate::store::Store;
+use crate::store::{SignalKind, Store};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -271,6 +271,15 @@ fn observe_cycle(shared: &Shared, cycle: &Cycle) {
             }
         }
         Err(e) => shared.health.failed(crate::error_chain(e)),
+    }
+    if cycle.drift_signals > 0 {
+        let label = KindLabel {
+            kind: SignalKind::Drift.as_str().to_owned(),
+        };
+        metrics
+            .signals
+            .get_or_create(&label)
+            .inc_by(cycle.drift_signals);
     }
     for (status, count) in cycle.statuses.into_iter().flatten() {
         let label = StatusLabel {
