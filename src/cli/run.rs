@@ -17,7 +17,7 @@ use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
 use crate::report::{self, Deliverer, DeliveryOptions};
 use crate::server::{self, Health, KindLabel, Metrics, ResultLabel, Settings, Shared, StatusLabel};
 use crate::source::{Mirror, MirrorOptions, Poller, RepoUrl, Schedule};
-use crate::store::Store;
+use crate::store::{SignalKind, Store};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -296,6 +296,15 @@ fn observe_cycle(shared: &Shared, cycle: &Cycle) {
             }
         }
         Err(e) => shared.health.failed(crate::error_chain(e)),
+    }
+    if cycle.drift_signals > 0 {
+        let label = KindLabel {
+            kind: SignalKind::Drift.as_str().to_owned(),
+        };
+        metrics
+            .signals
+            .get_or_create(&label)
+            .inc_by(cycle.drift_signals);
     }
     for (status, count) in cycle.statuses.into_iter().flatten() {
         let label = StatusLabel {

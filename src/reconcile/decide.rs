@@ -242,6 +242,7 @@ pub fn write(
         changed_total,
         at: context.now,
         epoch: context.epoch,
+        drift: None,
     };
     match *target {
         Target::Put { app, digest, .. } => {

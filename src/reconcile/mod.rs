@@ -7,11 +7,12 @@
 
 mod cycle;
 pub mod decide;
+mod drift;
 mod hold;
 pub mod inspect;
 mod observe;
 mod run;
 
 pub use cycle::{CycleError, CycleReport, Reconciler};
-pub use observe::{AppStatus, record_changes, statuses};
+pub use observe::{AppStatus, Recorded, record_changes, statuses};
 pub use run::{Cycle, STATUS_INTERVAL, StatusCounts, Trigger, run, update_statuses};

@@ -7,9 +7,10 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::drift;
 use crate::layout::AppName;
 use crate::status::{self, Desired, Observed, Record, ReportedState, SyncMode};
-use crate::store::{AppState, Store, StoreError};
+use crate::store::{AppState, DriftWrite, StatusWrite, Store, StoreError};
 
 /// One app's status and the facts behind it.
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +23,9 @@ pub struct AppStatus {
     /// Whether the status differs from the stored record (a transition).
     #[serde(skip)]
     pub changed: bool,
+    /// The drift signal the transition calls for (see `drift::transition`).
+    #[serde(skip)]
+    pub drift: Option<DriftWrite>,
 }
 
 /// Evaluates every app in Git and every app a child reports for. A hash that
@@ -67,23 +71,81 @@ pub(super) fn evaluate(
     };
     let record = status::evaluate(&inputs, previous.as_ref())?;
     let changed = previous.as_ref().map(|p| p.status) != Some(record.status);
+    let drift = drift::transition(&drift::Facts {
+        app,
+        record: &record,
+        previous: previous.as_ref(),
+        signalled: state.record.get("drift_key").map(String::as_str),
+        desired: desired.as_ref(),
+        desired_hash: &state.desired,
+        observed: observed.as_ref(),
+        now,
+    });
     Some(AppStatus {
         app: app.clone(),
         record,
         desired,
         observed,
         changed,
+        drift,
     })
 }
 
-/// Stores the records of apps whose status changed (fenced: only the daemon).
-pub async fn record_changes(store: &mut Store, statuses: &[AppStatus]) -> Result<(), StoreError> {
-    let records: Vec<_> = statuses
+/// What [`record_changes`] wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// Status records written: apps whose status changed.
+    pub records: usize,
+    /// Drift signals published: changes into a drift status.
+    pub drift: usize,
+    /// Resolutions published: back to `synced` after a drift.
+    pub resolved: usize,
+}
+
+impl Recorded {
+    /// Signals of kind `drift` published, resolutions included.
+    pub fn signals(&self) -> usize {
+        self.drift + self.resolved
+    }
+}
+
+/// Stores the records of apps whose status changed, each with its drift signal
+/// (fenced: only the daemon). A transition already signalled (by a retry, or
+/// another daemon that evaluated the same state) is not published again.
+pub async fn record_changes(
+    store: &mut Store,
+    statuses: &[AppStatus],
+) -> Result<Recorded, StoreError> {
+    let changed: Vec<&AppStatus> = statuses.iter().filter(|s| s.changed).collect();
+    let writes: Vec<StatusWrite> = changed
         .iter()
-        .filter(|s| s.changed)
-        .map(|s| (s.app.clone(), record_fields(&s.record)))
+        .map(|s| StatusWrite {
+            app: s.app.clone(),
+            fields: record_fields(&s.record),
+            drift: s.drift.clone(),
+        })
         .collect();
-    store.record_statuses(&records).await
+    let published = store.record_statuses(&writes).await?;
+    let mut recorded = Recorded {
+        records: writes.len(),
+        ..Recorded::default()
+    };
+    for (status, _) in changed.iter().zip(published).filter(|(_, sent)| *sent) {
+        let resolved = status
+            .drift
+            .as_ref()
+            .and_then(|d| d.signal.drift.as_ref())
+            .is_some_and(|d| d.resolved);
+        let record = &status.record;
+        if resolved {
+            recorded.resolved += 1;
+            tracing::info!(app = %status.app, status = %record.status, reason = %record.reason, "drift resolved");
+        } else {
+            recorded.drift += 1;
+            tracing::info!(app = %status.app, status = %record.status, reason = %record.reason, "drift signalled");
+        }
+    }
+    Ok(recorded)
 }
 
 fn record_fields(record: &Record) -> Vec<(&'static str, String)> {

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppStatus, CycleError, CycleReport, Reconciler, record_changes, statuses};
+use super::{AppStatus, CycleError, CycleReport, Reconciler, Recorded, record_changes, statuses};
 use crate::source::Schedule;
 use crate::status::Status;
 use crate::store::Store;
@@ -44,6 +44,9 @@ pub struct Cycle<'a> {
     /// How many apps have each status, when an evaluation finished since the
     /// last turn.
     pub statuses: Option<&'a StatusCounts>,
+    /// Drift signals (resolutions included) the evaluations beside the loop
+    /// published since the last turn.
+    pub drift_signals: u64,
     /// Failed cycles in a row, and the delay before the next one.
     pub failures: u32,
     pub next_in: Duration,
@@ -51,6 +54,16 @@ pub struct Cycle<'a> {
 
 /// Apps per status (every status, zeros included), in [`Status::ALL`] order.
 pub type StatusCounts = Vec<(Status, usize)>;
+
+/// What the status task hands the loop after each evaluation.
+#[derive(Debug, Default)]
+struct Evaluated {
+    counts: StatusCounts,
+    /// Drift signals published since the task started: a running total, so
+    /// the loop misses none when several evaluations finish between two turns
+    /// (the watch channel keeps only the last value).
+    drift_signals: u64,
+}
 
 fn count(all: &[AppStatus]) -> StatusCounts {
     Status::ALL
@@ -82,7 +95,8 @@ pub async fn run<F>(
     F: FnMut(&Cycle),
 {
     let evaluate = Arc::new(Notify::new());
-    let (statuses_tx, mut statuses_rx) = watch::channel(Arc::new(Vec::new()));
+    let (statuses_tx, mut statuses_rx) = watch::channel(Arc::new(Evaluated::default()));
+    let mut drift_seen = 0;
     let evaluator = tokio::spawn(evaluate_statuses(
         reconciler.store().clone(),
         sync_timeout,
@@ -109,14 +123,20 @@ pub async fn run<F>(
                 "cycle failed; last good state kept"
             );
         }
-        let statuses = statuses_rx
+        let evaluated = statuses_rx
             .has_changed()
             .unwrap_or(false)
             .then(|| Arc::clone(&statuses_rx.borrow_and_update()));
+        let drift_signals = evaluated.as_ref().map_or(0, |e| {
+            let new = e.drift_signals - drift_seen;
+            drift_seen = e.drift_signals;
+            new
+        });
         on_cycle(&Cycle {
             result: &result,
             elapsed,
-            statuses: statuses.as_deref(),
+            statuses: evaluated.as_deref().map(|e| &e.counts),
+            drift_signals,
             failures: schedule.failures(),
             next_in: delay,
         });
@@ -134,9 +154,10 @@ async fn evaluate_statuses(
     mut store: Store,
     sync_timeout: chrono::Duration,
     asked: Arc<Notify>,
-    results: watch::Sender<Arc<StatusCounts>>,
+    results: watch::Sender<Arc<Evaluated>>,
     shutdown: CancellationToken,
 ) {
+    let mut drift_signals = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -146,20 +167,25 @@ async fn evaluate_statuses(
         match update_statuses(&mut store, sync_timeout).await {
             // Only the counts are kept: the daemon's memory must not hold a
             // second copy of every app.
-            Ok(all) => {
-                results.send_replace(Arc::new(count(&all)));
+            Ok((all, recorded)) => {
+                drift_signals += recorded.signals() as u64;
+                results.send_replace(Arc::new(Evaluated {
+                    counts: count(&all),
+                    drift_signals,
+                }));
             }
             Err(e) => tracing::warn!(error = %crate::error_chain(&e), "status evaluation failed"),
         }
     }
 }
 
-/// Evaluates every app's status and records the transitions.
+/// Evaluates every app's status and records the transitions, with their drift
+/// signals.
 pub async fn update_statuses(
     store: &mut Store,
     sync_timeout: chrono::Duration,
-) -> Result<Vec<AppStatus>, crate::store::StoreError> {
+) -> Result<(Vec<AppStatus>, Recorded), crate::store::StoreError> {
     let all = statuses(store, chrono::Utc::now(), sync_timeout).await?;
-    record_changes(store, &all).await?;
-    Ok(all)
+    let recorded = record_changes(store, &all).await?;
+    Ok((all, recorded))
 }

@@ -148,7 +148,7 @@ local function signal(keys, args)
 end
 
 --[[
-canopy_hset: a fenced HSET of a daemon-owned hash (meta, status records).
+canopy_hset: a fenced HSET of a daemon-owned hash (meta).
 KEYS: epoch, hash   ARGV: epoch, field, value, ...
 ]]
 local function fenced_hset(keys, args)
@@ -156,6 +156,31 @@ local function fenced_hset(keys, args)
   if err then return err end
   hset_pairs(keys[2], args, 2, #args - 1)
   return 'OK'
+end
+
+--[[
+canopy_status: write an app's status record and, when the status change is a
+drift transition, its drift signal, together.
+KEYS: epoch, status record, app stream, events stream
+ARGV: epoch, stream maxlen, channel, app name, drift key ('' = no signal),
+      payload, generation, then the record's field/value pairs.
+The signal goes out only when the drift key differs from the record's stored
+`drift_key`, which it then replaces. The key holds no time, so an evaluation
+repeated, retried after a lost reply, or made by another daemon on the same
+state publishes nothing new.
+]]
+local function status(keys, args)
+  if #args < 7 or (#args - 7) % 2 ~= 0 then
+    return redis.error_reply('ERR canopy_status takes 7 arguments then field/value pairs')
+  end
+  local err = check_epoch(keys[1], args[1])
+  if err then return err end
+  local drift_key = args[5]
+  local publish = drift_key ~= '' and redis.call('HGET', keys[2], 'drift_key') ~= drift_key
+  hset_pairs(keys[2], args, 8, #args - 7)
+  if not publish then return redis.status_reply('OK') end
+  redis.call('HSET', keys[2], 'drift_key', drift_key)
+  return emit(keys[3], keys[4], args[2], args[3], 'drift', args[4], args[7], args[6])
 end
 
 --[[
@@ -206,5 +231,6 @@ end
 redis.register_function('canopy_apply', apply)
 redis.register_function('canopy_signal', signal)
 redis.register_function('canopy_hset', fenced_hset)
+redis.register_function('canopy_status', status)
 redis.register_function('canopy_claim', claim)
 redis.register_function('canopy_report', report)

@@ -20,8 +20,8 @@ pub use desired::StoredDesired;
 pub use keys::{AppKeys, CONSUMER_GROUP, Keys, SCHEMA_VERSION};
 pub use read::{AppState, HeldApp, Meta};
 pub use report::REPORTS_MAXLEN;
-pub use signal::{MAX_CHANGED, Signal, SignalKind};
-pub use write::{AppWrite, Applied, WriteOp};
+pub use signal::{Drift, MAX_CHANGED, Signal, SignalKind};
+pub use write::{AppWrite, Applied, DriftWrite, StatusWrite, WriteOp};
 
 /// The Functions library, loaded with `FUNCTION LOAD REPLACE`.
 pub const LIBRARY: &str = include_str!("canopy.lua");

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::plan::FileChange;
+use crate::status::Status;
 
 /// At most this many entries in `changed`; `changed_total` has the full count.
 /// A new app of 20,000 files would otherwise put a megabyte into every stream.
@@ -64,6 +65,28 @@ pub struct Signal {
     pub at: i64,
     /// The emitting daemon's epoch (fencing token).
     pub epoch: u64,
+    /// Only in `drift` signals: the status transition behind it. Absent (not
+    /// `null`) from every other kind, so their payloads stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub drift: Option<Drift>,
+}
+
+/// The `drift` object of a `drift` signal (docs/protocol.md, "Drift signals").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    /// The app's status now: `out_of_sync`, `failed`, `stale` or `orphaned`, or
+    /// `synced` for a resolution.
+    pub status: Status,
+    /// The status before this transition; `None` for the app's first record.
+    pub previous_status: Option<Status>,
+    /// One line explaining `status`.
+    pub reason: String,
+    /// When `status` began, Unix milliseconds.
+    pub since: i64,
+    /// When the app last left `synced`, Unix milliseconds; `None` for a resolution.
+    pub unsynced_since: Option<i64>,
+    /// Whether this signal ends a drift (the app is `synced` again).
+    pub resolved: bool,
 }
 
 impl Signal {

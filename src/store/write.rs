@@ -30,6 +30,26 @@ pub struct AppWrite {
     pub hold: bool,
 }
 
+/// One app's status record, written by [`Store::record_statuses`] when its
+/// status changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusWrite {
+    pub app: AppName,
+    /// The record's fields (`status`, `since`, `unsynced_since`, `reason`).
+    pub fields: Vec<(&'static str, String)>,
+    /// The drift signal the transition calls for, if any.
+    pub drift: Option<DriftWrite>,
+}
+
+/// A drift signal (or resolution) and the key that makes it go out once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftWrite {
+    /// The transition without any time in it (status, digests, generation):
+    /// published only if the record's stored `drift_key` differs, then stored.
+    pub key: String,
+    pub signal: Signal,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOp {
     Put,
@@ -175,6 +195,7 @@ impl Store {
             changed_total: 0,
             at: now,
             epoch: self.epoch(),
+            drift: None,
         };
         Ok(self.publish(app, &signal).await?.then_some(signal))
     }
@@ -248,30 +269,68 @@ impl Store {
             .map_err(|e| self.classify(e, None))
     }
 
-    /// Writes status records (fenced), [`BATCH`] per round trip.
+    /// Writes status records, each with the drift signal its transition calls
+    /// for, [`BATCH`] per round trip (`canopy_status`: fenced, record and signal
+    /// together). For each record, whether its drift signal went out: `false`
+    /// when it had none, or when the record already holds that drift key (the
+    /// transition was signalled before: a retry, another evaluation of the same
+    /// state). Each signal's `epoch` is set to this store's, the one the write is
+    /// fenced with. Stops at the first failure, like [`Store::apply`]: records of
+    /// earlier batches stay written, and writing one again is a no-op.
     pub async fn record_statuses(
         &mut self,
-        records: &[(AppName, Vec<(&'static str, String)>)],
-    ) -> Result<(), StoreError> {
+        records: &[StatusWrite],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut published = Vec::with_capacity(records.len());
         for batch in records.chunks(BATCH) {
             let mut pipe = redis::pipe();
-            for (app, fields) in batch {
-                let cmd = pipe
-                    .cmd("FCALL")
-                    .arg("canopy_hset")
-                    .arg(2)
-                    .arg(self.keys.epoch())
-                    .arg(self.keys.app(app).status())
-                    .arg(self.epoch());
-                for (field, value) in fields {
-                    cmd.arg(*field).arg(value);
-                }
-                cmd.ignore();
+            pipe.ignore_errors();
+            for record in batch {
+                pipe.add_command(self.status_command(record));
             }
-            pipe.query_async::<()>(&mut self.conn)
-                .await
-                .map_err(|e| self.classify(e, None))?;
+            let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+            for (record, reply) in batch.iter().zip(replies) {
+                match reply {
+                    Value::ServerError(e) => {
+                        return Err(self.classify(e.into(), Some(record.app.as_str())));
+                    }
+                    // `OK`: no signal; a stream entry id: the signal went out.
+                    Value::Okay => published.push(false),
+                    _ => published.push(true),
+                }
+            }
         }
-        Ok(())
+        Ok(published)
+    }
+
+    fn status_command(&self, record: &StatusWrite) -> redis::Cmd {
+        let keys = self.keys.app(&record.app);
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("canopy_status")
+            .arg(4)
+            .arg(self.keys.epoch())
+            .arg(keys.status())
+            .arg(keys.events())
+            .arg(self.keys.events())
+            .arg(self.epoch())
+            .arg(self.maxlen)
+            .arg(keys.signal())
+            .arg(record.app.as_str());
+        match &record.drift {
+            Some(drift) => {
+                let signal = Signal {
+                    epoch: self.epoch(),
+                    ..drift.signal.clone()
+                };
+                cmd.arg(&drift.key)
+                    .arg(signal.to_json())
+                    .arg(signal.generation)
+            }
+            None => cmd.arg("").arg("").arg(""),
+        };
+        for (field, value) in &record.fields {
+            cmd.arg(*field).arg(value);
+        }
+        cmd
     }
 }
