@@ -218,6 +218,10 @@ impl<H: Handler> Follower<'_, H> {
             tracing::info!(app, %digest, generation = signal.generation, "already running this digest");
             return Ok(Ok(()));
         }
+        if signal.kind == SignalKind::Drift && !self.reapplies(signal).await? {
+            tracing::info!(app, status = ?signal.drift.as_ref().map(|d| d.status), "drift noted; nothing to apply");
+            return Ok(Ok(()));
+        }
         if let Some(newer) = self.superseded(signal).await? {
             tracing::info!(
                 app,
@@ -285,6 +289,21 @@ impl<H: Handler> Follower<'_, H> {
                 Err(message)
             }
         }
+    }
+
+    /// Whether a drift signal asks this child to apply the desired digest again:
+    /// only `out_of_sync` (the child runs another digest) of an `auto` app.
+    /// `failed`, `stale` and `orphaned` are the child's own doing or absence, and a
+    /// manual app waits for `canopy sync` (docs/protocol.md, "Drift signals").
+    async fn reapplies(&self, signal: &Signal) -> Result<bool, ClientError> {
+        let out_of_sync = signal
+            .drift
+            .as_ref()
+            .is_some_and(|d| !d.resolved && d.status == crate::status::Status::OutOfSync);
+        if !out_of_sync {
+            return Ok(false);
+        }
+        Ok(self.client.desired().await?.is_some_and(|d| !d.manual))
     }
 
     /// The generation of a newer signal that makes this one pointless, if one is

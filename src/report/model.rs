@@ -300,6 +300,7 @@ pub(crate) mod tests {
                 at: t(0),
             }),
             changed: false,
+            drift: None,
         }
     }
 
