@@ -38,9 +38,14 @@ impl Agent {
     pub fn new(options: &AgentOptions) -> Result<Agent, ClientError> {
         let releases = Releases::open(&options.dir)?;
         let running = releases.applied();
+        let hook = Hook::new(options.exec.clone(), options.hook_timeout)
+            .with_pid_file(releases.hook_pid_file());
+        if let Some(pid) = hook.reap_abandoned() {
+            tracing::warn!(pid, "killed a hook that a previous agent left running");
+        }
         Ok(Agent {
             releases,
-            hook: Hook::new(options.exec.clone(), options.hook_timeout),
+            hook,
             keep: options.keep.max(1),
             running,
         })
@@ -71,10 +76,10 @@ impl Agent {
             ("CANOPY_DIGEST", signal.digest.clone().unwrap_or_default()),
             ("CANOPY_GENERATION", signal.generation.to_string()),
             ("CANOPY_DIR", dir.display().to_string()),
-            ("CANOPY_CONFIG", config_path.display().to_string()),
+            ("CANOPY_APP_CONFIG", config_path.display().to_string()),
         ];
         if let Some(path) = secrets_path {
-            env.push(("CANOPY_SECRETS", path.display().to_string()));
+            env.push(("CANOPY_APP_SECRETS", path.display().to_string()));
         }
         Ok(env)
     }

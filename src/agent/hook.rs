@@ -3,6 +3,7 @@
 //! agent's stdout; its stderr goes to the agent's stderr too, and its tail is kept
 //! for the `failed` report.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +21,10 @@ const WITHHELD: [&str; 3] = ["CANOPY_TOKEN", "CANOPY_REDIS_PASSWORD", "CANOPY_RE
 pub struct Hook {
     command: String,
     timeout: Duration,
+    /// Where the running hook's process group is recorded, so that an agent
+    /// restarted after a SIGKILL stops a hook its predecessor left running
+    /// instead of running a second one beside it ([`Hook::reap_abandoned`]).
+    pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +53,11 @@ fn tail_text(stderr: &str) -> String {
 }
 
 /// Kills the hook's whole group if the run is abandoned (timeout, or the agent
-/// stops waiting): a hook's children must not outlive an abandoned run.
+/// stops waiting): a hook's children must not outlive an abandoned run. Removes
+/// the pid file once the run is over either way.
 struct Group {
     pid: Option<Pid>,
+    pid_file: Option<PathBuf>,
 }
 
 impl Group {
@@ -59,12 +66,30 @@ impl Group {
             let _ = kill_process_group(pid, Signal::KILL);
         }
     }
+
+    /// The run finished: what the hook started in the background is its own.
+    fn release(&mut self) {
+        self.pid = None;
+    }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
         self.kill();
+        if let Some(file) = &self.pid_file {
+            let _ = std::fs::remove_file(file);
+        }
     }
+}
+
+/// `<pid> <start time>`: the start time (in clock ticks since boot) tells the
+/// hook's shell from a later process that got the same pid.
+fn identity(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let start = rest.split_whitespace().nth(19)?;
+    Some(format!("{pid} {start}"))
 }
 
 impl Hook {
@@ -72,7 +97,31 @@ impl Hook {
         Hook {
             command: command.into(),
             timeout,
+            pid_file: None,
         }
+    }
+
+    /// Records each running hook's process group in `file`.
+    pub fn with_pid_file(mut self, file: PathBuf) -> Hook {
+        self.pid_file = Some(file);
+        self
+    }
+
+    /// Kills the process group of a hook that a previous agent left running (it
+    /// was SIGKILLed mid-hook: nothing could stop its children), so the signal's
+    /// redelivery does not run the hook twice at once. Returns its pid.
+    pub fn reap_abandoned(&self) -> Option<u32> {
+        let file = self.pid_file.as_ref()?;
+        let recorded = std::fs::read_to_string(file).ok()?;
+        let _ = std::fs::remove_file(file);
+        let pid: u32 = recorded.split_whitespace().next()?.parse().ok()?;
+        // The shell is alive under another identity: its pid was reused, and
+        // the group is someone else's.
+        if identity(pid).is_some_and(|now| now != recorded.trim()) {
+            return None;
+        }
+        let group = Pid::from_raw(i32::try_from(pid).ok()?)?;
+        kill_process_group(group, Signal::KILL).ok().map(|()| pid)
     }
 
     /// Runs the hook in `dir` with `env` added; `Ok` when it exits 0.
@@ -103,7 +152,11 @@ impl Hook {
             pid: child
                 .id()
                 .and_then(|id| Pid::from_raw(i32::try_from(id).ok()?)),
+            pid_file: self.pid_file.clone(),
         };
+        if let (Some(file), Some(id)) = (&self.pid_file, child.id().and_then(identity)) {
+            let _ = std::fs::write(file, format!("{id}\n"));
+        }
         let tail = Arc::new(Mutex::new(Vec::new()));
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(forward_stderr(stderr, tail.clone()));
@@ -127,8 +180,7 @@ impl Hook {
                 source,
             }),
             Ok(Ok(status)) => {
-                // The hook is done: what it started in the background is its own.
-                group.pid = None;
+                group.release();
                 // Its last lines may still be in the pipe.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 if status.success() {
@@ -217,5 +269,41 @@ mod tests {
             !marker.exists(),
             "the hook's background child was killed too"
         );
+    }
+
+    #[tokio::test]
+    async fn a_hook_left_running_by_a_killed_agent_is_reaped_on_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("hook.pid");
+        let marker = dir.path().join("survived");
+        let command = format!("sleep 2; touch {}", marker.display());
+        let hook = Hook::new(command, Duration::from_secs(30)).with_pid_file(pid_file.clone());
+        // The agent "dies" mid-hook: the run is leaked without its guard running
+        // (as under SIGKILL), leaving the group and the pid file behind.
+        let run_dir = dir.path().to_path_buf();
+        let running = Box::pin(async move { hook.run(&run_dir, &[]).await });
+        let mut running = tokio::spawn(running);
+        let recorded = async {
+            while !pid_file.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), recorded)
+            .await
+            .expect("the pid file is written");
+        let recorded = std::fs::read_to_string(&pid_file).expect("pid file");
+        let restarted = Hook::new("true", Duration::from_secs(1)).with_pid_file(pid_file.clone());
+        let reaped = restarted
+            .reap_abandoned()
+            .expect("the abandoned hook is reaped");
+        assert!(recorded.starts_with(&format!("{reaped} ")));
+        assert!(!pid_file.exists());
+        let outcome = tokio::time::timeout(Duration::from_secs(10), &mut running)
+            .await
+            .expect("the killed hook's run ends")
+            .expect("no panic");
+        assert!(outcome.is_err(), "killed by signal");
+        assert!(!marker.exists(), "the abandoned hook never finished");
+        assert_eq!(restarted.reap_abandoned(), None, "nothing left to reap");
     }
 }

@@ -9,6 +9,7 @@
 //! <dir>/applied           the digest whose hook last succeeded
 //! <dir>/config.json       the app's config (the `:config` hash)
 //! <dir>/secrets.json      its secret values, mode 0600, when readable
+//! <dir>/hook.pid          the running hook's process group, while it runs
 //! ```
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ const CURRENT: &str = "current";
 const APPLIED: &str = "applied";
 const CONFIG: &str = "config.json";
 const SECRETS: &str = "secrets.json";
+const HOOK_PID: &str = "hook.pid";
 /// Prefix of anything being written; left behind only by a crash, and removed.
 const TMP: &str = ".tmp-";
 
@@ -63,6 +65,11 @@ impl Releases {
 
     pub fn set_applied(&self, digest: &str) -> Result<(), ClientError> {
         self.replace(APPLIED, format!("{digest}\n").as_bytes(), 0o644)
+    }
+
+    /// Where the running hook's process group is recorded (see `Hook`).
+    pub fn hook_pid_file(&self) -> PathBuf {
+        self.dir.join(HOOK_PID)
     }
 
     /// Where the files of `digest` live.

@@ -23,7 +23,7 @@ pub struct AgentArgs {
     pub app: AppName,
     /// The hook, run with `sh -c` in the new version's directory after each
     /// change, with CANOPY_APP, CANOPY_KIND, CANOPY_REVISION, CANOPY_DIGEST,
-    /// CANOPY_GENERATION, CANOPY_DIR and CANOPY_CONFIG in its environment.
+    /// CANOPY_GENERATION, CANOPY_DIR and CANOPY_APP_CONFIG in its environment.
     #[arg(long, env = "CANOPY_EXEC")]
     pub exec: String,
     /// The agent's directory: versions/, the `current` symlink, config.json.

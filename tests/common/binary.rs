@@ -1,24 +1,23 @@
 //! The real `canopy run` binary as a daemon: a temp config, its log captured,
 //! stopped by SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use super::eventually;
+use super::process::{Capture, Spawned};
 
 pub struct DaemonProcess {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    process: Spawned,
     pub addr: SocketAddr,
 }
 
 impl DaemonProcess {
     /// Starts `canopy run --config <config> --listen 127.0.0.1:0 <extra>` and waits
-    /// until it logs the address it listens on.
+    /// until it logs the address it listens on (or exits: its log says why).
     pub fn start(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_canopy"));
         cmd.args(["run", "--listen", "127.0.0.1:0", "--config"])
@@ -26,79 +25,35 @@ impl DaemonProcess {
             .args(extra)
             .env("CANOPY_LOG", "canopy=info")
             .env("CANOPY_LOG_FORMAT", "json")
-            .env_remove("CANOPY_REDIS_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env_remove("CANOPY_REDIS_URL");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("start canopy run");
-        let stderr = child.stderr.take().expect("piped");
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let mut process = Spawned::start(&mut cmd, Capture::Stderr, "canopy run");
         let mut addr = None;
-        let found = eventually(Duration::from_secs(60), || {
-            addr = log.lock().unwrap().iter().find_map(|line| listening(line));
-            addr.is_some()
+        eventually(Duration::from_secs(60), || {
+            addr = process.find_line(|line| listening(line));
+            addr.is_some() || process.exited()
         });
-        let mut daemon = DaemonProcess {
-            child,
-            log,
-            addr: "0.0.0.0:0".parse().expect("an address"),
-        };
-        assert!(found, "canopy run did not start:\n{}", daemon.log());
-        daemon.addr = addr.expect("found");
-        daemon
+        let addr = addr.unwrap_or_else(|| panic!("canopy run did not start:\n{}", process.log()));
+        DaemonProcess { process, addr }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+}
 
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit, up to `timeout`.
-    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+impl Deref for DaemonProcess {
+    type Target = Spawned;
+    fn deref(&self) -> &Spawned {
+        &self.process
     }
 }
 
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl DerefMut for DaemonProcess {
+    fn deref_mut(&mut self) -> &mut Spawned {
+        &mut self.process
     }
 }
 

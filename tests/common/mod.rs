@@ -1,9 +1,11 @@
 //! Shared test harness: fixture repositories and the real `canopy` binary.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod agent;
 pub mod binary;
 pub mod daemon;
 pub mod git_server;
+pub mod process;
 pub mod redis;
 pub mod sink;
 pub mod tree_json;

@@ -1,0 +1,126 @@
+//! A real process of the test: one of its output streams captured line by line,
+//! signals by name, a bounded wait, and SIGKILL on drop so nothing outlives the
+//! test. The daemon, agent and example harnesses wrap it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which output stream to capture; the other goes to /dev/null.
+#[derive(Clone, Copy)]
+pub enum Capture {
+    Stdout,
+    Stderr,
+}
+
+pub struct Spawned {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Spawned {
+    pub fn start(cmd: &mut Command, capture: Capture, what: &str) -> Spawned {
+        cmd.stdin(Stdio::null());
+        match capture {
+            Capture::Stdout => cmd.stdout(Stdio::piped()).stderr(Stdio::null()),
+            Capture::Stderr => cmd.stdout(Stdio::null()).stderr(Stdio::piped()),
+        };
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let stream: Box<dyn Read + Send> = match capture {
+            Capture::Stdout => Box::new(child.stdout.take().expect("piped")),
+            Capture::Stderr => Box::new(child.stderr.take().expect("piped")),
+        };
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Spawned { child, lines }
+    }
+
+    /// Every captured line so far.
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The first captured line for which `f` gives something.
+    pub fn find_line<T>(&self, f: impl FnMut(&String) -> Option<T>) -> Option<T> {
+        self.lines.lock().unwrap().iter().find_map(f)
+    }
+
+    /// Whether a captured line starts with `start` and contains `containing`.
+    pub fn printed(&self, start: &str, containing: &str) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with(start) && l.contains(containing))
+    }
+
+    /// Whether a JSON log line has this `message`.
+    pub fn logged(&self, message: &str) -> bool {
+        self.logged_times(message) > 0
+    }
+
+    /// How many JSON log lines have this `message`.
+    pub fn logged_times(&self, message: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .is_ok_and(|json| json["fields"]["message"] == message)
+            })
+            .count()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if !self.exited() {
+            self.kill();
+        }
+    }
+}
