@@ -408,6 +408,29 @@ fn deadline(signalled: DateTime<Utc>, timeout: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// Rows as aligned text columns: each cell padded to its column's widest, two
+/// spaces apart, the last column unpadded; one line per row, each starting with
+/// `indent` and ending with a newline.
+pub fn align_columns<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = indent.to_owned();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// A duration as people read it: "45s", "12m", "3h 5m", "2d 4h"; the smaller unit
 /// is left out when zero ("3h"), negative durations read "0s". Truncates: 59s is
 /// "59s", 119s is "1m".

@@ -9,60 +9,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ::redis::Commands;
-use canopy::layout::LayoutOptions;
 use canopy::reconcile::{Reconciler, Recorded, record_changes, statuses, update_statuses};
-use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
 use canopy::status::Status;
-use canopy::store::{Signal, SignalKind, Store, StoreError, StoreOptions};
-use common::redis::RedisProc;
+use canopy::store::{Signal, SignalKind, StoreError};
+use common::reconcile::{NS, Setup};
 use common::*;
 
-const NS: &str = "test";
 /// A digest no version of the example has.
 const OTHER: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000bad";
 
-struct Setup {
-    redis: RedisProc,
-    _remote: tempfile::TempDir,
-    repo: std::path::PathBuf,
-    state: tempfile::TempDir,
-}
-
 impl Setup {
-    fn new() -> Setup {
-        let remote = git_repo_from(&fixtures().join("example"));
-        Setup {
-            redis: RedisProc::start(),
-            repo: repo_path(&remote),
-            _remote: remote,
-            state: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// A daemon's reconciler: claims a new epoch on this Redis.
-    async fn reconciler(&self) -> Reconciler {
-        let mirror = Mirror::open(MirrorOptions {
-            url: RepoUrl::parse(&format!("file://{}", self.repo.display())).unwrap(),
-            reference: "main".to_owned(),
-            credentials: None,
-            timeout: Duration::from_secs(30),
-            dir: self.state.path().join("mirror.git"),
-        })
-        .unwrap();
-        let store = Store::connect(&options(&self.redis.url())).await.unwrap();
-        let mut reconciler = Reconciler::new(Poller::new(mirror, LayoutOptions::default()), store)
-            .await
-            .unwrap();
-        reconciler.set_depends_on_timeout(Duration::ZERO);
-        reconciler
-    }
-
-    fn commit(&self, files: &[(&str, &str)], message: &str) {
-        write_files(&self.repo, files);
-        git(&self.repo, &["add", "-A"]);
-        git(&self.repo, &["commit", "-qm", message]);
-    }
-
     /// The drift signals in the namespace's events stream.
     fn drifts(&self) -> Vec<Signal> {
         drifts_in(&mut self.redis.conn(), &format!("canopy:{NS}:events"))
@@ -98,18 +54,6 @@ impl Setup {
         assert_eq!(reply, ::redis::Value::Okay);
         self.redis
             .cmd(&["SET", &app_key(app, "heartbeat"), "agent-1", "EX", "60"]);
-    }
-}
-
-fn options(url: &str) -> StoreOptions {
-    StoreOptions {
-        url: url.to_owned(),
-        username: None,
-        password: None,
-        namespace: NS.to_owned(),
-        connect_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(5),
-        stream_maxlen: 1000,
     }
 }
 

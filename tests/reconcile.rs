@@ -12,81 +12,19 @@ use std::time::Duration;
 use ::redis::Commands;
 use canopy::layout::{AppName, LayoutOptions};
 use canopy::plan::FileChangeKind;
-use canopy::reconcile::{CycleError, Reconciler};
-use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
-use canopy::store::{Signal, SignalKind, Store, StoreError, StoreOptions};
-use common::redis::{Persistence, RedisProc};
+use canopy::reconcile::CycleError;
+use canopy::store::{Signal, SignalKind, StoreError};
+use common::reconcile::{NS, Setup};
+use common::redis::Persistence;
 use common::*;
 
-const NS: &str = "test";
-
-struct Setup {
-    redis: RedisProc,
-    _remote: tempfile::TempDir,
-    repo: std::path::PathBuf,
-    state: tempfile::TempDir,
-}
-
 impl Setup {
-    fn new() -> Setup {
-        let remote = git_repo_from(&fixtures().join("example"));
-        Setup {
-            redis: RedisProc::start(),
-            repo: repo_path(&remote),
-            _remote: remote,
-            state: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn reconciler(&self) -> Reconciler {
-        self.reconciler_of(&self.repo, self.state.path(), LayoutOptions::default())
-            .await
-    }
-
-    /// A reconciler of any repository (with its mirror in `state`) on this Redis.
-    async fn reconciler_of(&self, repo: &Path, state: &Path, layout: LayoutOptions) -> Reconciler {
-        let mirror = Mirror::open(MirrorOptions {
-            url: RepoUrl::parse(&format!("file://{}", repo.display())).unwrap(),
-            reference: "main".to_owned(),
-            credentials: None,
-            timeout: Duration::from_secs(30),
-            dir: state.join("mirror.git"),
-        })
-        .unwrap();
-        let store = Store::connect(&options(&self.redis.url())).await.unwrap();
-        let mut reconciler = Reconciler::new(Poller::new(mirror, layout), store)
-            .await
-            .unwrap();
-        // No waiting for dependencies here (the example's payments/api depends on
-        // a manual app); the hold has its own test.
-        reconciler.set_depends_on_timeout(Duration::ZERO);
-        reconciler
-    }
-
-    fn commit(&self, files: &[(&str, &str)], message: &str) {
-        write_files(&self.repo, files);
-        git(&self.repo, &["add", "-A"]);
-        git(&self.repo, &["commit", "-qm", message]);
-    }
-
     fn signals(&self) -> Vec<Signal> {
         read_stream(&mut self.redis.conn(), &format!("canopy:{NS}:events"))
     }
 
     fn hash(&self, key: &str) -> HashMap<String, String> {
         self.redis.conn().hgetall(key).unwrap()
-    }
-}
-
-fn options(url: &str) -> StoreOptions {
-    StoreOptions {
-        url: url.to_owned(),
-        username: None,
-        password: None,
-        namespace: NS.to_owned(),
-        connect_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(5),
-        stream_maxlen: 1000,
     }
 }
 

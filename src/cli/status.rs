@@ -9,7 +9,7 @@ use super::store::{StoreArgs, runtime};
 use super::{CliError, EXIT_OK, Output};
 use crate::reconcile::AppStatus;
 use crate::reconcile::inspect;
-use crate::status::format_age;
+use crate::status::{align_columns, format_age};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -70,22 +70,8 @@ fn table(apps: &[AppStatus], commit: Option<&str>, now: chrono::DateTime<chrono:
             app.record.reason.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out = format!("commit {}\n", commit.unwrap_or("(none yet)"));
-    for row in &rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    out.push_str(&align_columns(&rows, ""));
     out.pop();
     out
 }

@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::model::{Entry, Group, Report};
-use crate::status::short_digest;
+use crate::status::{align_columns, short_digest};
 
 /// Slack's limit on a section block's text.
 pub const SLACK_SECTION_CHARS: usize = 3000;
@@ -266,23 +266,7 @@ fn table(group: &Group) -> String {
             e.reason.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = "  ".to_owned();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    align_columns(&rows, "  ")
 }
 
 #[cfg(test)]

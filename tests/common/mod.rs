@@ -6,6 +6,7 @@ pub mod binary;
 pub mod daemon;
 pub mod git_server;
 pub mod process;
+pub mod reconcile;
 pub mod redis;
 pub mod sink;
 pub mod tree_json;

@@ -1,0 +1,85 @@
+//! An in-process reconciler on a private Redis and a `file://` copy of
+//! `fixtures/example`, in namespace [`NS`]: the shared fixture of the tests that
+//! drive cycles and status evaluation directly. Test files add their own
+//! methods to [`Setup`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use canopy::layout::LayoutOptions;
+use canopy::reconcile::Reconciler;
+use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
+use canopy::store::{Store, StoreOptions};
+
+use super::redis::RedisProc;
+use super::{fixtures, git, git_repo_from, repo_path, write_files};
+
+pub const NS: &str = "test";
+
+pub struct Setup {
+    pub redis: RedisProc,
+    _remote: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub state: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        let remote = git_repo_from(&fixtures().join("example"));
+        Setup {
+            redis: RedisProc::start(),
+            repo: repo_path(&remote),
+            _remote: remote,
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A daemon's reconciler on the fixture: claims a new epoch on this Redis.
+    pub async fn reconciler(&self) -> Reconciler {
+        self.reconciler_of(&self.repo, self.state.path(), LayoutOptions::default())
+            .await
+    }
+
+    pub async fn reconciler_of(
+        &self,
+        repo: &Path,
+        state: &Path,
+        layout: LayoutOptions,
+    ) -> Reconciler {
+        let mirror = Mirror::open(MirrorOptions {
+            url: RepoUrl::parse(&format!("file://{}", repo.display())).unwrap(),
+            reference: "main".to_owned(),
+            credentials: None,
+            timeout: Duration::from_secs(30),
+            dir: state.join("mirror.git"),
+        })
+        .unwrap();
+        let store = Store::connect(&options(&self.redis.url())).await.unwrap();
+        let mut reconciler = Reconciler::new(Poller::new(mirror, layout), store)
+            .await
+            .unwrap();
+        // No waiting for dependencies here (the example's payments/api depends on
+        // a manual app); the hold has its own test.
+        reconciler.set_depends_on_timeout(Duration::ZERO);
+        reconciler
+    }
+
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) {
+        write_files(&self.repo, files);
+        git(&self.repo, &["add", "-A"]);
+        git(&self.repo, &["commit", "-qm", message]);
+    }
+}
+
+/// How the fixture's store connects, in namespace [`NS`].
+pub fn options(url: &str) -> StoreOptions {
+    StoreOptions {
+        url: url.to_owned(),
+        username: None,
+        password: None,
+        namespace: NS.to_owned(),
+        connect_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(5),
+        stream_maxlen: 1000,
+    }
+}
