@@ -644,3 +644,32 @@ fn secrets_never_show_in_debug_output() {
         Some("redis://redis:6379/0")
     );
 }
+
+#[test]
+fn reading_commands_need_only_the_redis_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canopy.yaml");
+    std::fs::write(
+        &path,
+        "repo: {url: 'https://git.example.com/r.git', auth: {token_env: GIT_TOKEN}}\n\
+         redis: {url: 'redis://127.0.0.1:6379', password_env: REDIS_PASSWORD}\n\
+         webhooks:\n  github: {secret_env: GITHUB_WEBHOOK_SECRET}\n\
+         reports:\n  - name: daily\n    schedule: '0 0 6 * * *'\n    sinks: [{url_env: SLACK_URL, format: slack}]\n",
+    )
+    .unwrap();
+    // An agent's host has the Redis password and nothing else of the daemon's.
+    let env = env_of(&[("REDIS_PASSWORD", CANARY)]);
+    let full = Config::load(Some(&path), &env, &Overrides::default()).unwrap_err();
+    assert!(full.to_string().contains("GIT_TOKEN"), "{full}");
+    let config = Config::load_for_redis(Some(&path), &env, &Overrides::default()).unwrap();
+    assert_eq!(
+        config.redis.password.as_ref().map(|p| p.expose()),
+        Some(CANARY)
+    );
+    assert!(config.repo.auth.is_none());
+    assert!(config.webhooks.github.is_none());
+    assert!(config.reports.is_empty());
+    // The Redis password itself stays required.
+    let err = Config::load_for_redis(Some(&path), &env_of(&[]), &Overrides::default()).unwrap_err();
+    assert!(err.to_string().contains("REDIS_PASSWORD"), "{err}");
+}

@@ -39,7 +39,7 @@ pub struct Target {
 impl StoreArgs {
     pub fn target(&self) -> Result<Target, CliError> {
         let config = match &self.config {
-            Some(path) => Some(Config::load(
+            Some(path) => Some(Config::load_for_redis(
                 Some(path),
                 &process_env,
                 &Overrides::default(),

@@ -33,7 +33,7 @@ pub struct SyncArgs {
 pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     let listen = match &args.config {
         Some(path) => Some(
-            Config::load(Some(path), &process_env, &Overrides::default())?
+            Config::load_for_redis(Some(path), &process_env, &Overrides::default())?
                 .server
                 .listen,
         ),

@@ -11,7 +11,7 @@ use super::model::{
     Config, GitAuth, RedisConfig, RepoConfig, ReportConfig, ServerConfig, SinkConfig,
     WebhooksConfig,
 };
-use super::secret::ValueRef;
+use super::secret::{Secret, ValueRef};
 use super::values::{
     Namespace, RedisUrl, SinkUrl, parse_listen, parse_nonzero_duration, parse_path, parse_ref,
     parse_repo_path,
@@ -90,13 +90,57 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
-        let mut layered = match file {
-            Some(path) => file::read(path)?,
-            None => FileConfig::default(),
-        };
-        apply_env(&mut layered, env)?;
-        apply_overrides(&mut layered, overrides)?;
-        resolve(layered, env)
+        resolve(layered(file, env, overrides)?, env, Needs::Everything)
+    }
+
+    /// [`Config::load`] for a command that only talks to the daemon's Redis or
+    /// API (`status`, `diff`, `report`, `sync`, `agent`): the Redis credentials
+    /// must be readable, but the daemon's other secrets need not be on this
+    /// machine. An unreadable Git token or webhook secret leaves that setting
+    /// out, and report schedules are left out: such a config must never run a
+    /// daemon.
+    pub fn load_for_redis(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        resolve(layered(file, env, overrides)?, env, Needs::Redis)
+    }
+}
+
+/// The file, then the environment, then the flags.
+fn layered(
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    overrides: &Overrides,
+) -> Result<FileConfig, ConfigError> {
+    let mut layered = match file {
+        Some(path) => file::read(path)?,
+        None => FileConfig::default(),
+    };
+    apply_env(&mut layered, env)?;
+    apply_overrides(&mut layered, overrides)?;
+    Ok(layered)
+}
+
+/// Which secrets must be readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Everything,
+    /// Only Redis's: the others are dropped when unreadable.
+    Redis,
+}
+
+impl Needs {
+    /// A secret of a setting that can be left out in [`Needs::Redis`].
+    fn optional(
+        self,
+        secret: Option<Result<Secret, ConfigError>>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        match (self, secret) {
+            (Needs::Redis, Some(Err(_))) => Ok(None),
+            (_, secret) => secret.transpose(),
+        }
     }
 }
 
@@ -180,7 +224,11 @@ fn apply_overrides(f: &mut FileConfig, o: &Overrides) -> Result<(), ConfigError>
     Ok(())
 }
 
-fn resolve(f: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+fn resolve(
+    f: FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    needs: Needs,
+) -> Result<Config, ConfigError> {
     let conflict = |key: &str, message: &str| ConfigError::Value {
         key: key.to_owned(),
         message: message.to_owned(),
@@ -188,13 +236,18 @@ fn resolve(f: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
 
     let url = f.repo.url.ok_or(ConfigError::MissingRepoUrl)?;
     let auth = match f.repo.auth {
-        Some(auth) => Some(GitAuth {
-            username: match auth.username {
-                Some(username) => username.read("repo.auth", env)?,
-                None => defaults::GIT_USERNAME.to_owned(),
-            },
-            token: auth.token.read_secret("repo.auth", env)?,
-        }),
+        Some(auth) => needs
+            .optional(Some(auth.token.read_secret("repo.auth", env)))?
+            .map(|token| {
+                Ok::<_, ConfigError>(GitAuth {
+                    username: match auth.username {
+                        Some(username) => username.read("repo.auth", env)?,
+                        None => defaults::GIT_USERNAME.to_owned(),
+                    },
+                    token,
+                })
+            })
+            .transpose()?,
         None => None,
     };
     if auth.is_some() && url.embedded_credentials().is_some() {
@@ -263,28 +316,29 @@ fn resolve(f: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
 
     let hooks = f.webhooks;
     let webhooks = WebhooksConfig {
-        github: hooks
-            .github
-            .map(|s| s.0.read_secret("webhooks.github", env))
-            .transpose()?,
-        gitlab: hooks
-            .gitlab
-            .map(|s| s.0.read_secret("webhooks.gitlab", env))
-            .transpose()?,
-        gitea: hooks
-            .gitea
-            .map(|s| s.0.read_secret("webhooks.gitea", env))
-            .transpose()?,
-        generic: hooks
-            .generic
-            .map(|s| s.0.read_secret("webhooks.generic", env))
-            .transpose()?,
+        github: needs.optional(
+            hooks
+                .github
+                .map(|s| s.0.read_secret("webhooks.github", env)),
+        )?,
+        gitlab: needs.optional(
+            hooks
+                .gitlab
+                .map(|s| s.0.read_secret("webhooks.gitlab", env)),
+        )?,
+        gitea: needs.optional(hooks.gitea.map(|s| s.0.read_secret("webhooks.gitea", env)))?,
+        generic: needs.optional(
+            hooks
+                .generic
+                .map(|s| s.0.read_secret("webhooks.generic", env)),
+        )?,
         max_body: hooks.max_body.unwrap_or(defaults::WEBHOOK_MAX_BODY),
     };
 
     let reports = f
         .reports
         .into_iter()
+        .filter(|_| needs == Needs::Everything)
         .enumerate()
         .map(|(i, report)| {
             let sinks = report
