@@ -153,7 +153,7 @@ fn two_agents_for_two_apps_converge_to_synced_after_the_first_cycle_and_a_push()
         let observed = stack.observed(app);
         assert_eq!(observed["reporter"], format!("{app}-1"));
         assert_eq!(observed["revision"], stack.head());
-        assert_eq!(stack.pending(app), 0, "{app}: every entry acknowledged");
+        assert!(stack.acknowledged(app), "{app}: every entry acknowledged");
         assert!(stack.dead(app).is_empty(), "{app}: nothing dead-lettered");
         // The previous version is kept (--keep 3).
         let versions = std::fs::read_dir(agent.dir.join("versions"))
@@ -275,7 +275,7 @@ fn a_failing_hook_is_reported_retried_and_dead_lettered_then_a_fix_syncs() {
     assert_eq!(count(&runs, &bad), 3, "{:?}", lines(&runs));
     assert_eq!(count(&runs, &good), 1, "{:?}", lines(&runs));
     assert_eq!(count(&runs, &fixed), 1, "{:?}", lines(&runs));
-    assert_eq!(stack.pending(INGRESS), 0);
+    assert!(stack.acknowledged(INGRESS));
 }
 
 /// A hook that blocks (after touching `started`) until `release` exists, unless
@@ -339,7 +339,7 @@ fn an_agent_killed_before_the_ack_gets_the_entry_again_or_another_takes_it_over(
         stack.explain(INGRESS, &[&first, &restarted])
     );
     assert_eq!(count(&runs, &digest), 2, "{:?}", lines(&runs));
-    assert_eq!(stack.pending(INGRESS), 0);
+    assert!(stack.acknowledged(INGRESS));
     assert!(stack.dead(INGRESS).is_empty());
     assert_applied(&stack, &restarted, INGRESS);
 
@@ -367,7 +367,7 @@ fn an_agent_killed_before_the_ack_gets_the_entry_again_or_another_takes_it_over(
     );
     assert_eq!(stack.observed(INGRESS)["reporter"], "ingress-2");
     assert_eq!(count(&runs, &second), 2, "{:?}", lines(&runs));
-    assert_eq!(stack.pending(INGRESS), 0);
+    assert!(stack.acknowledged(INGRESS));
     assert!(stack.dead(INGRESS).is_empty());
     assert_applied(&stack, &other, INGRESS);
 }
@@ -483,7 +483,7 @@ fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
         Some(agent.dir.join("versions").join(hex_of(&good)))
     );
     assert!(!agent.dir.join("versions").join(hex_of(&bad)).exists());
-    assert_eq!(stack.pending(INGRESS), 0);
+    assert!(stack.acknowledged(INGRESS));
 }
 
 #[test]

@@ -255,6 +255,12 @@ impl Stack {
         }
     }
 
+    /// Whether every entry of the app's group is acknowledged, waiting for it: a
+    /// child acknowledges after it reports, so `synced` is visible first.
+    pub fn acknowledged(&self, app: &str) -> bool {
+        eventually(WAIT, || self.pending(app) == 0)
+    }
+
     /// `canopy status --output json` (the real binary, straight from Redis):
     /// app -> status.
     pub fn status(&self) -> BTreeMap<String, String> {
