@@ -12,7 +12,7 @@ use ::redis::Commands;
 use canopy::reconcile::{Reconciler, Recorded, record_changes, statuses, update_statuses};
 use canopy::status::Status;
 use canopy::store::{Signal, SignalKind, StoreError};
-use common::reconcile::{NS, Setup};
+use common::reconcile::{NS, Setup, signals_in};
 use common::*;
 
 /// A digest no version of the example has.
@@ -64,22 +64,9 @@ fn app_key(app: &str, suffix: &str) -> String {
 /// The `drift` entries of a stream, checking that the flat fields match the
 /// payload.
 fn drifts_in(conn: &mut ::redis::Connection, key: &str) -> Vec<Signal> {
-    let reply: ::redis::streams::StreamRangeReply = conn.xrange_all(key).unwrap();
-    reply
-        .ids
-        .iter()
-        .filter_map(|entry| {
-            let payload: String = entry.get("payload").unwrap();
-            let signal: Signal = serde_json::from_str(&payload).unwrap();
-            let kind: String = entry.get("kind").unwrap();
-            let app: String = entry.get("app").unwrap();
-            let generation: u64 = entry.get("generation").unwrap();
-            assert_eq!(
-                (kind.as_str(), app.as_str(), generation),
-                (signal.kind.as_str(), signal.app.as_str(), signal.generation)
-            );
-            (signal.kind == SignalKind::Drift).then_some(signal)
-        })
+    signals_in(conn, key)
+        .into_iter()
+        .filter(|signal| signal.kind == SignalKind::Drift)
         .collect()
 }
 

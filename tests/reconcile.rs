@@ -14,42 +14,18 @@ use canopy::layout::{AppName, LayoutOptions};
 use canopy::plan::FileChangeKind;
 use canopy::reconcile::CycleError;
 use canopy::store::{Signal, SignalKind, StoreError};
-use common::reconcile::{NS, Setup};
+use common::reconcile::{NS, Setup, signals_in};
 use common::redis::Persistence;
 use common::*;
 
 impl Setup {
     fn signals(&self) -> Vec<Signal> {
-        read_stream(&mut self.redis.conn(), &format!("canopy:{NS}:events"))
+        signals_in(&mut self.redis.conn(), &format!("canopy:{NS}:events"))
     }
 
     fn hash(&self, key: &str) -> HashMap<String, String> {
         self.redis.conn().hgetall(key).unwrap()
     }
-}
-
-fn read_stream(conn: &mut ::redis::Connection, key: &str) -> Vec<Signal> {
-    let reply: ::redis::streams::StreamRangeReply = conn.xrange_all(key).unwrap();
-    reply
-        .ids
-        .iter()
-        .map(|entry| {
-            let payload: String = entry.get("payload").unwrap();
-            let signal: Signal = serde_json::from_str(&payload).unwrap();
-            let kind: String = entry.get("kind").unwrap();
-            let app: String = entry.get("app").unwrap();
-            let generation: u64 = entry.get("generation").unwrap();
-            assert_eq!(
-                (kind.as_str(), app.as_str()),
-                (signal.kind.as_str(), signal.app.as_str())
-            );
-            assert_eq!(
-                generation, signal.generation,
-                "flat fields match the payload"
-            );
-            signal
-        })
-        .collect()
 }
 
 fn app_key(app: &str, suffix: &str) -> String {
@@ -123,7 +99,7 @@ async fn first_cycle_writes_every_app_and_signals_each_once() {
     for signal in &signals {
         assert_eq!(signal.digest.as_ref(), expected.get(&signal.app));
         assert_eq!(signal.changed.len(), signal.changed_total);
-        let app_stream = read_stream(&mut setup.redis.conn(), &app_key(&signal.app, "events"));
+        let app_stream = signals_in(&mut setup.redis.conn(), &app_key(&signal.app, "events"));
         assert_eq!(app_stream, std::slice::from_ref(signal));
         let groups: ::redis::streams::StreamInfoGroupsReply = setup
             .redis
@@ -726,7 +702,7 @@ async fn a_manual_app_is_signalled_only_when_asked() {
         "on the events stream as sent"
     );
     assert_eq!(
-        read_stream(&mut setup.redis.conn(), &app_key("payments/db", "events")),
+        signals_in(&mut setup.redis.conn(), &app_key("payments/db", "events")),
         [signal]
     );
     let after = setup.hash(&app_key("payments/db", "desired"));

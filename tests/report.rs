@@ -171,6 +171,16 @@ fn six_am() -> DateTime<Utc> {
     tomorrow.and_hms_opt(6, 0, 0).expect("06:00").and_utc()
 }
 
+/// The scheduler of the daemon's first report, on `clock`, delivering fast.
+fn scheduler(daemon: &TestDaemon, clock: Clock) -> Scheduler {
+    Scheduler::new(
+        daemon.config.reports[0].clone(),
+        daemon.shared.store.clone(),
+        fast(),
+        options(clock),
+    )
+}
+
 fn at(offset: chrono::Duration) -> Clock {
     Clock::starting_at(six_am() + offset)
 }
@@ -323,12 +333,7 @@ async fn slack_and_markdown_sinks_get_their_formats() {
     deploy_by_hand(&daemon);
     // Started at 06:01: the 06:00 slot is made at once, late (missed-slot policy).
     let clock = at(chrono::Duration::minutes(1));
-    let mut scheduler = Scheduler::new(
-        daemon.config.reports[0].clone(),
-        daemon.shared.store.clone(),
-        fast(),
-        options(clock),
-    );
+    let mut scheduler = scheduler(&daemon, clock);
     assert_eq!(scheduler.catch_up(clock.now()).await, Some(Made::Made));
     let received = sink.received();
     assert_eq!(received.len(), 2, "{received:?}");
@@ -535,12 +540,7 @@ async fn redirects_are_not_followed() {
     ))
     .await;
     let clock = at(chrono::Duration::seconds(5));
-    let mut scheduler = Scheduler::new(
-        daemon.config.reports[0].clone(),
-        daemon.shared.store.clone(),
-        fast(),
-        options(clock),
-    );
+    let mut scheduler = scheduler(&daemon, clock);
     assert_eq!(scheduler.catch_up(clock.now()).await, Some(Made::Made));
     let received = sink.received();
     assert_eq!(received.len(), 1, "{received:?}");
@@ -626,12 +626,7 @@ async fn a_missed_slot_is_made_once_late_and_old_ones_never() {
     .await;
     let scheduler = |minutes: i64| {
         let clock = at(chrono::Duration::minutes(minutes));
-        let scheduler = Scheduler::new(
-            daemon.config.reports[0].clone(),
-            daemon.shared.store.clone(),
-            fast(),
-            options(clock),
-        );
+        let scheduler = scheduler(&daemon, clock);
         (scheduler, clock)
     };
     // Down over 06:00, back at 06:04: made once, late.
@@ -672,12 +667,7 @@ async fn the_api_and_the_cli_serve_reports() {
 
     deploy_by_hand(&daemon);
     let clock = at(chrono::Duration::seconds(10));
-    let mut scheduler = Scheduler::new(
-        daemon.config.reports[0].clone(),
-        daemon.shared.store.clone(),
-        fast(),
-        options(clock),
-    );
+    let mut scheduler = scheduler(&daemon, clock);
     assert_eq!(scheduler.catch_up(clock.now()).await, Some(Made::Made));
     let response = get("/api/v1/report").await.expect("request");
     assert_eq!(response.status(), 200);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use canopy::layout::LayoutOptions;
 use canopy::reconcile::Reconciler;
 use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
-use canopy::store::{Store, StoreOptions};
+use canopy::store::{Signal, Store, StoreOptions};
 
 use super::redis::RedisProc;
 use super::{fixtures, git, git_repo_from, repo_path, write_files};
@@ -82,4 +82,27 @@ pub fn options(url: &str) -> StoreOptions {
         response_timeout: Duration::from_secs(5),
         stream_maxlen: 1000,
     }
+}
+
+/// Every signal of a stream, oldest first, checking that each entry's flat
+/// fields (`kind`, `app`, `generation`) match its payload.
+pub fn signals_in(conn: &mut ::redis::Connection, key: &str) -> Vec<Signal> {
+    let reply: ::redis::streams::StreamRangeReply =
+        ::redis::Commands::xrange_all(conn, key).unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            let payload: String = entry.get("payload").unwrap();
+            let signal: Signal = serde_json::from_str(&payload).unwrap();
+            let kind: String = entry.get("kind").unwrap();
+            let app: String = entry.get("app").unwrap();
+            let generation: u64 = entry.get("generation").unwrap();
+            assert_eq!(
+                (kind.as_str(), app.as_str(), generation),
+                (signal.kind.as_str(), signal.app.as_str(), signal.generation)
+            );
+            signal
+        })
+        .collect()
 }
