@@ -567,17 +567,10 @@ async fn two_daemons_make_one_report_per_slot() {
     ))
     .await;
     // Two daemons: each with its own Redis connection and scheduler.
-    let second = canopy::store::Store::connect(&canopy::store::StoreOptions {
-        url: daemon.redis.url(),
-        username: None,
-        password: None,
-        namespace: NAMESPACE.to_owned(),
-        connect_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(5),
-        stream_maxlen: 1000,
-    })
-    .await
-    .expect("connect");
+    let second =
+        canopy::store::Store::connect(&common::store_options(&daemon.redis.url(), NAMESPACE))
+            .await
+            .expect("connect");
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for store in [daemon.shared.store.clone(), second] {

@@ -19,6 +19,8 @@ pub enum ClientError {
     /// `canopy_report` refused the arguments (`ERR ...`): a bug in the caller.
     #[error("canopy_report refused the report of app {app}: {detail}")]
     ReportRefused { app: String, detail: String },
+    #[error("failed to build the HTTP client for artifacts")]
+    Http(#[source] reqwest::Error),
     #[error("no daemon URL to download the files of app {app} from (set --server)")]
     NoServer { app: String },
     #[error("invalid daemon URL {url:?}")]

@@ -184,12 +184,7 @@ impl Client {
             .timeout(options.download_timeout)
             .connect_timeout(options.redis.connect_timeout)
             .build()
-            .map_err(|source| ClientError::Download {
-                app: options.app.to_string(),
-                revision: String::new(),
-                url: options.server.clone().unwrap_or_default(),
-                source,
-            })?;
+            .map_err(ClientError::Http)?;
         Ok(Client {
             conn,
             redis,

@@ -10,7 +10,7 @@ use canopy::config::{Config, Overrides};
 use canopy::reconcile::{Reconciler, Trigger};
 use canopy::server::{Health, Metrics, Settings, Shared};
 use canopy::source::{Mirror, MirrorOptions, Poller};
-use canopy::store::{Store, StoreOptions};
+use canopy::store::Store;
 use tokio_util::sync::CancellationToken;
 
 use super::redis::RedisProc;
@@ -60,17 +60,9 @@ impl TestDaemon {
             dir: mirror_dir.clone(),
         })
         .expect("mirror");
-        let store = Store::connect(&StoreOptions {
-            url: redis.url(),
-            username: None,
-            password: None,
-            namespace: NAMESPACE.to_owned(),
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(5),
-            stream_maxlen: 1000,
-        })
-        .await
-        .expect("connect");
+        let store = Store::connect(&super::store_options(&redis.url(), NAMESPACE))
+            .await
+            .expect("connect");
         let mut reconciler = Reconciler::new(
             Poller::new(mirror, config.repo.layout_options()),
             store.clone(),

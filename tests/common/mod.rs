@@ -96,6 +96,19 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
 
 /// Polls `predicate` (every 10 ms) until it holds or `timeout` passes; whether it
 /// held. For waiting on another process; never a bare sleep.
+/// How tests connect to their private Redis: no credentials, short timeouts.
+pub fn store_options(url: &str, namespace: &str) -> canopy::store::StoreOptions {
+    canopy::store::StoreOptions {
+        url: url.to_owned(),
+        username: None,
+        password: None,
+        namespace: namespace.to_owned(),
+        connect_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(5),
+        stream_maxlen: 1000,
+    }
+}
+
 pub fn eventually(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {

@@ -9,10 +9,10 @@ use std::time::Duration;
 use canopy::layout::LayoutOptions;
 use canopy::reconcile::Reconciler;
 use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
-use canopy::store::{Signal, Store, StoreOptions};
+use canopy::store::{Signal, Store};
 
 use super::redis::RedisProc;
-use super::{fixtures, git, git_repo_from, repo_path, write_files};
+use super::{fixtures, git, git_repo_from, repo_path, store_options, write_files};
 
 pub const NS: &str = "test";
 
@@ -54,7 +54,9 @@ impl Setup {
             dir: state.join("mirror.git"),
         })
         .unwrap();
-        let store = Store::connect(&options(&self.redis.url())).await.unwrap();
+        let store = Store::connect(&store_options(&self.redis.url(), NS))
+            .await
+            .unwrap();
         let mut reconciler = Reconciler::new(Poller::new(mirror, layout), store)
             .await
             .unwrap();
@@ -68,19 +70,6 @@ impl Setup {
         write_files(&self.repo, files);
         git(&self.repo, &["add", "-A"]);
         git(&self.repo, &["commit", "-qm", message]);
-    }
-}
-
-/// How the fixture's store connects, in namespace [`NS`].
-pub fn options(url: &str) -> StoreOptions {
-    StoreOptions {
-        url: url.to_owned(),
-        username: None,
-        password: None,
-        namespace: NS.to_owned(),
-        connect_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(5),
-        stream_maxlen: 1000,
     }
 }
 
