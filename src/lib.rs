@@ -31,6 +31,7 @@ pub mod redis_launch;
 pub mod report;
 pub mod scan;
 pub mod server;
+pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod store;

@@ -17,7 +17,7 @@ use crate::layout::{
 use crate::tree::{self, BlobCache, Change, Entry, EntryKind, Tree, Unusable};
 
 /// The apps of a snapshot and the digest of every valid one.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Scan {
     /// Where the snapshot came from (`commit 1a2b... of repo`, `directory ./x`).
     pub source: String,
@@ -82,13 +82,34 @@ impl Scan {
         options: &LayoutOptions,
         cache: &BlobCache,
     ) -> Result<Update, tree::Error> {
-        let update = match self.plan_in_place(tree, changes, options, cache)? {
-            Some(in_place) => self.commit_in_place(tree, changes, in_place, options, cache)?,
-            None => self.relayout(tree, changes, options, cache)?,
-        };
+        if let Some(update) = self.update_in_place(tree, changes, options, cache)? {
+            return Ok(update);
+        }
+        let update = self.relayout(tree, changes, options, cache)?;
         self.source = tree.describe();
         self.revision = tree.revision();
         Ok(update)
+    }
+
+    /// [`Scan::update`] when `changes` leave the layout alone; `None`, with
+    /// nothing changed, when the layout must be recomputed. It reads only the
+    /// entries of changed paths, the apps owning them and their ancestors, and
+    /// the rejected directories, so it also works on a part of a snapshot that
+    /// holds those (`snapshot::Saved::part`).
+    pub fn update_in_place(
+        &mut self,
+        tree: &dyn Tree,
+        changes: &[Change],
+        options: &LayoutOptions,
+        cache: &BlobCache,
+    ) -> Result<Option<Update>, tree::Error> {
+        let Some(in_place) = self.plan_in_place(tree, changes, options, cache)? else {
+            return Ok(None);
+        };
+        let update = self.commit_in_place(tree, changes, in_place, options, cache)?;
+        self.source = tree.describe();
+        self.revision = tree.revision();
+        Ok(Some(update))
     }
 
     /// Decides whether `changes` leave the layout alone; if so, returns the new

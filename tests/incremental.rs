@@ -1,11 +1,13 @@
 //! An incremental update always equals a full rescan of the new snapshot, and its
-//! plan names exactly the apps whose desired state changed (DESIGN section 4).
+//! plan names exactly the apps whose desired state changed (DESIGN section 4),
+//! also when each step starts from a snapshot saved and loaded again.
 
 use std::collections::BTreeMap;
 
 use canopy::layout::{Generator, GlobPattern, LayoutOptions};
 use canopy::plan::{AppChange, Plan};
 use canopy::scan::{Scan, scan};
+use canopy::snapshot::{self, Saved, Stamp};
 use canopy::tree::{BlobCache, EntryKind, MemTree};
 use proptest::prelude::*;
 
@@ -113,6 +115,14 @@ fn observable(scan: &Scan) -> String {
     out
 }
 
+/// `scan` saved as `stamp` in a new directory, and read back.
+fn save_and_read(scan: &Scan, stamp: &Stamp) -> (tempfile::TempDir, Saved) {
+    let dir = tempfile::tempdir().unwrap();
+    snapshot::save(dir.path(), stamp, scan).unwrap();
+    let saved = Saved::read(dir.path(), stamp).unwrap();
+    (dir, saved)
+}
+
 fn options(root_generator: bool) -> LayoutOptions {
     LayoutOptions {
         root_children: root_generator.then(|| Generator {
@@ -139,14 +149,23 @@ proptest! {
             apply(&mut tree, op);
         }
         let mut incremental = scan(&tree, &options, &cache).unwrap();
-        for step in &steps {
+        for (i, step) in steps.iter().enumerate() {
             let before_full = scan(&tree, &options, &BlobCache::default()).unwrap();
             let mut next = tree.clone();
             for op in step {
                 apply(&mut next, op);
             }
             let changes = tree.diff(&next);
+            // The snapshot a new process would find before this step.
+            let before = Stamp { commit: format!("step {i}"), layout: "l".to_owned() };
+            let (dir, mut saved) = save_and_read(&incremental, &before);
             let update = incremental.update(&next, &changes, &options, &cache).unwrap();
+            // A snapshot saved and loaded again (a new process) is the same
+            // snapshot, and the next step goes on from the loaded copy.
+            let after = Stamp { commit: format!("step {}", i + 1), layout: "l".to_owned() };
+            let (copy, _) = save_and_read(&incremental, &after);
+            let loaded = snapshot::load(copy.path(), &after).unwrap();
+            prop_assert_eq!(&loaded, &incremental);
             let full = scan(&next, &options, &BlobCache::default()).unwrap();
             prop_assert_eq!(observable(&incremental), observable(&full), "changes: {:?}", changes);
 
@@ -158,7 +177,65 @@ proptest! {
                 let differs = before_full.digests.get(name) != full.digests.get(name);
                 prop_assert_eq!(differs, planned.contains_key(name.as_str()), "app {} in {:?}", name, planned);
             }
+
+            // A new process that moves only the part of the saved snapshot that
+            // the changes touch plans the same, and saves the same snapshot.
+            if let Some(mut part) = saved.part(&options.root, &changes).unwrap()
+                && let Some(moved) = part.update_in_place(&next, &changes, &options, &BlobCache::default()).unwrap()
+            {
+                prop_assert_eq!(&Plan::after(&moved, &part), &plan);
+                saved.save_moved(&after, &part).unwrap();
+                prop_assert_eq!(&snapshot::load(dir.path(), &after).unwrap(), &incremental);
+            }
             tree = next;
+            incremental = loaded;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Commits that only modify files, as most do: a new process moves the part
+    /// of the saved snapshot they touch, and must plan and save exactly what the
+    /// whole snapshot would.
+    #[test]
+    fn a_restored_part_moves_like_the_whole_snapshot(
+        initial in proptest::collection::vec(op(), 5..40),
+        picks in proptest::collection::vec((any::<proptest::sample::Index>(), 0..12usize), 1..4),
+        root_generator in any::<bool>(),
+    ) {
+        let options = options(root_generator);
+        let mut tree = MemTree::new();
+        for op in &initial {
+            apply(&mut tree, op);
+        }
+        let whole = scan(&tree, &options, &BlobCache::default()).unwrap();
+        let existing: Vec<(usize, usize)> = (0..DIRS.len())
+            .flat_map(|dir| (0..FILES.len()).map(move |file| (dir, file)))
+            .filter(|&(dir, file)| whole.entries.contains_key(&path(dir, file)))
+            .collect();
+        prop_assume!(!existing.is_empty());
+        let mut next = tree.clone();
+        for (pick, content) in &picks {
+            let (dir, file) = *pick.get(&existing);
+            apply(&mut next, &Op::Put { dir, file, content: *content });
+        }
+        let changes = tree.diff(&next);
+        let before = Stamp { commit: "before".to_owned(), layout: "l".to_owned() };
+        let after = Stamp { commit: "after".to_owned(), layout: "l".to_owned() };
+        let (dir, mut saved) = save_and_read(&whole, &before);
+
+        let mut moved_whole = whole.clone();
+        let update = moved_whole.update(&next, &changes, &options, &BlobCache::default()).unwrap();
+        let plan = Plan::after(&update, &moved_whole);
+        if let Some(mut part) = saved.part(&options.root, &changes).unwrap()
+            && let Some(moved) = part.update_in_place(&next, &changes, &options, &BlobCache::default()).unwrap()
+        {
+            prop_assert!(!update.relayout);
+            prop_assert_eq!(&Plan::after(&moved, &part), &plan);
+            saved.save_moved(&after, &part).unwrap();
+            prop_assert_eq!(&snapshot::load(dir.path(), &after).unwrap(), &moved_whole);
         }
     }
 }

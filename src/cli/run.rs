@@ -12,7 +12,9 @@ use super::store::{URL_FILE, embedded_dir, runtime, store_options};
 use super::{CliError, EXIT_OK, Output};
 use crate::config::{Config, Namespace, Overrides, RedisUrl, process_env};
 use crate::layout::GlobPattern;
-use crate::reconcile::{self, Cycle, CycleReport, Reconciler, Trigger, update_statuses};
+use crate::reconcile::{
+    self, Cycle, CycleReport, Reconciler, Trigger, update_statuses, update_statuses_of,
+};
 use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
 use crate::report::{self, Deliverer, DeliveryOptions};
 use crate::server::{self, Health, KindLabel, Metrics, ResultLabel, Settings, Shared, StatusLabel};
@@ -158,17 +160,23 @@ async fn serve(
         false => Some(listen(config.server.listen).await?),
     };
     let mut reconciler = Reconciler::new(poller, store).await?;
+    reconciler.keep_snapshot(config.state_dir.join("snapshot"));
     reconciler.set_depends_on_timeout(config.depends_on_timeout);
     let sync_timeout =
         chrono::Duration::from_std(redis.sync_timeout).unwrap_or(chrono::Duration::MAX);
 
     if once {
         let report = reconciler.cycle().await?;
-        // As in the daemon loop: statuses read every app, so only after a write
-        // (`canopy status` evaluates them live whenever asked).
-        if report.written > 0 {
+        // The statuses a write may have changed: those of the apps written, or
+        // of every app after a full comparison. Others change only through
+        // their children and the clock, which the daemon's periodic evaluation,
+        // `canopy status` and `canopy report` see.
+        if report.resync {
             update_statuses(reconciler.store(), sync_timeout).await?;
+        } else if !report.written_apps.is_empty() {
+            update_statuses_of(reconciler.store(), &report.written_apps, sync_timeout).await?;
         }
+        reconciler.save_snapshot().await;
         print_report(&report, output)?;
         return Ok(ExitCode::from(EXIT_OK));
     }
@@ -220,12 +228,20 @@ async fn serve(
         |cycle| observe_cycle(&shared, cycle),
     );
     let grace = config.shutdown_grace;
-    tokio::select! {
-        () = daemon => {}
-        () = abort.cancelled() => tracing::warn!("exiting at once: the current cycle is abandoned"),
+    let finished = tokio::select! {
+        () = daemon => true,
+        () = abort.cancelled() => {
+            tracing::warn!("exiting at once: the current cycle is abandoned");
+            false
+        }
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(?grace, "the current cycle did not finish within the grace period: abandoned");
+            false
         }
+    };
+    if finished {
+        // So that the next start plans its first new commit incrementally.
+        reconciler.save_snapshot().await;
     }
     stop_server.cancel();
     // They stop on `shutdown`; after an abort, a report being made is abandoned.

@@ -53,7 +53,7 @@ impl Default for LayoutOptions {
 }
 
 /// Every app of one snapshot, by name.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppTree {
     pub apps: BTreeMap<AppName, App>,
     /// Directories (relative to the root app) that would be apps but whose name is
@@ -65,7 +65,7 @@ pub struct AppTree {
     pub problems: Vec<Problem>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub name: AppName,
     /// The app's directory inside the tree; `""` for a root at the top of the tree.

@@ -32,6 +32,14 @@ pub enum NameError {
     BadSegment { name: String, segment: String },
 }
 
+/// Lookups by `&str` in maps keyed by names: equality, order and hash are the
+/// string's.
+impl std::borrow::Borrow<str> for AppName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AppName {
     pub fn root() -> Self {
         AppName(ROOT.to_owned())

@@ -1,13 +1,15 @@
 //! One poll-and-reconcile cycle, and what carries over between cycles.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::decide::{self, Changed, Context, Decision, Scope, Target};
 use super::hold::{self, Release};
 use crate::layout::AppName;
 use crate::plan::Plan;
-use crate::source::{Poll, PollOutcome, Poller, SourceError};
+use crate::snapshot::Stamp;
+use crate::source::{Method, Poll, PollOutcome, Poller, SourceError};
 use crate::store::{AppWrite, Meta, Signal, Store, StoreError};
 
 /// Drives cycles. Owns the poller (Git side) and the store (Redis side).
@@ -27,6 +29,13 @@ pub struct Reconciler {
     lost: bool,
     /// The source error last recorded in `meta`.
     source_error: Option<String>,
+    /// Where the snapshot of the committed state is kept for the next process.
+    snapshot: Option<PathBuf>,
+    /// The commit whose desired state the store holds, once this reconciler
+    /// wrote it (`meta.commit`).
+    committed_commit: Option<gix::ObjectId>,
+    /// The commit of the snapshot file, as last saved or loaded.
+    saved: Option<gix::ObjectId>,
 }
 
 /// What one cycle did.
@@ -45,6 +54,9 @@ pub struct CycleReport {
     pub kinds: std::collections::BTreeMap<&'static str, usize>,
     /// Signals held until the apps' dependencies report Synced.
     pub held: usize,
+    /// The apps written (their statuses may have changed).
+    #[serde(skip)]
+    pub written_apps: Vec<AppName>,
     /// Held signals published this cycle, and of those, how many because the
     /// wait timed out.
     pub released: usize,
@@ -88,7 +100,32 @@ impl Reconciler {
             lost: false,
             depends_on_timeout: crate::config::defaults::DEPENDS_ON_TIMEOUT,
             source_error: meta_error,
+            snapshot: None,
+            committed_commit: None,
+            saved: None,
         })
+    }
+
+    /// Keeps the snapshot of each committed state in `path`, and starts from the
+    /// one there if it holds the store's commit: the first new commit is then
+    /// planned incrementally, as in a running daemon, instead of after a full
+    /// scan. A missing, stale or corrupt file only means that scan. The file is
+    /// read by the first poll that finds a new commit.
+    pub fn keep_snapshot(&mut self, path: PathBuf) {
+        self.snapshot = Some(path.clone());
+        let Some(commit) = self.poller().baseline() else {
+            return;
+        };
+        let stamp = stamp_of(self.poller(), commit);
+        self.poller
+            .as_mut()
+            .expect("the poller is back after every poll")
+            .restore(commit, path, stamp);
+        // The store holds exactly the baseline's state (`meta.commit`), so only
+        // what changes from it needs comparing. Should the file not hold it,
+        // the poll scans everything, and a full scan compares every app.
+        self.resync = false;
+        self.saved = Some(commit);
     }
 
     /// How long a held signal waits for its dependencies (config
@@ -112,6 +149,19 @@ impl Reconciler {
     /// data while the remote is down), and is returned afterwards.
     pub async fn cycle(&mut self) -> Result<CycleReport, CycleError> {
         let poll = self.poll().await;
+        if let Ok(Poll {
+            outcome:
+                PollOutcome::Changed {
+                    method: Method::FullScan,
+                    ..
+                },
+            ..
+        }) = &poll
+        {
+            // Whatever the scan was planned against (perhaps nothing), the store
+            // may hold apps it does not know: compare every app.
+            self.resync = true;
+        }
         let plan = match &poll {
             Ok(Poll {
                 outcome: PollOutcome::Changed { plan, .. },
@@ -149,8 +199,46 @@ impl Reconciler {
         self.blocking(Poller::poll).await
     }
 
+    /// Saves the snapshot of the state the store now holds, unless the file
+    /// already has it: after `--once`, and when the daemon stops (saving after
+    /// every cycle would cost a running daemon as much as a new process saves).
+    /// A failure costs the next process a full scan, nothing else.
+    pub async fn save_snapshot(&mut self) {
+        let (Some(path), Some(commit)) = (self.snapshot.clone(), self.committed_commit) else {
+            return;
+        };
+        if self.saved == Some(commit) {
+            return;
+        }
+        let stamp = stamp_of(self.poller(), commit);
+        let started = Instant::now();
+        // `false`: the poller is past the stored commit (a write failed), and
+        // there is nothing to save until the store holds its state.
+        let saved = self
+            .blocking(move |poller| poller.save_snapshot(&path, &stamp, commit))
+            .await;
+        match saved {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::debug!(
+                    %commit,
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "snapshot saved"
+                );
+                self.saved = Some(commit);
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not save the snapshot: the next process will scan the repository"
+            ),
+        }
+    }
+
     /// Runs `work` on the poller on the blocking pool (gix and git are blocking).
-    async fn blocking<T: Send + 'static>(&mut self, work: fn(&mut Poller) -> T) -> T {
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Poller) -> T + Send + 'static,
+    ) -> T {
         let mut poller = self.poller.take().expect("one poller task at a time");
         let (poller, result) = match tokio::task::spawn_blocking(move || {
             let result = work(&mut poller);
@@ -192,6 +280,11 @@ impl Reconciler {
             }
             other => other?,
         };
+        // Comparing every app needs every app, not the part a poll from a
+        // restored snapshot decoded.
+        if self.resync && self.poller().is_partial() {
+            self.blocking(Poller::materialize).await;
+        }
         // Without a snapshot (nothing fetched yet, or a restart whose tip the
         // store already holds) there is nothing to write.
         if self.poller().state().is_some() && (plan.is_some() || self.resync) {
@@ -293,6 +386,11 @@ impl Reconciler {
             },
         };
         report.resync = matches!(scope, Scope::Everything { .. });
+        // A partial state would prune every app it does not hold.
+        assert!(
+            !(report.resync && poller.is_partial()),
+            "a full comparison needs the whole state"
+        );
         let targets = decide::targets(scan, scope);
         let names: Vec<_> = targets.iter().map(Target::name).collect();
         let stored = self.store.stored_desired(&names).await?;
@@ -336,6 +434,7 @@ impl Reconciler {
         }
         let applied = self.store.apply(&writes).await?;
         report.written = applied.written;
+        report.written_apps = writes.iter().map(|w| w.app.clone()).collect();
         report.signals = applied.signals;
         report.kinds = applied.kinds.clone();
         report.held = applied.held;
@@ -371,7 +470,18 @@ impl Reconciler {
             .commit(&meta_of(poller, &commit.to_string(), context.now))
             .await?;
         self.committed = true;
+        self.committed_commit = Some(commit);
         Ok(())
+    }
+}
+
+/// Which desired state a snapshot of `commit` holds: the same fingerprint as
+/// `meta`, so a snapshot is used exactly when the store's meta would be.
+fn stamp_of(poller: &Poller, commit: gix::ObjectId) -> Stamp {
+    let commit = commit.to_string();
+    Stamp {
+        layout: meta_of(poller, &commit, 0).layout,
+        commit,
     }
 }
 

@@ -43,9 +43,19 @@ pub async fn statuses(
         .chain(store.observed_apps().await?)
         .collect();
     let names: Vec<&AppName> = apps.iter().collect();
-    let states = store.app_states(&names).await?;
+    statuses_of(store, &names, now, sync_timeout).await
+}
+
+/// The statuses of `names` only.
+pub async fn statuses_of(
+    store: &mut Store,
+    names: &[&AppName],
+    now: DateTime<Utc>,
+    sync_timeout: chrono::Duration,
+) -> Result<Vec<AppStatus>, StoreError> {
+    let states = store.app_states(names).await?;
     Ok(names
-        .into_iter()
+        .iter()
         .zip(states)
         .filter_map(|(app, state)| evaluate(app, &state, now, sync_timeout))
         .collect())

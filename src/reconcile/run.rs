@@ -10,7 +10,10 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppStatus, CycleError, CycleReport, Reconciler, Recorded, record_changes, statuses};
+use super::{
+    AppStatus, CycleError, CycleReport, Reconciler, Recorded, record_changes, statuses, statuses_of,
+};
+use crate::layout::AppName;
 use crate::source::Schedule;
 use crate::status::Status;
 use crate::store::Store;
@@ -188,4 +191,15 @@ pub async fn update_statuses(
     let all = statuses(store, chrono::Utc::now(), sync_timeout).await?;
     let recorded = record_changes(store, &all).await?;
     Ok((all, recorded))
+}
+
+/// [`update_statuses`] for `apps` only: what a cycle that wrote them changed.
+pub async fn update_statuses_of(
+    store: &mut Store,
+    apps: &[AppName],
+    sync_timeout: chrono::Duration,
+) -> Result<Recorded, crate::store::StoreError> {
+    let names: Vec<&AppName> = apps.iter().collect();
+    let some = statuses_of(store, &names, chrono::Utc::now(), sync_timeout).await?;
+    record_changes(store, &some).await
 }
