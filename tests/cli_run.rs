@@ -33,6 +33,10 @@ fn json(output: &Output) -> serde_json::Value {
 }
 
 fn once(repo: &Path, state: &Path, redis_url: &str) -> Output {
+    once_in(repo, state, redis_url, "cli")
+}
+
+fn once_in(repo: &Path, state: &Path, redis_url: &str, namespace: &str) -> Output {
     canopy_env(
         &[
             "run",
@@ -46,7 +50,7 @@ fn once(repo: &Path, state: &Path, redis_url: &str) -> Output {
             "--redis-url",
             redis_url,
             "--namespace",
-            "cli",
+            namespace,
         ],
         &[],
     )
@@ -129,6 +133,92 @@ fn run_once_then_status_and_diff() {
     let unknown = canopy_env(&[&["diff", "nope"][..], &read[..]].concat(), &[]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("app nope is not known in namespace cli"));
+}
+
+/// Each app's desired digest and generation in `namespace`.
+fn desired(redis: &RedisProc, namespace: &str) -> Vec<(String, String)> {
+    let mut conn = redis.conn();
+    let mut apps: Vec<String> =
+        ::redis::Commands::smembers(&mut conn, format!("canopy:{namespace}:apps")).unwrap();
+    apps.sort();
+    apps.into_iter()
+        .map(|app| {
+            let key = format!("canopy:{namespace}:app:{{{app}}}:desired");
+            let digest: String = ::redis::Commands::hget(&mut conn, key, "digest").unwrap();
+            (app, digest)
+        })
+        .collect()
+}
+
+#[test]
+fn run_once_moves_on_from_the_snapshot_of_the_last_run() {
+    let redis = RedisProc::start();
+    let remote = git_repo_from(&fixtures().join("example"));
+    let repo = repo_path(&remote);
+    let state = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = once(&repo, state.path(), &redis.url());
+        assert!(out.status.success(), "{}", stderr(&out));
+        json(&out)
+    };
+    let commit = |files: &[(&str, &str)], message: &str| {
+        write_files(&repo, files);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-qm", message]);
+    };
+    let first = run();
+    assert_eq!(first["resync"], true);
+    assert!(state.path().join("snapshot/head").is_file());
+
+    // A modified file: only its app is read and compared.
+    commit(
+        &[("platform/ingress/controller.yaml", "replicas: 3\n")],
+        "scale",
+    );
+    let report = run();
+    assert_eq!(
+        (&report["resync"], &report["checked"], &report["signals"]),
+        (&false.into(), &1.into(), &1.into()),
+        "{report}"
+    );
+    // A removed file, then a new app: the whole snapshot is decoded, still
+    // compared app by app.
+    std::fs::remove_file(repo.join("platform/namespaces.yaml")).unwrap();
+    commit(&[], "drop namespaces");
+    let report = run();
+    assert_eq!(
+        (&report["resync"], &report["checked"]),
+        (&false.into(), &1.into())
+    );
+    commit(
+        &[("tools/app.yaml", ""), ("tools/job.yaml", "kind: Job\n")],
+        "tools",
+    );
+    let report = run();
+    assert_eq!(report["resync"], false, "{report}");
+    assert_eq!(report["kinds"]["sync"], 1, "{report}");
+    // A corrupt snapshot is a full comparison, which signals nothing twice.
+    std::fs::write(state.path().join("snapshot/head"), b"garbage").unwrap();
+    commit(
+        &[("platform/ingress/controller.yaml", "replicas: 4\n")],
+        "scale",
+    );
+    let report = run();
+    assert_eq!(
+        (&report["resync"], &report["signals"]),
+        (&true.into(), &1.into()),
+        "{report}"
+    );
+    commit(&[("search/values.yaml", "shards: 9\n")], "shards");
+    assert_eq!(run()["checked"], 1);
+
+    // Whatever path each run took, the store holds what a fresh scan finds.
+    let fresh = tempfile::tempdir().unwrap();
+    let out = once_in(&repo, fresh.path(), &redis.url(), "fresh");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let moved = desired(&redis, "cli");
+    assert_eq!(moved.len(), 11);
+    assert_eq!(moved, desired(&redis, "fresh"));
 }
 
 #[test]

@@ -197,6 +197,39 @@ fn the_daemon_serves_signals_on_refresh_and_stops_on_sigterm() {
 }
 
 #[test]
+fn a_daemon_stopped_by_sigterm_leaves_a_snapshot_the_next_run_moves_on_from() {
+    let setup = Setup::new();
+    let mut daemon = setup.daemon();
+    assert!(
+        eventually(Duration::from_secs(30), || get(&daemon.url("/readyz"))
+            .status()
+            == 200),
+        "{}",
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    let status = daemon.wait(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{}", daemon.log());
+    assert!(setup.dir.path().join("state/snapshot/head").is_file());
+
+    setup.commit(&[("platform/ingress/controller.yaml", "replicas: 5\n")]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .args(["run", "--once", "--output", "json", "--config"])
+        .arg(setup.dir.path().join("canopy.yaml"))
+        .env_remove("CANOPY_LOG")
+        .env("GH_SECRET", GH_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&report["resync"], &report["checked"], &report["signals"]),
+        (&false.into(), &1.into(), &1.into()),
+        "{report}"
+    );
+}
+
+#[test]
 fn an_unreachable_remote_keeps_the_daemon_up_and_unready() {
     let setup = Setup::new();
     std::fs::rename(&setup.repo, setup.repo.with_extension("moved")).unwrap();
