@@ -87,10 +87,8 @@ fn get(url: &str) -> reqwest::blocking::Response {
     reqwest::blocking::get(url).unwrap()
 }
 
-#[test]
-fn the_daemon_serves_signals_on_refresh_and_stops_on_sigterm() {
-    let setup = Setup::new();
-    let mut daemon = setup.daemon();
+/// Waits for `/readyz`: the first cycle is done.
+fn wait_ready(daemon: &DaemonProcess) {
     assert!(
         eventually(Duration::from_secs(30), || get(&daemon.url("/readyz"))
             .status()
@@ -98,6 +96,13 @@ fn the_daemon_serves_signals_on_refresh_and_stops_on_sigterm() {
         "ready after the first cycle:\n{}",
         daemon.log()
     );
+}
+
+#[test]
+fn the_daemon_serves_signals_on_refresh_and_stops_on_sigterm() {
+    let setup = Setup::new();
+    let mut daemon = setup.daemon();
+    wait_ready(&daemon);
     // payments/db is manual; payments/api and search/query wait for their
     // dependencies to report synced.
     assert_eq!(setup.signals().len(), 7);
@@ -200,13 +205,7 @@ fn the_daemon_serves_signals_on_refresh_and_stops_on_sigterm() {
 fn a_daemon_stopped_by_sigterm_leaves_a_snapshot_the_next_run_moves_on_from() {
     let setup = Setup::new();
     let mut daemon = setup.daemon();
-    assert!(
-        eventually(Duration::from_secs(30), || get(&daemon.url("/readyz"))
-            .status()
-            == 200),
-        "{}",
-        daemon.log()
-    );
+    wait_ready(&daemon);
     daemon.signal("TERM");
     let status = daemon.wait(Duration::from_secs(10)).expect("exits");
     assert!(status.success(), "{}", daemon.log());
