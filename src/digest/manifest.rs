@@ -21,7 +21,9 @@ pub fn manifest_text(files: &[ManifestLine]) -> Vec<u8> {
         if needs_escape {
             out.push(b'\\');
         }
-        out.extend_from_slice(line.hash.hex().as_bytes());
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(line.hash.sha256, &mut hex).expect("64 hex digits for 32 bytes");
+        out.extend_from_slice(&hex);
         out.extend_from_slice(b"  ");
         if needs_escape {
             for b in line.path.bytes() {

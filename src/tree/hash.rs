@@ -1,7 +1,6 @@
 //! Content hashes of entries, cached by Git blob id so that an unchanged blob is
 //! never hashed twice (a poll re-hashes only what a commit changed).
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,7 +32,9 @@ impl FileHash {
 /// Blob id -> content hash, shared by the threads of a scan and kept across polls.
 #[derive(Debug, Default)]
 pub struct BlobCache {
-    map: Mutex<HashMap<BlobId, FileHash>>,
+    /// Keyed by Git's own hasher for object ids (their first bytes): ids are
+    /// already uniformly random, so SipHash would only cost time.
+    map: Mutex<gix::hashtable::HashMap<BlobId, FileHash>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -75,7 +76,7 @@ impl BlobCache {
         )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BlobId, FileHash>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, gix::hashtable::HashMap<BlobId, FileHash>> {
         // A panic while holding the lock cannot leave the map half-updated (single
         // insert), so a poisoned lock is still a consistent map.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
