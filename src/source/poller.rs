@@ -277,6 +277,7 @@ impl Poller {
                 }
                 Err(Miss::Missing) => {}
                 Err(miss) => tracing::info!(
+                    path = %path.display(),
                     reason = %crate::error_chain(&miss),
                     "snapshot not used: scanning everything"
                 ),
@@ -309,7 +310,7 @@ impl Poller {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "restored snapshot unreadable: scanning everything");
+                    tracing::warn!(error = %crate::error_chain(&e), "restored snapshot unreadable: scanning everything");
                     self.restored = None;
                     return Ok(None);
                 }
@@ -319,7 +320,7 @@ impl Poller {
         match saved.merged(None) {
             Ok(scan) => self.state = Some((last, scan)),
             Err(e) => {
-                tracing::warn!(error = %e, "restored snapshot unreadable: scanning everything");
+                tracing::warn!(error = %crate::error_chain(&e), "restored snapshot unreadable: scanning everything");
             }
         }
         Ok(None)
