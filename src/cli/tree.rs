@@ -1,7 +1,6 @@
 //! `canopy tree`: the app tree with digests. The JSON form is documented in
 //! docs/cli.md and is stable: fields are only ever added.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -10,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{CliError, EXIT_OK, EXIT_PROBLEMS, Output, SourceArgs};
-use crate::layout::{App, AppName, LabelKey, Problem, SyncPolicy};
+use crate::layout::{App, AppName, LabelKey, Problem, SortedMap, SyncPolicy};
 use crate::scan::Scan;
 
 #[derive(Debug, Args)]
@@ -72,7 +71,7 @@ pub struct AppJson<'a> {
     pub sync: SyncPolicy,
     pub wave: i32,
     pub depends_on: &'a [AppName],
-    pub labels: &'a BTreeMap<LabelKey, String>,
+    pub labels: &'a SortedMap<LabelKey, String>,
     pub valid: bool,
     /// Number of files; `null` when the app is invalid.
     pub files: Option<usize>,

@@ -62,7 +62,7 @@ pub struct AppDigest {
 /// `config_digest`: sha256 of the config as compact JSON with sorted keys, e.g.
 /// `{"LOG_LEVEL":"info","replicas":"3"}` (`{}` when there is none).
 pub fn config_digest(
-    config: &BTreeMap<crate::layout::Key, crate::layout::ConfigValue>,
+    config: &crate::layout::SortedMap<crate::layout::Key, crate::layout::ConfigValue>,
 ) -> Sha256Digest {
     let json = serde_json::to_vec(config).expect("a map of strings always serializes");
     Sha256Digest::of(&json)

@@ -9,6 +9,7 @@ mod discover;
 mod name;
 pub(crate) mod paths;
 mod problem;
+mod sorted_map;
 mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +18,7 @@ pub(crate) use discover::{Filter, read_spec};
 pub use discover::{KnownSpec, discover};
 pub use name::{AppName, NameError, ROOT};
 pub use problem::Problem;
+pub use sorted_map::SortedMap;
 pub use spec::{
     AppSpec, ConfigValue, Generator, GlobPattern, Key, LabelKey, SpecError, SyncPolicy,
 };

@@ -3,12 +3,12 @@
 //! Values that must be valid (globs, app names, keys) are checked while
 //! deserializing, so their errors carry a location too.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::name::AppName;
+use super::sorted_map::SortedMap;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,9 +19,9 @@ pub struct AppSpec {
     pub include: Vec<GlobPattern>,
     pub exclude: Vec<GlobPattern>,
     pub children: Option<Generator>,
-    pub config: BTreeMap<Key, ConfigValue>,
+    pub config: SortedMap<Key, ConfigValue>,
     pub secrets: Vec<Key>,
-    pub labels: BTreeMap<LabelKey, String>,
+    pub labels: SortedMap<LabelKey, String>,
     /// The line of the `depends_on` key, for errors found after parsing (an
     /// unknown target); not part of the file's content model.
     #[serde(skip)]
@@ -37,9 +37,9 @@ impl Default for AppSpec {
             include: vec![GlobPattern("**".to_owned())],
             exclude: Vec::new(),
             children: None,
-            config: BTreeMap::new(),
+            config: SortedMap::new(),
             secrets: Vec::new(),
-            labels: BTreeMap::new(),
+            labels: SortedMap::new(),
             depends_on_line: None,
         }
     }
@@ -335,8 +335,8 @@ labels: {team: payments}
         assert_eq!(spec.sync, SyncPolicy::Manual);
         assert_eq!(spec.wave, -2);
         assert_eq!(spec.depends_on[1].as_str(), "payments/db");
-        assert_eq!(spec.config[&Key("replicas".into())].0, "3");
-        assert_eq!(spec.config[&Key("debug".into())].0, "false");
+        assert_eq!(spec.config.get(&Key("replicas".into())).unwrap().0, "3");
+        assert_eq!(spec.config.get(&Key("debug".into())).unwrap().0, "false");
         assert_eq!(spec.children.unwrap().exclude[0].0, "apps/legacy-*");
     }
 

@@ -2,8 +2,6 @@
 //! record of one app, which holds everything about it (files, spec, digest) so
 //! that one app can be read without the others.
 
-use std::collections::BTreeMap;
-
 use super::codec::{Corrupt, Decoder, Encoder};
 use crate::digest::{AppDigest, ManifestLine, Sha256Digest};
 use crate::layout::{
@@ -151,16 +149,14 @@ pub fn get_spec(d: &mut Decoder<'_>) -> Result<AppSpec, Corrupt> {
         })
     })?;
     let count = d.count(8)?;
-    let mut config = BTreeMap::new();
-    for _ in 0..count {
-        config.insert(Key(d.string()?), ConfigValue(d.string()?));
-    }
+    let config = (0..count)
+        .map(|_| Ok((Key(d.string()?), ConfigValue(d.string()?))))
+        .collect::<Result<_, Corrupt>>()?;
     let secrets = d.seq(4, |d| Ok(Key(d.string()?)))?;
     let count = d.count(8)?;
-    let mut labels = BTreeMap::new();
-    for _ in 0..count {
-        labels.insert(LabelKey(d.string()?), d.string()?);
-    }
+    let labels = (0..count)
+        .map(|_| Ok((LabelKey(d.string()?), d.string()?)))
+        .collect::<Result<_, Corrupt>>()?;
     let depends_on_line = d.option(Decoder::u64)?.map(|l| l as usize);
     Ok(AppSpec {
         sync,
