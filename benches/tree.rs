@@ -668,7 +668,7 @@ fn measure_phases(repo: &Path, runs: usize) -> Result<Vec<(&'static str, Stats)>
         let listing = tree.list(options.limits.max_tree_entries).map_err(fail)?;
         lap.mark("list");
         // As `scan` does: entries by path, then discover and digest.
-        let entries: BTreeMap<String, Entry> = listing
+        let entries: BTreeMap<std::sync::Arc<str>, Entry> = listing
             .entries
             .into_iter()
             .map(|e| (e.path.clone(), e))

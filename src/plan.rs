@@ -125,8 +125,8 @@ fn only_config_changed(
 /// Merges two sorted manifests into added / modified / deleted paths.
 fn file_changes(old: &[ManifestLine], new: &[ManifestLine]) -> Vec<FileChange> {
     merge_manifests(
-        old.iter().map(|l| (l.path.as_str(), l.hash.sha256)),
-        new.iter().map(|l| (l.path.as_str(), l.hash.sha256)),
+        old.iter().map(|l| (l.path(), l.hash.sha256)),
+        new.iter().map(|l| (l.path(), l.hash.sha256)),
     )
 }
 
@@ -180,10 +180,7 @@ mod tests {
     use crate::tree::FileHash;
 
     fn line(path: &str, content: &str) -> ManifestLine {
-        ManifestLine {
-            path: path.to_owned(),
-            hash: FileHash::of(content.as_bytes()),
-        }
+        ManifestLine::new(path, FileHash::of(content.as_bytes()))
     }
 
     #[test]

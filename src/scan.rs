@@ -8,6 +8,8 @@
 //! unchanged blobs or re-parsing unchanged `app.yaml` files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::digest::{AppDigest, digest_apps};
 use crate::layout::paths::{ancestors, join, root_relative, split_last};
@@ -24,7 +26,7 @@ pub struct Scan {
     /// The commit id, for Git snapshots.
     pub revision: Option<String>,
     /// Every entry of the tree, by path.
-    pub entries: BTreeMap<String, Entry>,
+    pub entries: BTreeMap<Arc<str>, Entry>,
     pub unusable: Vec<Unusable>,
     pub apps: AppTree,
     pub digests: BTreeMap<AppName, AppDigest>,
@@ -219,14 +221,13 @@ impl Scan {
             let prefix = format!("{full}/");
             let mut before = self
                 .entries
-                .range(prefix.clone()..)
+                .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
                 .take_while(|(p, _)| p.starts_with(&prefix));
             let flips = if adds {
                 before.next().is_none()
             } else {
                 !kept_dirs.contains(full.as_str())
-                    && before
-                        .all(|(p, _)| matches!(changed.get(p.as_str()), Some(Change::Remove(_))))
+                    && before.all(|(p, _)| matches!(changed.get(&**p), Some(Change::Remove(_))))
             };
             if !flips {
                 return false; // then its ancestors do not flip either
@@ -323,7 +324,7 @@ impl Scan {
             .filter_map(|app| Some((app.marker.as_deref()?, (&app.spec, app.spec_blob?))))
             .collect();
         let known = |entry: &Entry| {
-            let (spec, blob) = specs.get(entry.path.as_str())?;
+            let (spec, blob) = specs.get(&*entry.path)?;
             (Some(*blob) == entry.blob).then(|| (*spec).clone())
         };
         let list: Vec<&Entry> = entries.values().collect();
@@ -367,14 +368,14 @@ struct Touched {
 }
 
 /// Applies a tree diff to the entries of a snapshot.
-fn apply_to_entries(entries: &mut BTreeMap<String, Entry>, changes: &[Change]) {
+fn apply_to_entries(entries: &mut BTreeMap<Arc<str>, Entry>, changes: &[Change]) {
     for change in changes {
         match change {
             Change::Upsert(entry) => {
                 entries.insert(entry.path.clone(), entry.clone());
             }
             Change::Remove(path) => {
-                entries.remove(path);
+                entries.remove(path.as_str());
             }
         }
     }
@@ -382,7 +383,7 @@ fn apply_to_entries(entries: &mut BTreeMap<String, Entry>, changes: &[Change]) {
 
 /// Applies one change to a sorted file list.
 fn apply(files: &mut Vec<Entry>, change: &Change) {
-    let found = files.binary_search_by(|e| e.path.as_str().cmp(change.path()));
+    let found = files.binary_search_by(|e| (*e.path).cmp(change.path()));
     match (change, found) {
         (Change::Upsert(entry), Ok(i)) => files[i] = entry.clone(),
         (Change::Upsert(entry), Err(i)) => files.insert(i, entry.clone()),
@@ -433,7 +434,7 @@ pub fn scan(
     cache: &BlobCache,
 ) -> Result<Scan, tree::Error> {
     let listing = tree.list(options.limits.max_tree_entries)?;
-    let entries: BTreeMap<String, Entry> = listing
+    let entries: BTreeMap<Arc<str>, Entry> = listing
         .entries
         .into_iter()
         .map(|e| (e.path.clone(), e))

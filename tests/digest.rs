@@ -179,7 +179,7 @@ fn symlinks_are_hashed_by_their_target_text() {
     let link = db
         .files
         .iter()
-        .find(|f| f.path == "api-service.yaml")
+        .find(|f| f.path() == "api-service.yaml")
         .expect("the symlink is in the manifest");
     let target = std::fs::read_link(example.join("payments/db/api-service.yaml")).unwrap();
     assert_eq!(

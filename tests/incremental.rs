@@ -213,7 +213,7 @@ proptest! {
         let whole = scan(&tree, &options, &BlobCache::default()).unwrap();
         let existing: Vec<(usize, usize)> = (0..DIRS.len())
             .flat_map(|dir| (0..FILES.len()).map(move |file| (dir, file)))
-            .filter(|&(dir, file)| whole.entries.contains_key(&path(dir, file)))
+            .filter(|&(dir, file)| whole.entries.contains_key(path(dir, file).as_str()))
             .collect();
         prop_assume!(!existing.is_empty());
         let mut next = tree.clone();

@@ -22,7 +22,7 @@ fn files(scan: &Scan, app: &str) -> Vec<String> {
     scan.digests[&name(app)]
         .files
         .iter()
-        .map(|f| f.path.clone())
+        .map(|f| f.path().to_owned())
         .collect()
 }
 

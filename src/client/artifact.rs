@@ -64,7 +64,7 @@ impl Files {
     pub fn manifest(&self) -> Vec<(String, String)> {
         self.lines()
             .into_iter()
-            .map(|line| (line.path, line.hash.hex()))
+            .map(|line| (line.path().to_owned(), line.hash.hex()))
             .collect()
     }
 
@@ -79,10 +79,7 @@ impl Files {
     fn lines(&self) -> Vec<ManifestLine> {
         self.entries
             .iter()
-            .map(|e| ManifestLine {
-                path: e.path.clone(),
-                hash: FileHash::of(&e.bytes),
-            })
+            .map(|e| ManifestLine::new(e.path.as_str(), FileHash::of(&e.bytes)))
             .collect()
     }
 

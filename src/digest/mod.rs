@@ -96,10 +96,11 @@ pub fn digest_apps(
         match (&mut results[i], hash) {
             (Ok(digest), Ok(hash)) => {
                 digest.bytes += hash.size;
-                digest.files.push(ManifestLine {
-                    path: app.relative(&entry.path).to_owned(),
+                digest.files.push(ManifestLine::in_dir(
+                    entry.path.clone(),
+                    app.prefix_len(),
                     hash,
-                });
+                ));
             }
             (result, Err(e)) => {
                 let problem = read_problem(app, entry, &e);
@@ -142,12 +143,12 @@ impl AppDigest {
         // Files are in tree order, which is bytewise path order; relative paths of
         // one directory keep that order, but sort anyway: it is the contract.
         self.files
-            .sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+            .sort_unstable_by(|a, b| a.path().as_bytes().cmp(b.path().as_bytes()));
         self.digest = Sha256Digest::of(&manifest_text(&self.files));
         Ok(self)
     }
 }
 
 fn read_problem(app: &App, entry: &Entry, error: &ReadError) -> Problem {
-    Problem::in_file(app.name.as_str(), &entry.path, crate::error_chain(error))
+    Problem::in_file(app.name.as_str(), &*entry.path, crate::error_chain(error))
 }

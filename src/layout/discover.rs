@@ -59,7 +59,7 @@ pub fn discover(
     candidates.insert(String::new(), Candidate::generated(false));
     for ((entry, dir), result) in markers.iter().zip(parsed) {
         let mut candidate = Candidate::generated(false);
-        candidate.marker = Some(entry.path.clone());
+        candidate.marker = Some(entry.path.to_string());
         match result {
             Ok(spec) => {
                 candidate.spec = spec;
@@ -166,7 +166,7 @@ pub(crate) fn read_spec(
     options: &LayoutOptions,
     cache: &BlobCache,
 ) -> Result<AppSpec, Problem> {
-    let problem = |message: String| Problem::in_file(app, &entry.path, message);
+    let problem = |message: String| Problem::in_file(app, &*entry.path, message);
     if entry.kind == EntryKind::Symlink {
         return Err(problem(format!(
             "{} must be a regular file, not a symlink",
@@ -278,7 +278,7 @@ fn assign_files(
             continue; // inside a directory whose name was rejected
         };
         let relative = app.relative(&entry.path);
-        let is_marker = app.marker.as_deref() == Some(entry.path.as_str());
+        let is_marker = app.marker.as_deref() == Some(&*entry.path);
         if !is_marker && !compiled[filter_of[owner]].admits(relative) {
             continue;
         }
@@ -290,6 +290,10 @@ fn assign_files(
                 format!("app has more than {max_files} files"),
             ));
         }
+    }
+    // The lists live as long as the snapshot: drop the slack of their doubling.
+    for app in apps.values_mut() {
+        app.files.shrink_to_fit();
     }
     for unusable in unusable {
         let Some(path) = root_relative(root, &unusable.path) else {

@@ -92,10 +92,16 @@ pub struct App {
 impl App {
     /// `path` (a tree path of one of this app's files) relative to the app's directory.
     pub fn relative<'a>(&self, path: &'a str) -> &'a str {
+        &path[self.prefix_len()..]
+    }
+
+    /// How many bytes of a tree path of one of its files come before the part
+    /// relative to the app directory: the directory and its `/`.
+    pub fn prefix_len(&self) -> usize {
         if self.dir.is_empty() {
-            path
+            0
         } else {
-            &path[self.dir.len() + 1..]
+            self.dir.len() + 1
         }
     }
 

@@ -140,7 +140,7 @@ pub fn decide(target: &Target, stored: Option<&StoredDesired>) -> Decision {
                     .files
                     .iter()
                     .map(|l| FileChange {
-                        path: l.path.clone(),
+                        path: l.path().to_owned(),
                         change: FileChangeKind::Added,
                     })
                     .collect();
@@ -198,10 +198,9 @@ pub fn changes_against_stored(
 ) -> Vec<FileChange> {
     let old = stored.iter().map(|(p, h)| (p.as_str(), h.clone()));
     match target {
-        Target::Put { digest, .. } => merge_manifests(
-            old,
-            digest.files.iter().map(|l| (l.path.as_str(), l.hash.hex())),
-        ),
+        Target::Put { digest, .. } => {
+            merge_manifests(old, digest.files.iter().map(|l| (l.path(), l.hash.hex())))
+        }
         Target::Prune { .. } => merge_manifests(old, std::iter::empty()),
     }
 }
@@ -271,7 +270,7 @@ pub fn write(
                 files: digest
                     .files
                     .iter()
-                    .map(|l| (l.path.clone(), l.hash.hex()))
+                    .map(|l| (l.path().to_owned(), l.hash.hex()))
                     .collect(),
                 config: app
                     .spec

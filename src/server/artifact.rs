@@ -518,7 +518,7 @@ fn from_layout(
         .entries
         .iter()
         .filter(|e| e.kind == EntryKind::Symlink)
-        .map(|e| e.path.as_str())
+        .map(|e| &*e.path)
         .collect();
     let is_symlink = |path: &str| symlinks.contains(path);
     let digest: AppDigest = digest_apps(tree, &is_symlink, &[app], &cache, &layout.limits)
@@ -529,7 +529,7 @@ fn from_layout(
     let hashes: HashMap<&str, String> = digest
         .files
         .iter()
-        .map(|line| (line.path.as_str(), line.hash.hex()))
+        .map(|line| (line.path(), line.hash.hex()))
         .collect();
     let members = app
         .files
@@ -595,10 +595,7 @@ fn pack(
         }
         append(&mut builder, &member.relative, member.entry.kind, &buf)
             .map_err(ArtifactError::Tar)?;
-        lines.push(ManifestLine {
-            path: member.relative,
-            hash,
-        });
+        lines.push(ManifestLine::new(member.relative, hash));
     }
     let tar = builder.into_inner().map_err(ArtifactError::Tar)?;
     Ok((tar, Sha256Digest::of(&manifest_text(&lines))))
@@ -742,7 +739,7 @@ mod tests {
         digest
             .files
             .iter()
-            .map(|l| (l.path.clone(), l.hash.hex()))
+            .map(|l| (l.path().to_owned(), l.hash.hex()))
             .collect()
     }
 
@@ -757,7 +754,7 @@ mod tests {
             let files = unpack(&artifact.tar);
             let expected = scanned(&repo, &layout, app);
             let paths: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
-            let want: Vec<&str> = expected.files.iter().map(|l| l.path.as_str()).collect();
+            let want: Vec<&str> = expected.files.iter().map(|l| l.path()).collect();
             assert_eq!(paths, want, "{app}: exactly its files, in path order");
             assert_eq!(artifact.digest, expected.digest, "{app}");
             assert_eq!(digest_of(&files), artifact.digest.to_string(), "{app}");
@@ -965,7 +962,11 @@ mod tests {
         let tree = GitTree::open(&dir.path().join("repo"), "main").unwrap();
         let paths = |d: &str| -> Vec<String> {
             let listing = tree.list_dir(d, 1000).unwrap();
-            listing.entries.into_iter().map(|e| e.path).collect()
+            listing
+                .entries
+                .into_iter()
+                .map(|e| e.path.to_string())
+                .collect()
         };
         assert_eq!(
             paths("payments/api"),
@@ -980,7 +981,9 @@ mod tests {
         assert!(paths("nope").is_empty());
         assert_eq!(paths(""), {
             let all = tree.list(1000).unwrap().entries;
-            all.into_iter().map(|e| e.path).collect::<Vec<_>>()
+            all.into_iter()
+                .map(|e| e.path.to_string())
+                .collect::<Vec<_>>()
         });
         assert!(tree.list_dir("payments", 3).is_err(), "capped");
     }

@@ -74,12 +74,12 @@ pub fn save(dir: &Path, stamp: &Stamp, scan: &Scan) -> std::io::Result<()> {
         .apps
         .apps
         .values()
-        .flat_map(|a| a.files.iter().map(|f| f.path.as_str()))
+        .flat_map(|a| a.files.iter().map(|f| &*f.path))
         .collect();
     let others: Vec<&Entry> = scan
         .entries
         .values()
-        .filter(|e| !owned.contains(e.path.as_str()))
+        .filter(|e| !owned.contains(&*e.path))
         .collect();
     let count = shard::count_for(scan.apps.apps.len());
     let mut groups: Vec<Vec<(&str, Record)>> = (0..count).map(|_| Vec::new()).collect();
@@ -235,7 +235,7 @@ impl Saved {
                 }
                 old = app
                     .files
-                    .binary_search_by(|f| f.path.as_str().cmp(&new.path))
+                    .binary_search_by(|f| f.path.cmp(&new.path))
                     .ok()
                     .map(|at| app.files[at].clone());
             }

@@ -73,7 +73,11 @@ pub fn get_entry(d: &mut Decoder<'_>) -> Result<Entry, Corrupt> {
         other => return Err(Corrupt(format!("bad entry kind {other}"))),
     };
     let blob = d.option(get_blob)?;
-    Ok(Entry { path, kind, blob })
+    Ok(Entry {
+        path: path.into(),
+        kind,
+        blob,
+    })
 }
 
 pub fn put_blob(e: &mut Encoder, blob: &BlobId) {
@@ -192,11 +196,12 @@ fn put_digest(e: &mut Encoder, app: &App, digest: &AppDigest) -> Result<(), Corr
     let mut files = app.files.iter().enumerate();
     for line in &digest.files {
         let (i, _) = files
-            .find(|(_, f)| app.relative(&f.path) == line.path)
+            .find(|(_, f)| app.relative(&f.path) == line.path())
             .ok_or_else(|| {
                 Corrupt(format!(
                     "manifest line {} of {} is not one of its files",
-                    line.path, app.name
+                    line.path(),
+                    app.name
                 ))
             })?;
         e.len(i);
@@ -217,13 +222,15 @@ fn get_digest(d: &mut Decoder<'_>, app: &App) -> Result<AppDigest, Corrupt> {
             .get(i)
             .filter(|f| f.path.len() > app.dir.len() && f.path.starts_with(&app.dir))
             .ok_or_else(|| Corrupt(format!("manifest file index {i} out of range")))?;
-        Ok(ManifestLine {
-            path: app.relative(&file.path).to_owned(),
-            hash: FileHash {
-                sha256: d.array()?,
-                size: d.u64()?,
-            },
-        })
+        let hash = FileHash {
+            sha256: d.array()?,
+            size: d.u64()?,
+        };
+        Ok(ManifestLine::in_dir(
+            file.path.clone(),
+            app.prefix_len(),
+            hash,
+        ))
     })?;
     Ok(AppDigest {
         digest,

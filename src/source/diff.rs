@@ -61,7 +61,7 @@ pub fn diff_trees(
         };
         match (before, after) {
             (_, Some((kind, oid))) => changes.push(Change::Upsert(Entry {
-                path: path.to_owned(),
+                path: path.into(),
                 kind,
                 blob: Some(oid),
             })),

@@ -63,7 +63,7 @@ impl DirTree {
                 continue;
             };
             out.entries.push(Entry {
-                path,
+                path: path.into(),
                 kind,
                 blob: None,
             });
@@ -108,7 +108,7 @@ struct DirReader<'a> {
 impl Reader for DirReader<'_> {
     fn read(&mut self, entry: &Entry, max_bytes: u64, buf: &mut Vec<u8>) -> Result<(), ReadError> {
         buf.clear();
-        let path = self.root.join(&entry.path);
+        let path = self.root.join(&*entry.path);
         if entry.kind == EntryKind::Symlink {
             let target = fs::read_link(&path).map_err(ReadError::Io)?;
             let target = target.as_os_str().as_bytes();

@@ -3,6 +3,7 @@
 //! touched. Blob ids travel with the entries so content hashes can be cached.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use gix::bstr::ByteSlice;
 use gix::objs::Find;
@@ -138,7 +139,7 @@ impl GitTree {
             }
             listing.check_room(max_entries, || self.describe())?;
             let path = match filepath.to_str() {
-                Ok(path) => path.to_owned(),
+                Ok(path) => Arc::<str>::from(path),
                 Err(_) => {
                     listing.unusable.push(Unusable {
                         path: filepath.to_str_lossy().into_owned(),

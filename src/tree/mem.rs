@@ -46,7 +46,7 @@ impl MemTree {
     fn entry(&self, path: &str) -> Option<Entry> {
         let (kind, content) = self.files.get(path)?;
         Some(Entry {
-            path: path.to_owned(),
+            path: path.into(),
             kind: *kind,
             blob: Some(blob_id(content)),
         })
@@ -95,7 +95,7 @@ impl Reader for MemReader<'_> {
         let (kind, content) = self
             .tree
             .files
-            .get(&entry.path)
+            .get(&*entry.path)
             .ok_or_else(|| ReadError::Io(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
         if content.len() as u64 > max_bytes {
             return Err(ReadError::TooLarge {

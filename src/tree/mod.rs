@@ -18,6 +18,7 @@ mod parallel;
 mod symlink;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use dir::DirTree;
 pub use git::GitTree;
@@ -33,8 +34,9 @@ pub type BlobId = gix::ObjectId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Path from the tree's root, `/`-separated, valid UTF-8, never containing a
-    /// `.git` component.
-    pub path: String,
+    /// `.git` component. Shared: a snapshot holds each path in its entry map (key
+    /// and value) and in the owning app's file list, 60,000 of them at 10,000 apps.
+    pub path: Arc<str>,
     pub kind: EntryKind,
     /// The Git blob id, which identifies the content; `None` for directory trees.
     pub blob: Option<BlobId>,
