@@ -81,13 +81,15 @@ fn main() -> ExitCode {
         "first poll (clone + full scan): {:.0} ms",
         first.as_secs_f64() * 1e3
     );
+    let mut head = poll.commit.to_string();
+    // A daemon drops a poll's plan once it is published.
+    drop(poll);
     // What a daemon holds: the snapshot, blob cache and mirror handles (the peak
     // below also counts this bench's generator and a second snapshot).
     let resident_after_first_poll = rss_mib();
 
     let mut scenarios = Vec::new();
     let mut version = 0u64;
-    let mut head = poll.commit.to_string();
 
     // no_change
     let mut canopy_samples = Vec::new();

@@ -36,20 +36,20 @@ where
             }
         }
     };
-    let parts: Vec<Result<Vec<(usize, R)>, Error>> = if threads == 1 {
-        vec![work()]
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
-            handles
-                .into_iter()
-                .map(|h| match h.join() {
-                    Ok(part) => part,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                })
-                .collect()
-        })
-    };
+    // The calling thread works too: one thread fewer to start, and results
+    // that outlive the call (parsed specs) are allocated in its own malloc arena
+    // rather than spread over short-lived threads' arenas, which fragments them.
+    let parts: Vec<Result<Vec<(usize, R)>, Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut parts = vec![work()];
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => parts.push(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        parts
+    });
     let mut indexed = Vec::with_capacity(items.len());
     for part in parts {
         indexed.extend(part?);
