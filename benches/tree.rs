@@ -699,12 +699,12 @@ fn measure_phases(repo: &Path, runs: usize) -> Result<Vec<(&'static str, Stats)>
             contents.push(buf.clone());
         }
         lap.mark("read all blobs, 1 thread");
-        let reads = par_map(&tree, &list, |reader, buf, entry| {
+        let mut reads = par_map(&tree, &list, |reader, buf, entry| {
             reader.read(entry, max, buf).is_ok()
         })
         .map_err(fail)?;
         lap.mark("read all blobs, par_map");
-        if reads.iter().any(|ok| !ok) {
+        if !reads.all(|ok| ok) {
             return Err("a blob failed to read".to_owned());
         }
         let mut checksum = 0u8;

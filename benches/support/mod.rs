@@ -55,44 +55,52 @@ pub fn generate(dir: &Path, apps: usize) {
         dir.parent().expect("a parent"),
         &["init", "-q", "-b", "main", dir.to_str().expect("UTF-8")],
     );
-    let mut stream = String::with_capacity(apps * FILES_PER_APP * 400);
-    let _ = write!(
-        stream,
-        "commit refs/heads/main\ncommitter {IDENTITY} {EPOCH} +0000\ndata 9\ngenerate\n"
-    );
-    for i in 0..apps {
-        for f in 0..FILES_PER_APP {
-            let (path, content) = file_content(i, f, 0);
-            let _ = write!(
-                stream,
-                "M 100644 inline {path}\ndata {}\n{content}\n",
-                content.len()
-            );
+    // Streamed: a 10,000-app stream built in memory (about 20 MB) would, once
+    // freed, raise glibc's mmap threshold and so change how the measured code's
+    // allocations are placed.
+    fast_import(dir, |out| {
+        write!(
+            out,
+            "commit refs/heads/main\ncommitter {IDENTITY} {EPOCH} +0000\ndata 9\ngenerate\n"
+        )?;
+        for i in 0..apps {
+            for f in 0..FILES_PER_APP {
+                let (path, content) = file_content(i, f, 0);
+                write!(
+                    out,
+                    "M 100644 inline {path}\ndata {}\n{content}\n",
+                    content.len()
+                )?;
+            }
         }
-    }
-    fast_import(dir, &stream);
+        Ok(())
+    });
 }
 
 /// Commits new versions of the given (app, file) pairs on `main`; returns the
 /// commit id.
 pub fn commit_changes(dir: &Path, changes: &[(usize, usize)], version: u64) -> String {
-    let mut stream = format!(
-        "commit refs/heads/main\ncommitter {IDENTITY} {} +0000\ndata 7\nchange\nfrom refs/heads/main^0\n",
-        EPOCH + version
-    );
-    for &(i, f) in changes {
-        let (path, content) = file_content(i, f, version);
-        let _ = write!(
-            stream,
-            "M 100644 inline {path}\ndata {}\n{content}\n",
-            content.len()
-        );
-    }
-    fast_import(dir, &stream);
+    fast_import(dir, |out| {
+        write!(
+            out,
+            "commit refs/heads/main\ncommitter {IDENTITY} {} +0000\ndata 7\nchange\nfrom refs/heads/main^0\n",
+            EPOCH + version
+        )?;
+        for &(i, f) in changes {
+            let (path, content) = file_content(i, f, version);
+            write!(
+                out,
+                "M 100644 inline {path}\ndata {}\n{content}\n",
+                content.len()
+            )?;
+        }
+        Ok(())
+    });
     git(dir, &["rev-parse", "main"]).trim().to_owned()
 }
 
-fn fast_import(dir: &Path, stream: &str) {
+/// Runs `git fast-import` in `dir` on the stream `write` produces.
+fn fast_import(dir: &Path, write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) {
     let mut child = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -101,12 +109,11 @@ fn fast_import(dir: &Path, stream: &str) {
         .stdin(Stdio::piped())
         .spawn()
         .expect("run git fast-import");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(stream.as_bytes())
+    let mut stdin = std::io::BufWriter::new(child.stdin.take().expect("piped"));
+    write(&mut stdin)
+        .and_then(|()| stdin.flush())
         .expect("feed git fast-import");
+    drop(stdin);
     assert!(
         child.wait().expect("wait for git fast-import").success(),
         "git fast-import failed"
