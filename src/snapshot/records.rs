@@ -220,7 +220,12 @@ fn get_digest(d: &mut Decoder<'_>, app: &App) -> Result<AppDigest, Corrupt> {
         let file = app
             .files
             .get(i)
-            .filter(|f| f.path.len() > app.dir.len() && f.path.starts_with(&app.dir))
+            .filter(|f| {
+                let prefix = app.prefix_len();
+                f.path.len() > prefix
+                    && f.path.starts_with(&app.dir)
+                    && (prefix == 0 || f.path.as_bytes()[prefix - 1] == b'/')
+            })
             .ok_or_else(|| Corrupt(format!("manifest file index {i} out of range")))?;
         let hash = FileHash {
             sha256: d.array()?,

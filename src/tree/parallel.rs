@@ -26,7 +26,7 @@ where
         .min(items.len().div_ceil(CHUNK))
         .max(1);
     let next = AtomicUsize::new(0);
-    let work = || -> Result<Vec<(usize, Vec<R>)>, Error> {
+    let work = || -> Result<Chunks<R>, Error> {
         let mut reader = tree.reader()?;
         let mut buf = Vec::new();
         let mut chunks = Vec::new();
@@ -45,7 +45,7 @@ where
     // The calling thread works too: one thread fewer to start, and results
     // that outlive the call (parsed specs) are allocated in its own malloc arena
     // rather than spread over short-lived threads' arenas, which fragments them.
-    let parts: Vec<Result<Vec<(usize, Vec<R>)>, Error>> = std::thread::scope(|s| {
+    let parts: Vec<Result<Chunks<R>, Error>> = std::thread::scope(|s| {
         let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
         let mut parts = vec![work()];
         for handle in handles {
@@ -68,10 +68,13 @@ where
     })
 }
 
+/// One thread's results: (index of the chunk's first item, its results).
+type Chunks<R> = Vec<(usize, Vec<R>)>;
+
 /// The results of [`par_map`], chunk after chunk; each chunk is freed once
 /// consumed.
 pub struct InOrder<R> {
-    chunks: std::vec::IntoIter<(usize, Vec<R>)>,
+    chunks: <Chunks<R> as IntoIterator>::IntoIter,
     current: std::vec::IntoIter<R>,
     left: usize,
 }
