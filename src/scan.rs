@@ -10,13 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::digest::{AppDigest, digest_apps};
 use crate::layout::paths::{ancestors, join, root_relative, split_last};
 use crate::layout::{
     App, AppName, AppSpec, AppTree, Filter, LayoutOptions, Problem, discover, read_spec,
 };
-use crate::tree::{self, BlobCache, Change, Entry, EntryKind, Tree, Unusable};
+use crate::tree::{self, BlobCache, Change, Entry, EntryKind, Tree, Unusable, hash_entry};
 
 /// The apps of a snapshot and the digest of every valid one.
 #[derive(Debug, Clone, PartialEq)]
@@ -426,6 +427,40 @@ fn file_results(
     }
 }
 
+/// Hashes the blobs of `entries` into `cache`, until `stop` is set: the reads
+/// a first scan's digest step would make, done while the layout is still being
+/// worked out. Only files under the root app count. Markers are left to
+/// discovery, which reads them anyway, and symlinks to the digest step (their
+/// hash depends on where they are). Errors are left to the digest step too,
+/// which reads those files again and reports them on their app.
+fn prehash(
+    tree: &dyn Tree,
+    entries: &[&Entry],
+    options: &LayoutOptions,
+    cache: &BlobCache,
+    stop: &AtomicBool,
+) {
+    let Ok(mut reader) = tree.reader() else {
+        return;
+    };
+    let mut buf = Vec::new();
+    let root = options.root.trim_matches('/');
+    let worth_it = |e: &&&Entry| {
+        e.kind != EntryKind::Symlink
+            && e.blob.is_some()
+            && root_relative(root, &e.path).is_some_and(|p| split_last(p).1 != options.marker)
+    };
+    for chunk in entries.chunks(64) {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        for entry in chunk.iter().filter(worth_it) {
+            let max = options.limits.max_file_bytes;
+            let _ = hash_entry(reader.as_mut(), entry, cache, max, &|_| false, &mut buf);
+        }
+    }
+}
+
 /// Lists, discovers and digests everything. Problems of single apps end up in the
 /// result; only a tree that cannot be read at all is an error.
 pub fn scan(
@@ -440,7 +475,14 @@ pub fn scan(
         .map(|e| (e.path.clone(), e))
         .collect();
     let list: Vec<&Entry> = entries.values().collect();
-    let mut apps = discover(tree, &list, &listing.unusable, options, cache, &|_| None)?;
+    // Much of discovery runs on one core; the other hashes blobs meanwhile.
+    let stop = AtomicBool::new(false);
+    let mut apps = std::thread::scope(|s| {
+        s.spawn(|| prehash(tree, &list, options, cache, &stop));
+        let apps = discover(tree, &list, &listing.unusable, options, cache, &|_| None);
+        stop.store(true, Ordering::Relaxed);
+        apps
+    })?;
     let valid: Vec<&App> = apps.apps.values().filter(|a| a.is_valid()).collect();
     let is_symlink = |p: &str| entries.get(p).is_some_and(|e| e.kind == EntryKind::Symlink);
     let results = digest_apps(tree, &is_symlink, &valid, cache, &options.limits)?;
