@@ -196,6 +196,8 @@ fn main() -> ExitCode {
         baseline: "git ls-tree -r | git cat-file --batch | sha256sum",
     });
 
+    let peak_before_polls = peak_rss_mib();
+
     // Flatness over consecutive one-commit polls. fast-import adds a pack to the
     // remote per commit; a real server repacks, so the remote is repacked (untimed)
     // every 50 commits: only canopy's own cost is under test.
@@ -237,7 +239,9 @@ fn main() -> ExitCode {
         );
     }
     println!(
-        "resident after the first poll: {resident_after_first_poll:.1} MiB; peak RSS of this process: {rss:.1} MiB"
+        "resident after the first poll: {resident_after_first_poll:.1} MiB; peak RSS of this process: {rss:.1} MiB ({peak_before_polls:.1} MiB before the consecutive polls); resident now: {:.1} MiB anonymous, {:.1} MiB file-backed",
+        proc_status_mib("RssAnon:"),
+        proc_status_mib("RssFile:")
     );
     if json {
         let mut summary = serde_json::json!({"apps": apps, "scenarios": scenarios_json(&scenarios), "peak_rss_mib": rss});

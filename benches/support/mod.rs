@@ -179,7 +179,8 @@ pub fn rss_mib() -> f64 {
     proc_status_mib("VmRSS:")
 }
 
-fn proc_status_mib(field: &str) -> f64 {
+/// A field of `/proc/self/status` in kB (`VmRSS:`, `RssAnon:`...), in MiB.
+pub fn proc_status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
