@@ -65,12 +65,7 @@ pub fn generate(dir: &Path, apps: usize) {
         )?;
         for i in 0..apps {
             for f in 0..FILES_PER_APP {
-                let (path, content) = file_content(i, f, 0);
-                write!(
-                    out,
-                    "M 100644 inline {path}\ndata {}\n{content}\n",
-                    content.len()
-                )?;
+                write_file(out, i, f, 0)?;
             }
         }
         Ok(())
@@ -87,16 +82,26 @@ pub fn commit_changes(dir: &Path, changes: &[(usize, usize)], version: u64) -> S
             EPOCH + version
         )?;
         for &(i, f) in changes {
-            let (path, content) = file_content(i, f, version);
-            write!(
-                out,
-                "M 100644 inline {path}\ndata {}\n{content}\n",
-                content.len()
-            )?;
+            write_file(out, i, f, version)?;
         }
         Ok(())
     });
     git(dir, &["rev-parse", "main"]).trim().to_owned()
+}
+
+/// The fast-import command that sets file `f` of app `i` to its `version`.
+fn write_file(
+    out: &mut dyn std::io::Write,
+    i: usize,
+    f: usize,
+    version: u64,
+) -> std::io::Result<()> {
+    let (path, content) = file_content(i, f, version);
+    write!(
+        out,
+        "M 100644 inline {path}\ndata {}\n{content}\n",
+        content.len()
+    )
 }
 
 /// Runs `git fast-import` in `dir` on the stream `write` produces.
