@@ -450,12 +450,12 @@ fn prehash(
             && e.blob.is_some()
             && root_relative(root, &e.path).is_some_and(|p| split_last(p).1 != options.marker)
     };
+    let max = options.limits.max_file_bytes;
     for chunk in entries.chunks(64) {
         if stop.load(Ordering::Relaxed) {
             return;
         }
         for entry in chunk.iter().filter(worth_it) {
-            let max = options.limits.max_file_bytes;
             let _ = hash_entry(reader.as_mut(), entry, cache, max, &|_| false, &mut buf);
         }
     }
