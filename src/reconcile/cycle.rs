@@ -10,7 +10,7 @@ use crate::layout::AppName;
 use crate::plan::Plan;
 use crate::snapshot::Stamp;
 use crate::source::{Method, Poll, PollOutcome, Poller, SourceError};
-use crate::store::{AppWrite, Meta, Signal, Store, StoreError};
+use crate::store::{AppWrite, Applied, BATCH, Meta, Signal, Store, StoreError};
 
 /// Drives cycles. Owns the poller (Git side) and the store (Redis side).
 pub struct Reconciler {
@@ -421,38 +421,50 @@ impl Reconciler {
             .map(|d| d.0.name())
             .collect();
         let mut stored_files = self.store.stored_files_of(&against).await?.into_iter();
-        let mut writes: Vec<AppWrite> = Vec::with_capacity(decisions.len());
-        for (target, stored, kind, changed) in decisions {
-            let changed = match changed {
-                Changed::Known(files) => files,
-                Changed::AgainstStored => {
-                    let files = stored_files.next().expect("one manifest per such app");
-                    decide::changes_against_stored(target, &files)
+        // Built and applied one batch at a time: a first cycle writes every app,
+        // and 10,000 writes at once (manifests in hex, signals) were the largest
+        // transient of a daemon's life, about 25 MB that glibc then kept.
+        let mut applied = Applied::default();
+        let mut decisions = decisions.into_iter().peekable();
+        while decisions.peek().is_some() {
+            let writes: Vec<AppWrite> = decisions
+                .by_ref()
+                .take(BATCH)
+                .map(|(target, stored, kind, changed)| {
+                    let changed = match changed {
+                        Changed::Known(files) => files,
+                        Changed::AgainstStored => {
+                            let files = stored_files.next().expect("one manifest per such app");
+                            decide::changes_against_stored(target, &files)
+                        }
+                    };
+                    decide::write(target, stored, kind, changed, &context)
+                })
+                .collect();
+            applied.absorb(self.store.apply(&writes).await?);
+            report
+                .written_apps
+                .extend(writes.iter().map(|w| w.app.clone()));
+            // One line per signal at debug (a first cycle writes every app), and
+            // a summary at info.
+            for write in &writes {
+                if let Some(signal) = &write.signal {
+                    tracing::debug!(
+                        app = %write.app,
+                        reason = %signal.kind,
+                        held = write.hold,
+                        generation = signal.generation,
+                        digest = signal.digest.as_deref().unwrap_or("-"),
+                        revision = %signal.revision,
+                        "signal"
+                    );
                 }
-            };
-            writes.push(decide::write(target, stored, kind, changed, &context));
+            }
         }
-        let applied = self.store.apply(&writes).await?;
         report.written = applied.written;
-        report.written_apps = writes.iter().map(|w| w.app.clone()).collect();
         report.signals = applied.signals;
         report.kinds = applied.kinds.clone();
         report.held = applied.held;
-        // One line per signal at debug (a first cycle writes every app), and a
-        // summary at info.
-        for write in &writes {
-            if let Some(signal) = &write.signal {
-                tracing::debug!(
-                    app = %write.app,
-                    reason = %signal.kind,
-                    held = write.hold,
-                    generation = signal.generation,
-                    digest = signal.digest.as_deref().unwrap_or("-"),
-                    revision = %signal.revision,
-                    "signal"
-                );
-            }
-        }
         tracing::info!(
             revision = %context.revision,
             checked = report.checked,

@@ -72,6 +72,19 @@ pub struct Applied {
     pub conflicts: Vec<StoreError>,
 }
 
+impl Applied {
+    /// Adds what a later call applied.
+    pub fn absorb(&mut self, later: Applied) {
+        self.written += later.written;
+        self.signals += later.signals;
+        for (kind, count) in later.kinds {
+            *self.kinds.entry(kind).or_default() += count;
+        }
+        self.held += later.held;
+        self.conflicts.extend(later.conflicts);
+    }
+}
+
 impl Store {
     /// Writes every app in order, [`BATCH`] apps per round trip. Each app is
     /// written whole or not at all. Stops at the first batch that fails as a whole
