@@ -14,7 +14,7 @@ mod observe;
 mod run;
 
 pub use cycle::{CycleError, CycleReport, Reconciler};
-pub use observe::{AppStatus, Recorded, record_changes, statuses, statuses_of};
+pub use observe::{AppStatus, Recorded, every_app, record_changes, statuses, statuses_of};
 pub use run::{
     Cycle, STATUS_INTERVAL, StatusCounts, Trigger, run, update_statuses, update_statuses_of,
 };

@@ -36,14 +36,19 @@ pub async fn statuses(
     now: DateTime<Utc>,
     sync_timeout: chrono::Duration,
 ) -> Result<Vec<AppStatus>, StoreError> {
-    let apps: BTreeSet<AppName> = store
+    let apps = every_app(store).await?;
+    let names: Vec<&AppName> = apps.iter().collect();
+    statuses_of(store, &names, now, sync_timeout).await
+}
+
+/// Every app in Git and every app a child reports for, in name order.
+pub async fn every_app(store: &mut Store) -> Result<BTreeSet<AppName>, StoreError> {
+    Ok(store
         .app_names()
         .await?
         .into_iter()
         .chain(store.observed_apps().await?)
-        .collect();
-    let names: Vec<&AppName> = apps.iter().collect();
-    statuses_of(store, &names, now, sync_timeout).await
+        .collect())
 }
 
 /// The statuses of `names` only.
@@ -118,6 +123,13 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// Adds what a later call recorded.
+    pub fn absorb(&mut self, later: Recorded) {
+        self.records += later.records;
+        self.drift += later.drift;
+        self.resolved += later.resolved;
+    }
+
     /// Signals of kind `drift` published, resolutions included.
     pub fn signals(&self) -> usize {
         self.drift + self.resolved
