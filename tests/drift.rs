@@ -372,3 +372,23 @@ async fn the_loop_hands_drift_signal_counts_to_its_caller() {
     assert_eq!(seen.lock().unwrap().iter().sum::<u64>(), 1);
     assert_eq!(setup.drifts().len(), 1);
 }
+
+#[tokio::test]
+async fn status_counts_are_those_of_every_app() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    setup.report("search", 1, OTHER, "synced", "deployed by hand");
+    let timeout = chrono::Duration::zero();
+    let all = statuses(reconciler.store(), chrono::Utc::now(), timeout)
+        .await
+        .unwrap();
+    let (counts, _) = update_statuses(reconciler.store(), timeout).await.unwrap();
+    assert_eq!(counts.len(), Status::ALL.len(), "every status, zeros too");
+    for (status, n) in &counts {
+        let want = all.iter().filter(|s| s.record.status == *status).count();
+        assert_eq!(*n, want, "{status:?}");
+    }
+    assert!(counts.contains(&(Status::OutOfSync, 1)), "{counts:?}");
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<usize>(), all.len());
+}

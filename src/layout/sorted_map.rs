@@ -29,10 +29,6 @@ impl<K, V> SortedMap<K, V> {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&K, &V)> {
         self.0.iter().map(|(k, v)| (k, v))
     }
-
-    pub fn keys(&self) -> impl ExactSizeIterator<Item = &K> {
-        self.0.iter().map(|(k, _)| k)
-    }
 }
 
 impl<K: Ord, V> SortedMap<K, V> {
@@ -108,7 +104,7 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
         assert_eq!(map.len(), 2);
-        assert_eq!(map.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(map.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(map.get("b"), Some(&3));
         assert_eq!(map.get("c"), None);
         assert_eq!(format!("{map:?}"), r#"{"a": 2, "b": 3}"#);

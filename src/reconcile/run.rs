@@ -184,8 +184,10 @@ pub async fn update_statuses(
     let mut recorded = Recorded::default();
     for batch in names.chunks(BATCH) {
         let some = statuses_of(store, batch, now, sync_timeout).await?;
-        for (status, n) in &mut counts {
-            *n += some.iter().filter(|s| s.record.status == *status).count();
+        for app in &some {
+            if let Some((_, n)) = counts.iter_mut().find(|(s, _)| *s == app.record.status) {
+                *n += 1;
+            }
         }
         recorded.absorb(record_changes(store, &some).await?);
     }
