@@ -44,10 +44,25 @@ fn start(options: &LaunchOptions) -> EmbeddedRedis {
     try_start(options).unwrap_or_else(|e| panic!("start: {}", canopy::error_chain(&e)))
 }
 
+/// A blocking connection. A connect that a signal interrupted (EINTR: this
+/// process reaps the servers it starts) is tried again; any other failure is
+/// returned at once.
 fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
-    let connection = redis::Client::open(url)?.get_connection_with_timeout(TIMEOUT)?;
-    connection.set_read_timeout(Some(TIMEOUT))?;
-    Ok(connection)
+    let interrupted = std::io::Error::from_raw_os_error(libc::EINTR).to_string();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let connection =
+            redis::Client::open(url).and_then(|c| c.get_connection_with_timeout(TIMEOUT));
+        match connection {
+            Err(e) if attempts < 3 && e.is_io_error() && e.to_string().contains(&interrupted) => {}
+            Err(e) => return Err(e),
+            Ok(connection) => {
+                connection.set_read_timeout(Some(TIMEOUT))?;
+                return Ok(connection);
+            }
+        }
+    }
 }
 
 fn set(url: &str, key: &str, value: &str) {
