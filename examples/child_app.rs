@@ -12,9 +12,11 @@
 
 use std::collections::BTreeMap;
 
-use canopy::client::{self, Applied, Client, ClientOptions, Files, Handler, HandlerError, Signal};
+use canopy::client::{
+    self, Applied, Client, ClientOptions, Files, Handler, HandlerError, RedisOptions, Signal,
+};
 use canopy::layout::AppName;
-use canopy::store::StoreOptions;
+use canopy::protocol::{RedisUrl, Secret};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -94,10 +96,10 @@ impl Handler for Service {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let redis = StoreOptions {
-        url: args.redis_url,
+    let redis = RedisOptions {
+        url: RedisUrl::parse(&args.redis_url)?,
         username: None,
-        password: std::env::var("CANOPY_REDIS_PASSWORD").ok(),
+        password: std::env::var("CANOPY_REDIS_PASSWORD").ok().map(Secret::new),
         namespace: args.namespace,
         connect_timeout: std::time::Duration::from_secs(5),
         response_timeout: std::time::Duration::from_secs(5),

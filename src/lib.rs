@@ -26,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod plan;
+pub mod protocol;
 pub mod reconcile;
 pub mod redis_launch;
 pub mod report;

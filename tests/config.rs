@@ -91,7 +91,7 @@ fn the_example_loads() {
     assert_eq!(repo.poll_interval, Duration::from_secs(30));
     let credentials = repo.credentials().unwrap();
     assert_eq!(
-        (credentials.username.as_str(), credentials.token.as_str()),
+        (credentials.username.as_str(), credentials.token.expose()),
         ("deploy", CANARY)
     );
     assert_eq!(repo.layout_options().root, "");
@@ -631,7 +631,7 @@ fn secrets_never_show_in_debug_output() {
         ),
     ]);
     let config = Config::load(None, &env, &Overrides::default()).unwrap();
-    assert_eq!(config.repo.credentials().unwrap().token, CANARY);
+    assert_eq!(config.repo.credentials().unwrap().token.expose(), CANARY);
     assert!(config.redis.url.as_ref().unwrap().expose().contains(CANARY));
     let shown = format!(
         "{config:?} {} {}",

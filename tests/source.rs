@@ -311,7 +311,7 @@ fn credentials_are_never_sent_over_plain_http() {
             server.url("example.git"),
             Some(canopy::source::Credentials {
                 username: "deploy".to_owned(),
-                token: "tok-canary-5e1".to_owned(),
+                token: canopy::protocol::Secret::new("tok-canary-5e1"),
             }),
         ),
     ];

@@ -94,8 +94,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         None => Some(Embedded::start(&config.state_dir)?),
     };
     let url = match (&config.redis.url, &embedded) {
-        (Some(url), _) => url.expose().to_owned(),
-        (None, Some(e)) => e.redis.url(),
+        (Some(url), _) => url.clone(),
+        (None, Some(e)) => {
+            RedisUrl::parse(&e.redis.url()).expect("the launcher gives unix:// or redis:// URLs")
+        }
         (None, None) => unreachable!("started above"),
     };
     let runtime = runtime()?;
@@ -137,7 +139,7 @@ impl Drop for Embedded {
 
 async fn serve(
     config: &Config,
-    url: String,
+    url: RedisUrl,
     once: bool,
     output: Output,
 ) -> Result<ExitCode, CliError> {

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{CliError, GlobError};
 use crate::layout::{Generator, GlobPattern, LayoutOptions};
+use crate::protocol::Secret;
 use crate::scan::{Scan, scan};
 use crate::source::{Credentials, Mirror, MirrorOptions, RepoUrl};
 use crate::tree::{BlobCache, DirTree, GitTree, Tree};
@@ -98,10 +99,13 @@ impl SourceArgs {
             std::env::var("CANOPY_GIT_USERNAME"),
             std::env::var("CANOPY_GIT_TOKEN"),
         ) {
-            (Ok(username), Ok(token)) => Some(Credentials { username, token }),
+            (Ok(username), Ok(token)) => Some(Credentials {
+                username,
+                token: Secret::new(token),
+            }),
             (Err(_), Ok(token)) => Some(Credentials {
                 username: "git".to_owned(),
-                token,
+                token: Secret::new(token),
             }),
             _ => None,
         };
@@ -124,7 +128,7 @@ impl SourceArgs {
             .map_err(CliError::Scratch)?;
         let tree = self.open(scratch.path())?;
         scan(tree.as_ref(), &options, &BlobCache::default()).map_err(|source| CliError::Tree {
-            source_desc: crate::source::redact(&self.source),
+            source_desc: crate::protocol::redact(&self.source),
             source,
         })
     }

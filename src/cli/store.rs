@@ -9,7 +9,8 @@ use clap::Args;
 
 use super::CliError;
 use crate::config::{self, Config, Namespace, Overrides, RedisConfig, RedisUrl, process_env};
-use crate::store::{Store, StoreOptions};
+use crate::protocol::{RedisOptions, Secret};
+use crate::store::Store;
 
 #[derive(Debug, Args)]
 pub struct StoreArgs {
@@ -30,7 +31,7 @@ pub struct StoreArgs {
 
 /// What a read-only command needs from the config.
 pub struct Target {
-    pub store: StoreOptions,
+    pub store: RedisOptions,
     pub sync_timeout: Duration,
     /// The daemon's HTTP address, when a config file was given.
     pub listen: Option<std::net::SocketAddr>,
@@ -56,7 +57,7 @@ impl StoreArgs {
             .clone()
             .or_else(|| redis.and_then(|r| r.url.clone()))
         {
-            Some(url) => url.expose().to_owned(),
+            Some(url) => url,
             None => {
                 let state_dir = self
                     .state_dir
@@ -75,7 +76,7 @@ impl StoreArgs {
         );
         if redis.is_none() {
             store.username = process_env("CANOPY_REDIS_USER");
-            store.password = process_env("CANOPY_REDIS_PASSWORD");
+            store.password = process_env("CANOPY_REDIS_PASSWORD").map(Secret::new);
         }
         Ok(Target {
             store,
@@ -95,14 +96,12 @@ impl StoreArgs {
 }
 
 /// How to reach the store: the config's `redis` settings, or the defaults.
-pub fn store_options(url: String, namespace: &str, redis: Option<&RedisConfig>) -> StoreOptions {
+pub fn store_options(url: RedisUrl, namespace: &str, redis: Option<&RedisConfig>) -> RedisOptions {
     use config::defaults;
-    StoreOptions {
+    RedisOptions {
         url,
         username: redis.and_then(|r| r.username.clone()),
-        password: redis
-            .and_then(|r| r.password.as_ref())
-            .map(|p| p.expose().to_owned()),
+        password: redis.and_then(|r| r.password.clone()),
         namespace: namespace.to_owned(),
         connect_timeout: redis.map_or(defaults::REDIS_CONNECT_TIMEOUT, |r| r.connect_timeout),
         response_timeout: redis.map_or(defaults::REDIS_RESPONSE_TIMEOUT, |r| r.response_timeout),
@@ -132,10 +131,11 @@ pub fn embedded_dir(state_dir: &std::path::Path) -> PathBuf {
 /// (a unix socket, or a loopback port when the socket path would be too long).
 pub const URL_FILE: &str = "url";
 
-fn embedded_url(state_dir: &std::path::Path) -> Result<String, CliError> {
+fn embedded_url(state_dir: &std::path::Path) -> Result<RedisUrl, CliError> {
     std::fs::read_to_string(embedded_dir(state_dir).join(URL_FILE))
-        .map(|url| url.trim().to_owned())
-        .map_err(|_| CliError::NoRedis {
+        .ok()
+        .and_then(|url| RedisUrl::parse(&url).ok())
+        .ok_or_else(|| CliError::NoRedis {
             state_dir: state_dir.to_path_buf(),
         })
 }

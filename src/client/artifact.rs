@@ -15,21 +15,13 @@ use std::path::{Component, Path};
 use super::{Client, ClientError};
 use crate::digest::{ManifestLine, Sha256Digest, manifest_text};
 use crate::limits::Limits;
-use crate::server::ROOT_ALIAS;
-use crate::tree::FileHash;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    File,
-    Executable,
-    /// The bytes are the link's target, never followed.
-    Symlink,
-}
+use crate::protocol::ROOT_ALIAS;
+use crate::tree::{EntryKind, FileHash};
 
 #[derive(Debug, Clone)]
 struct FileEntry {
     path: String,
-    kind: FileKind,
+    kind: EntryKind,
     bytes: Vec<u8>,
 }
 
@@ -69,7 +61,7 @@ impl Files {
     }
 
     /// One file's bytes (a symlink's target), by path relative to the app.
-    pub fn get(&self, path: &str) -> Option<(&[u8], FileKind)> {
+    pub fn get(&self, path: &str) -> Option<(&[u8], EntryKind)> {
         self.entries
             .binary_search_by(|e| e.path.as_bytes().cmp(path.as_bytes()))
             .ok()
@@ -98,12 +90,12 @@ impl Files {
         std::fs::create_dir(dir).map_err(io("create", dir))?;
         // Regular files first: no symlink exists yet, so creating parent
         // directories can never go through one.
-        for entry in self.entries.iter().filter(|e| e.kind != FileKind::Symlink) {
+        for entry in self.entries.iter().filter(|e| e.kind != EntryKind::Symlink) {
             let path = dir.join(&entry.path);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(io("create", parent))?;
             }
-            let mode = if entry.kind == FileKind::Executable {
+            let mode = if entry.kind == EntryKind::Executable {
                 0o755
             } else {
                 0o644
@@ -116,7 +108,7 @@ impl Files {
                 .map_err(io("create", &path))?;
             std::io::Write::write_all(&mut file, &entry.bytes).map_err(io("write", &path))?;
         }
-        for entry in self.entries.iter().filter(|e| e.kind == FileKind::Symlink) {
+        for entry in self.entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
             let path = dir.join(&entry.path);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(io("create", parent))?;
@@ -247,16 +239,16 @@ fn unpack(app: &str, revision: &str, tar: &[u8]) -> Result<Files, ClientError> {
             tar::EntryType::Directory => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if entry.header().mode().map_err(tar_error)? & 0o111 != 0 {
-                    FileKind::Executable
+                    EntryKind::Executable
                 } else {
-                    FileKind::File
+                    EntryKind::File
                 }
             }
-            tar::EntryType::Symlink => FileKind::Symlink,
+            tar::EntryType::Symlink => EntryKind::Symlink,
             _ => return Err(unsafe_entry(&path, "neither a file nor a symlink")),
         };
         check_path(&path).map_err(|why| unsafe_entry(&path, why))?;
-        let bytes = if kind == FileKind::Symlink {
+        let bytes = if kind == EntryKind::Symlink {
             entry
                 .link_name_bytes()
                 .ok_or_else(|| unsafe_entry(&path, "a symlink without a target"))?
@@ -377,7 +369,7 @@ mod tests {
         );
         assert_eq!(
             files.get("link"),
-            Some((&b"a/x.yaml"[..], FileKind::Symlink))
+            Some((&b"a/x.yaml"[..], EntryKind::Symlink))
         );
     }
 

@@ -3,12 +3,22 @@
 
 use std::path::PathBuf;
 
-use crate::store::StoreError;
+use crate::protocol::{ConnectError, RecordError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(transparent)]
-    Connect(#[from] StoreError),
+    Connect(#[from] ConnectError),
+    /// Redis answered something the command never returns: refused, not guessed.
+    #[error("unexpected reply to {command} for app {app}: {detail}")]
+    Reply {
+        app: String,
+        command: &'static str,
+        detail: String,
+    },
+    /// The app's desired state in Redis is unusable.
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("Redis request for app {app} failed: {what}")]
     Redis {
         app: String,

@@ -18,8 +18,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::session::defaults::RETRY_DELAY_MAX;
-use super::{Client, ClientError, Delivery, Reported, Status};
-use crate::store::{Signal, SignalKind};
+use super::{Client, ClientError, Delivery, Reported};
+use crate::protocol::{Signal, SignalKind};
+use crate::status::{ReportedState, SyncMode};
 
 /// What a handler's failure says; it becomes the report's `message`.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -212,7 +213,7 @@ impl<H: Handler> Follower<'_, H> {
         if self.handler.running().as_deref() == Some(digest) {
             if signal.kind != SignalKind::Drift {
                 let message = format!("already running {digest}");
-                self.report(Status::Synced, signal, digest, &message)
+                self.report(ReportedState::Synced, signal, digest, &message)
                     .await?;
             }
             tracing::info!(app, %digest, generation = signal.generation, "already running this digest");
@@ -233,7 +234,7 @@ impl<H: Handler> Follower<'_, H> {
         }
         let message = format!("applying {} ({})", short(digest), signal.kind);
         if let Reported::Stale(detail) = self
-            .report(Status::Progressing, signal, digest, &message)
+            .report(ReportedState::Progressing, signal, digest, &message)
             .await?
         {
             tracing::info!(app, generation = signal.generation, %detail, "a newer report exists; skipped");
@@ -248,7 +249,7 @@ impl<H: Handler> Follower<'_, H> {
             Ok(applied) => {
                 self.beating.store(true, Ordering::Release);
                 client.heartbeat().await?;
-                self.report(Status::Synced, signal, digest, &applied.message)
+                self.report(ReportedState::Synced, signal, digest, &applied.message)
                     .await?;
                 if let Some(manifest) = &applied.manifest {
                     client.report_files(manifest).await?;
@@ -260,7 +261,7 @@ impl<H: Handler> Follower<'_, H> {
                 let message = crate::error_chain(&*error);
                 let running = self.handler.running();
                 let reported = running.as_deref().unwrap_or(digest);
-                self.report(Status::Failed, signal, reported, &message)
+                self.report(ReportedState::Failed, signal, reported, &message)
                     .await?;
                 Ok(Err(message))
             }
@@ -283,7 +284,7 @@ impl<H: Handler> Follower<'_, H> {
                 let message = crate::error_chain(&*error);
                 if let Some(running) = self.handler.running() {
                     let _ = self
-                        .report(Status::Failed, signal, &running, &message)
+                        .report(ReportedState::Failed, signal, &running, &message)
                         .await;
                 }
                 Err(message)
@@ -303,7 +304,10 @@ impl<H: Handler> Follower<'_, H> {
         if !out_of_sync {
             return Ok(false);
         }
-        Ok(self.client.desired().await?.is_some_and(|d| !d.manual))
+        let desired = self.client.desired().await?;
+        Ok(desired
+            .and_then(|d| d.app)
+            .is_some_and(|app| app.sync == SyncMode::Auto))
     }
 
     /// The generation of a newer signal that makes this one pointless, if one is
@@ -311,9 +315,9 @@ impl<H: Handler> Follower<'_, H> {
     /// new desired state is signalled at once (docs/protocol.md section 5).
     async fn superseded(&self, signal: &Signal) -> Result<Option<u64>, ClientError> {
         Ok(self.client.desired().await?.and_then(|desired| {
-            (desired.digest.is_some()
-                && !desired.manual
-                && !desired.depends_on
+            let app = desired.app.as_ref()?;
+            (app.sync == SyncMode::Auto
+                && app.depends_on.is_empty()
                 && desired.generation > signal.generation)
                 .then_some(desired.generation)
         }))
@@ -321,7 +325,7 @@ impl<H: Handler> Follower<'_, H> {
 
     async fn report(
         &self,
-        status: Status,
+        status: ReportedState,
         signal: &Signal,
         digest: &str,
         message: &str,
@@ -348,7 +352,7 @@ impl<H: Handler> Follower<'_, H> {
             let digest = self.handler.running().or_else(|| signal.digest.clone());
             if let Some(digest) = digest {
                 let message = format!("dead-lettered: {error}");
-                self.report(Status::Failed, signal, &digest, &message)
+                self.report(ReportedState::Failed, signal, &digest, &message)
                     .await?;
             }
         }

@@ -22,9 +22,11 @@ mod error;
 mod follow;
 mod session;
 
-pub use crate::store::{Signal, SignalKind};
-pub use artifact::{FileKind, Files};
+pub use crate::protocol::{DesiredRecord, RedisOptions, Signal, SignalKind};
+pub use crate::status::ReportedState;
+pub use crate::tree::EntryKind;
+pub use artifact::Files;
 pub use error::ClientError;
 pub use follow::{Applied, Handler, HandlerError, follow};
 pub use session::defaults;
-pub use session::{Client, ClientOptions, Delivery, Desired, Reported, Status};
+pub use session::{Client, ClientOptions, Delivery, Reported};

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use redis::Value;
 use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 
 use super::ClientError;
-use crate::config::Secret;
 use crate::layout::AppName;
-use crate::store::{AppKeys, CONSUMER_GROUP, Keys, Signal, StoreOptions};
+use crate::protocol::{AppKeys, CONSUMER_GROUP, DesiredRecord, Keys, RedisOptions, Secret, Signal};
+use crate::status::ReportedState;
 
 /// Defaults of [`ClientOptions`], documented in one place.
 pub mod defaults {
@@ -39,12 +40,15 @@ pub mod defaults {
 /// `MAXLEN ~` of the dead-letter stream.
 const DEAD_MAXLEN: u64 = 1000;
 
-/// How a child follows its app.
-#[derive(Clone)]
+/// Manifest entries per `HSET` when storing the observed files.
+const FILES_PER_HSET: usize = 500;
+
+/// How a child follows its app. `Debug` shows no secret.
+#[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Redis URL, credentials, namespace and timeouts (the daemon's own type;
-    /// `stream_maxlen` is unused here).
-    pub redis: StoreOptions,
+    /// Redis URL, credentials, namespace and timeouts (`stream_maxlen` is unused
+    /// here).
+    pub redis: RedisOptions,
     pub app: AppName,
     /// The consumer name in the group, and the `reporter` of reports and the
     /// heartbeat. Keep it stable across restarts (a host or pod name): pending
@@ -65,7 +69,7 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Options with the [`defaults`].
-    pub fn new(redis: StoreOptions, app: AppName, consumer: String) -> ClientOptions {
+    pub fn new(redis: RedisOptions, app: AppName, consumer: String) -> ClientOptions {
         ClientOptions {
             redis,
             app,
@@ -79,18 +83,6 @@ impl ClientOptions {
             poll: defaults::POLL,
             download_timeout: defaults::DOWNLOAD_TIMEOUT,
         }
-    }
-}
-
-impl std::fmt::Debug for ClientOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientOptions")
-            .field("redis", &self.redis)
-            .field("app", &self.app)
-            .field("consumer", &self.consumer)
-            .field("server", &self.server)
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .finish_non_exhaustive()
     }
 }
 
@@ -135,24 +127,6 @@ impl Delivery {
     }
 }
 
-/// What a child reports it runs (`:observed.status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Synced,
-    Failed,
-    Progressing,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Synced => "synced",
-            Status::Failed => "failed",
-            Status::Progressing => "progressing",
-        }
-    }
-}
-
 /// The outcome of a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reported {
@@ -162,23 +136,11 @@ pub enum Reported {
     Stale(String),
 }
 
-/// What the daemon currently wants, from `:desired`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Desired {
-    pub generation: u64,
-    /// `None` once the app was pruned (a tombstone).
-    pub digest: Option<String>,
-    /// `sync: manual`: the generation grows without a signal.
-    pub manual: bool,
-    /// The app waits for others (`depends_on`): a newer signal may be held.
-    pub depends_on: bool,
-}
-
 impl Client {
     /// Connects to Redis. Loads nothing and creates nothing: a child's ACL user
     /// may only touch its own keys.
     pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
-        let (redis, conn) = crate::store::open(&options.redis).await?;
+        let (redis, conn) = crate::protocol::open(&options.redis).await?;
         let keys = Keys::new(&options.redis.namespace).app(&options.app);
         let http = reqwest::Client::builder()
             .timeout(options.download_timeout)
@@ -248,20 +210,22 @@ impl Client {
                 .arg("COUNT")
                 .arg(1);
             let reply = self.with_group(&command).await?;
-            let Some((next, mut claimed, deleted)) = parse_autoclaim(reply) else {
+            if reply == Value::Nil {
                 return Ok(None);
-            };
-            for id in deleted {
-                self.ack(&id).await?;
             }
-            if let Some(mut delivery) = claimed.pop() {
+            let reply: StreamAutoClaimReply = self.typed("XAUTOCLAIM", reply)?;
+            for id in &reply.deleted_ids {
+                self.ack(id).await?;
+            }
+            if let Some(entry) = reply.claimed.into_iter().next() {
+                let mut delivery = self.delivery(entry)?;
                 delivery.attempts = self.attempts(&delivery.id).await?;
                 return Ok(Some(delivery));
             }
-            if next == "0-0" {
+            if reply.next_stream_id == "0-0" {
                 return Ok(None);
             }
-            cursor = next;
+            cursor = reply.next_stream_id;
         }
     }
 
@@ -277,7 +241,52 @@ impl Client {
             .arg(self.keys.events())
             .arg(from);
         let reply = self.with_group(&command).await?;
-        Ok(parse_read(reply).into_iter().next())
+        if reply == Value::Nil {
+            return Ok(None);
+        }
+        let reply: StreamReadReply = self.typed("XREADGROUP", reply)?;
+        reply
+            .keys
+            .into_iter()
+            .flat_map(|key| key.ids)
+            .next()
+            .map(|entry| self.delivery(entry))
+            .transpose()
+    }
+
+    /// A reply of the type its command promises, or an error naming the command:
+    /// never a guess.
+    fn typed<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        reply: Value,
+    ) -> Result<T, ClientError> {
+        redis::from_redis_value(reply).map_err(|e| ClientError::Reply {
+            app: self.options.app.to_string(),
+            command,
+            detail: e.to_string(),
+        })
+    }
+
+    /// An entry as delivered. Its fields are text (canopy writes nothing else);
+    /// none at all means the entry was trimmed while pending (`XADD` never writes
+    /// an entry without fields).
+    fn delivery(&self, entry: StreamId) -> Result<Delivery, ClientError> {
+        let fields = if entry.map.is_empty() {
+            None
+        } else {
+            let mut fields = Vec::with_capacity(entry.map.len());
+            for (name, value) in entry.map {
+                let value: String = self.typed("a stream entry", value)?;
+                fields.push((name, value));
+            }
+            Some(fields)
+        };
+        Ok(Delivery {
+            id: entry.id,
+            attempts: 1,
+            fields,
+        })
     }
 
     /// Runs a group command on the app's stream; on `NOGROUP` (the app was never
@@ -324,7 +333,15 @@ impl Client {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(self.error("reading the delivery count"))?;
-        Ok(parse_pending_count(reply).unwrap_or(1))
+        let reply: StreamPendingCountReply = self.typed("XPENDING", reply)?;
+        // Just delivered to this consumer, so pending unless someone acknowledged
+        // it meanwhile: then there is nothing to process, and the next read says so.
+        let pending = reply.ids.first().ok_or_else(|| ClientError::Reply {
+            app: self.options.app.to_string(),
+            command: "XPENDING",
+            detail: format!("entry {id} is no longer pending"),
+        })?;
+        Ok(pending.times_delivered as u64)
     }
 
     pub async fn ack(&self, id: &str) -> Result<(), ClientError> {
@@ -376,7 +393,7 @@ impl Client {
     /// `canopy_report`: what this child runs now.
     pub async fn report(
         &self,
-        status: Status,
+        status: ReportedState,
         generation: u64,
         digest: &str,
         revision: &str,
@@ -414,7 +431,7 @@ impl Client {
         let key = self.keys.observed_files();
         let mut pipe = redis::pipe();
         pipe.atomic().del(&key).ignore();
-        for chunk in manifest.chunks(crate::store::BATCH) {
+        for chunk in manifest.chunks(FILES_PER_HSET) {
             pipe.hset_multiple(&key, chunk).ignore();
         }
         pipe.query_async::<()>(&mut self.conn.clone())
@@ -470,158 +487,99 @@ impl Client {
     }
 
     /// What the daemon wants now; `None` if it never wrote the app.
-    pub async fn desired(&self) -> Result<Option<Desired>, ClientError> {
+    pub async fn desired(&self) -> Result<Option<DesiredRecord>, ClientError> {
+        let key = self.keys.desired();
         let hash: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys.desired())
+            .arg(&key)
             .query_async(&mut self.conn.clone())
             .await
             .map_err(self.error("reading the desired state"))?;
-        if hash.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Desired {
-            generation: hash
-                .get("generation")
-                .and_then(|g| g.parse().ok())
-                .unwrap_or(0),
-            digest: hash.get("digest").cloned(),
-            manual: hash.get("sync").map(String::as_str) == Some("manual"),
-            depends_on: hash.get("depends_on").is_some_and(|d| !d.is_empty()),
-        }))
-    }
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn items(value: Value) -> Vec<Value> {
-    match value {
-        Value::Array(items) | Value::Set(items) => items,
-        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// `[id, [field, value, ...] | nil]`.
-fn parse_entry(value: Value) -> Option<Delivery> {
-    let mut parts = items(value).into_iter();
-    let id = text(&parts.next()?)?;
-    let fields = match parts.next() {
-        None | Some(Value::Nil) => None,
-        Some(list) => {
-            let flat: Vec<String> = items(list).iter().filter_map(text).collect();
-            Some(
-                flat.chunks_exact(2)
-                    .map(|kv| (kv[0].clone(), kv[1].clone()))
-                    .collect(),
-            )
-        }
-    };
-    Some(Delivery {
-        id,
-        attempts: 1,
-        fields,
-    })
-}
-
-/// XREADGROUP's reply: `[[stream, [entry, ...]], ...]` (a map under RESP3).
-fn parse_read(reply: Value) -> Vec<Delivery> {
-    let streams = match reply {
-        Value::Map(pairs) => pairs.into_iter().map(|(_, v)| v).collect(),
-        other => items(other)
-            .into_iter()
-            .filter_map(|s| items(s).into_iter().nth(1))
-            .collect::<Vec<_>>(),
-    };
-    streams
-        .into_iter()
-        .flat_map(items)
-        .filter_map(parse_entry)
-        .collect()
-}
-
-/// XAUTOCLAIM's reply: `[next cursor, [entry, ...], [deleted id, ...]]`.
-fn parse_autoclaim(reply: Value) -> Option<(String, Vec<Delivery>, Vec<String>)> {
-    let mut parts = items(reply).into_iter();
-    let next = text(&parts.next()?)?;
-    let claimed = parts
-        .next()
-        .map(|v| items(v).into_iter().filter_map(parse_entry).collect())
-        .unwrap_or_default();
-    let deleted = parts
-        .next()
-        .map(|v| items(v).iter().filter_map(text).collect())
-        .unwrap_or_default();
-    Some((next, claimed, deleted))
-}
-
-/// XPENDING's extended reply: `[[id, consumer, idle ms, delivery count]]`.
-fn parse_pending_count(reply: Value) -> Option<u64> {
-    let first = items(reply).into_iter().next()?;
-    let count = items(first).into_iter().nth(3)?;
-    match count {
-        Value::Int(n) => u64::try_from(n).ok(),
-        other => text(&other)?.parse().ok(),
+        Ok(DesiredRecord::decode(&key, &hash)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::RedisUrl;
+    use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
 
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
+    async fn client(redis: &EmbeddedRedis, consumer: &str) -> Client {
+        let options = RedisOptions {
+            url: RedisUrl::parse(&redis.url()).expect("the launcher's URL"),
+            username: None,
+            password: None,
+            namespace: "t".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(5),
+            stream_maxlen: 100,
+        };
+        let app = AppName::parse("payments/api").expect("valid name");
+        let mut options = ClientOptions::new(options, app, consumer.to_owned());
+        options.claim_idle = Duration::ZERO;
+        Client::connect(options).await.expect("connect")
     }
 
-    #[test]
-    fn stream_replies_are_parsed_including_trimmed_entries() {
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("canopy:default:app:{a}:events"),
-            Value::Array(vec![
-                Value::Array(vec![
-                    bulk("1-0"),
-                    Value::Array(vec![
-                        bulk("kind"),
-                        bulk("sync"),
-                        bulk("payload"),
-                        bulk("{}"),
-                    ]),
-                ]),
-                Value::Array(vec![bulk("2-0"), Value::Nil]),
-            ]),
-        ])]);
-        let entries = parse_read(reply);
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].field("kind"), Some("sync"));
-        assert_eq!(entries[1].id, "2-0");
-        assert!(entries[1].fields.is_none());
-        assert!(parse_read(Value::Nil).is_empty());
+    /// The typed replies of a real Redis, including the shapes a hand-written
+    /// parser got wrong: a pending entry trimmed from the stream (`[id, nil]`),
+    /// and `XAUTOCLAIM`'s deleted ids.
+    #[tokio::test(flavor = "current_thread")]
+    async fn stream_replies_are_typed_including_trimmed_entries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis = EmbeddedRedis::start(LaunchOptions::new(dir.path().join("redis")))
+            .expect("redis-server starts");
+        let me = client(&redis, "me").await;
+        let mut conn = me.conn.clone();
+        let stream = me.keys().events();
+        assert!(
+            me.read_new()
+                .await
+                .expect("no group yet is no entry")
+                .is_none()
+        );
+        for kind in ["sync", "config"] {
+            let _: String = redis::cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("kind")
+                .arg(kind)
+                .arg("payload")
+                .arg("{}")
+                .query_async(&mut conn)
+                .await
+                .expect("XADD");
+        }
 
-        let claim = Value::Array(vec![
-            bulk("0-0"),
-            Value::Array(vec![Value::Array(vec![
-                bulk("3-0"),
-                Value::Array(vec![bulk("kind"), bulk("prune")]),
-            ])]),
-            Value::Array(vec![bulk("1-0")]),
-        ]);
-        let (next, claimed, deleted) = parse_autoclaim(claim).expect("parsed");
-        assert_eq!(next, "0-0");
-        assert_eq!(claimed[0].field("kind"), Some("prune"));
-        assert_eq!(deleted, vec!["1-0".to_owned()]);
+        let first = me.read_new().await.expect("read").expect("an entry");
+        assert_eq!((first.attempts, first.field("kind")), (1, Some("sync")));
+        let again = me.read_pending().await.expect("read").expect("pending");
+        assert_eq!((again.id.as_str(), again.attempts), (first.id.as_str(), 2));
+        assert_eq!(again.field("payload"), Some("{}"));
 
-        let pending = Value::Array(vec![Value::Array(vec![
-            bulk("3-0"),
-            bulk("me"),
-            Value::Int(10),
-            Value::Int(4),
-        ])]);
-        assert_eq!(parse_pending_count(pending), Some(4));
+        let _: u64 = redis::cmd("XTRIM")
+            .arg(&stream)
+            .arg("MAXLEN")
+            .arg(0)
+            .query_async(&mut conn)
+            .await
+            .expect("XTRIM");
+        let trimmed = me.read_pending().await.expect("read").expect("pending");
+        assert_eq!(trimmed.id, first.id);
+        assert!(trimmed.fields.is_none(), "{trimmed:?}");
+
+        // Another consumer finds the trimmed entry among XAUTOCLAIM's deleted ids
+        // and acknowledges it: nothing is left pending.
+        let other = client(&redis, "other").await;
+        assert!(other.claim_stale().await.expect("claim").is_none());
+        let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(CONSUMER_GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(10)
+            .query_async(&mut conn)
+            .await
+            .expect("XPENDING");
+        assert!(pending.ids.is_empty(), "{pending:?}");
     }
 }

@@ -14,9 +14,10 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::ConfigError;
 use super::model::{ApiToken, SinkFormat};
-use super::secret::ValueRef;
-use super::values::{self, Namespace, RedisUrl, opt, parsed};
+use super::value_ref::ValueRef;
+use super::values::{self, Namespace, opt, parsed};
 use crate::layout::{Generator, check_flow_depth, strip_location};
+use crate::protocol::RedisUrl;
 use crate::source::RepoUrl;
 
 /// Largest config file read; a real one is a few KiB.

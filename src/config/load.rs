@@ -11,13 +11,14 @@ use super::model::{
     Config, GitAuth, RedisConfig, RepoConfig, ReportConfig, ServerConfig, SinkConfig,
     WebhooksConfig,
 };
-use super::secret::{Secret, ValueRef};
+use super::value_ref::ValueRef;
 use super::values::{
-    Namespace, RedisUrl, SinkUrl, parse_listen, parse_nonzero_duration, parse_path, parse_ref,
+    Namespace, SinkUrl, parse_listen, parse_nonzero_duration, parse_path, parse_ref,
     parse_repo_path,
 };
 use super::{ConfigError, defaults};
 use crate::layout::{Generator, GlobPattern};
+use crate::protocol::{RedisUrl, Secret};
 use crate::source::RepoUrl;
 
 /// The environment variables [`Config::load`] reads, each overriding the config

@@ -21,9 +21,10 @@ mod error;
 mod file;
 mod load;
 mod model;
-mod secret;
+mod value_ref;
 mod values;
 
+pub use crate::protocol::{RedisUrl, Secret};
 pub use error::ConfigError;
 pub use file::MAX_CONFIG_BYTES;
 pub use load::{ENV_VARS, Overrides, default_state_dir, process_env};
@@ -31,8 +32,7 @@ pub use model::{
     ApiToken, Config, GitAuth, RedisConfig, RepoConfig, ReportConfig, Role, ServerConfig,
     SinkConfig, SinkFormat, WebhooksConfig,
 };
-pub use secret::Secret;
-pub use values::{Namespace, RedisUrl, SinkUrl, parse_duration};
+pub use values::{Namespace, SinkUrl, parse_duration};
 
 /// The types of `repo.children` and of the `--children` flags, for the CLI.
 pub use crate::layout::{Generator, GlobPattern};

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::secret::Secret;
-use super::values::{Namespace, RedisUrl, SinkUrl};
+use super::values::{Namespace, SinkUrl};
 use crate::layout::{Generator, LayoutOptions};
+use crate::protocol::RedisUrl;
+use crate::protocol::Secret;
 use crate::source::{Credentials, RepoUrl};
 
 /// The whole configuration (DESIGN section 7), from the config file, `CANOPY_*`
@@ -61,7 +62,7 @@ impl RepoConfig {
         match &self.auth {
             Some(auth) => Some(Credentials {
                 username: auth.username.clone(),
-                token: auth.token.expose().to_owned(),
+                token: auth.token.clone(),
             }),
             None => self.url.embedded_credentials().cloned(),
         }

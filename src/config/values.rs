@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use crate::source::redact;
+use crate::protocol::{RedisUrl, UrlParts, redact};
 
 /// Parses `30s`, `5m`, `1h`, `250ms` (a number and a unit; no unit is an error,
 /// because `30` could mean anything).
@@ -138,74 +138,6 @@ impl<'de> Deserialize<'de> for Namespace {
     }
 }
 
-/// A Redis URL as configured. It may carry a password in its userinfo (prefer
-/// `redis.password_env`): `Display` and `Debug` never show the userinfo, and
-/// [`RedisUrl::expose`] is for the connection only.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(String);
-
-impl RedisUrl {
-    /// Accepts `redis://`, `rediss://`, `unix://` and `redis+unix://` URLs.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let scheme = text
-            .split_once("://")
-            .map(|(scheme, _)| scheme)
-            .ok_or_else(|| {
-                format!(
-                    "Redis URL {} has no scheme: use redis://host:port/db, rediss://, or unix:///path",
-                    redact(text)
-                )
-            })?;
-        if !matches!(scheme, "redis" | "rediss" | "unix" | "redis+unix") {
-            return Err(format!(
-                "unsupported Redis URL scheme {scheme:?} in {}: use redis, rediss, unix or redis+unix",
-                redact(text)
-            ));
-        }
-        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("Redis URL {} contains whitespace", redact(text)));
-        }
-        Ok(RedisUrl(text.to_owned()))
-    }
-
-    /// The URL with its credentials, to connect with. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// True if the URL carries a password (`redis://:pw@host` or `redis://u:pw@host`).
-    pub fn has_password(&self) -> bool {
-        self.userinfo().is_some_and(|info| info.contains(':'))
-    }
-
-    fn userinfo(&self) -> Option<&str> {
-        let (_, rest) = self.0.split_once("://")?;
-        let end = rest.find('/').unwrap_or(rest.len());
-        rest[..end].rfind('@').map(|at| &rest[..at])
-    }
-}
-
-/// Shows the URL without userinfo.
-impl fmt::Display for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact(&self.0))
-    }
-}
-
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({:?})", redact(&self.0))
-    }
-}
-
-impl FromStr for RedisUrl {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        RedisUrl::parse(text)
-    }
-}
-
 impl<'de> Deserialize<'de> for RedisUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parsed(d, "a Redis URL", RedisUrl::parse)
@@ -228,10 +160,9 @@ impl SinkUrl {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let shown = || shorten(&redact(text));
-        let (scheme, rest) = text
-            .split_once("://")
+        let parts = UrlParts::split(text)
             .ok_or_else(|| format!("report URL {} has no scheme: use https://", shown()))?;
-        let scheme = scheme.to_ascii_lowercase();
+        let scheme = parts.scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
             return Err(format!(
                 "report URL {} must use http or https, not {scheme:?}",
@@ -241,19 +172,13 @@ impl SinkUrl {
         if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!("report URL {} contains whitespace", shown()));
         }
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..end];
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let host = match host_port.strip_prefix('[') {
-            Some(v6) => v6.split_once(']').map(|(h, _)| h).unwrap_or(""),
-            None => host_port.split(':').next().unwrap_or(""),
-        };
+        let host = parts.host();
         if host.is_empty() {
             return Err(format!("report URL {} has no host", shown()));
         }
         Ok(SinkUrl {
             url: text.to_owned(),
-            origin: format!("{scheme}://{host_port}"),
+            origin: format!("{scheme}://{}", parts.host_port),
             host: host.to_ascii_lowercase(),
         })
     }
@@ -298,13 +223,17 @@ impl<'de> Deserialize<'de> for SinkUrl {
 /// A URL that failed to parse is shown up to its host only: its path may be a
 /// credential.
 fn shorten(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), url),
+    let (origin, rest) = match UrlParts::split(url) {
+        Some(parts) => (parts.origin(), parts.rest),
+        None => {
+            let end = url.find(['/', '?', '#']).unwrap_or(url.len());
+            (url[..end].to_owned(), &url[end..])
+        }
     };
-    match rest.find(['/', '?', '#']) {
-        Some(end) => format!("{scheme}{}/...", &rest[..end]),
-        None => url.to_owned(),
+    if rest.is_empty() {
+        url.to_owned()
+    } else {
+        format!("{origin}/...")
     }
 }
 
@@ -545,22 +474,6 @@ mod tests {
         ] {
             assert!(check_name("namespace", bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn redis_urls_hide_userinfo() {
-        let url = RedisUrl::parse("redis://u:pa55@127.0.0.1:6379/0").unwrap();
-        assert!(url.has_password());
-        assert_eq!(url.to_string(), "redis://127.0.0.1:6379/0");
-        assert!(!format!("{url:?}").contains("pa55"));
-        assert_eq!(url.expose(), "redis://u:pa55@127.0.0.1:6379/0");
-        assert!(!RedisUrl::parse("redis://h:1/0").unwrap().has_password());
-        assert!(RedisUrl::parse("unix:///run/redis.sock").is_ok());
-        let err = RedisUrl::parse("http://u:pa55@h").unwrap_err();
-        assert!(
-            err.contains("unsupported") && !err.contains("pa55"),
-            "{err}"
-        );
     }
 
     #[test]

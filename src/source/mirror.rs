@@ -228,7 +228,7 @@ impl Mirror {
             .credentials
             .as_ref()
             .or(self.options.url.embedded_credentials())
-            .map(|c| c.token.clone())
+            .map(|c| c.token.expose().to_owned())
             .filter(|t| !t.is_empty())
     }
 
@@ -359,8 +359,7 @@ impl Mirror {
 }
 
 fn tracked(reference: &str) -> Tracked {
-    let is_id = reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit());
-    match is_id
+    match crate::protocol::is_commit_id(reference)
         .then(|| gix::ObjectId::from_hex(reference.as_bytes()).ok())
         .flatten()
     {
@@ -471,7 +470,7 @@ where
             Ok(Some(gix::credentials::protocol::Outcome {
                 identity: gix::sec::identity::Account {
                     username: c.username.clone(),
-                    password: c.token.clone(),
+                    password: c.token.expose().to_owned(),
                     oauth_refresh_token: None,
                 },
                 next: context.into(),

@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+pub use crate::protocol::redact;
+use crate::protocol::{Secret, UrlParts};
+
 /// A repository location with any `user:password@` removed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RepoUrl {
@@ -13,21 +16,11 @@ pub struct RepoUrl {
     embedded: Option<Credentials>,
 }
 
-/// A username and token for HTTP(S). Debug never prints the token.
-#[derive(Clone, PartialEq, Eq)]
+/// A username and token for HTTP(S).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
-    pub token: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Credentials {{ username: {:?}, token: <redacted> }}",
-            self.username
-        )
-    }
+    pub token: Secret,
 }
 
 impl RepoUrl {
@@ -37,36 +30,29 @@ impl RepoUrl {
         if input.is_empty() {
             return Err("repository URL is empty".to_owned());
         }
-        let Some((scheme, rest)) = input.split_once("://") else {
+        let Some(parts) = UrlParts::split(input) else {
             // A local path (scp-like `host:path` is ssh, which canopy does not speak).
             return Ok(RepoUrl {
                 url: input.to_owned(),
                 embedded: None,
             });
         };
-        if !matches!(scheme, "https" | "http" | "git" | "file") {
+        if !matches!(parts.scheme, "https" | "http" | "git" | "file") {
             return Err(format!(
-                "unsupported URL scheme {scheme:?} in {}: use https, http, git or file",
+                "unsupported URL scheme {:?} in {}: use https, http, git or file",
+                parts.scheme,
                 redact(input)
             ));
         }
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let (userinfo, host) = match authority.rsplit_once('@') {
-            Some((userinfo, host)) => (Some(userinfo), host),
-            None => (None, authority),
-        };
-        let embedded = userinfo.map(|info| {
+        let embedded = parts.userinfo.map(|info| {
             let (user, token) = info.split_once(':').unwrap_or((info, ""));
             Credentials {
                 username: percent_decode(user),
-                token: percent_decode(token),
+                token: Secret::new(percent_decode(token)),
             }
         });
         Ok(RepoUrl {
-            url: format!("{scheme}://{host}{path}"),
+            url: format!("{}{}", parts.origin(), parts.rest),
             embedded,
         })
     }
@@ -97,21 +83,6 @@ impl fmt::Display for RepoUrl {
 impl fmt::Debug for RepoUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RepoUrl({:?})", self.url)
-    }
-}
-
-/// `input` with any `user:password@` after the scheme removed, for messages about
-/// input that did not even parse.
-pub fn redact(input: &str) -> String {
-    match input.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find('/').unwrap_or(rest.len());
-            match rest[..end].rfind('@') {
-                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-                None => input.to_owned(),
-            }
-        }
-        None => input.to_owned(),
     }
 }
 
@@ -147,7 +118,7 @@ mod tests {
         assert_eq!(url.as_str(), "https://git.example.com/acme/platform.git");
         let creds = url.embedded_credentials().unwrap();
         assert_eq!(
-            (creds.username.as_str(), creds.token.as_str()),
+            (creds.username.as_str(), creds.token.expose()),
             ("deploy", "s3cr@t")
         );
         for shown in [url.to_string(), format!("{url:?}"), format!("{creds:?}")] {

@@ -2,37 +2,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use redis::IntoConnectionInfo;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{Keys, LIBRARY, StoreError};
-use crate::source::redact;
-
-/// How to reach Redis. Secrets arrive resolved; they are never printed.
-#[derive(Clone)]
-pub struct StoreOptions {
-    pub url: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub namespace: String,
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
-    /// `MAXLEN ~` of the app streams and `canopy:<ns>:events`.
-    pub stream_maxlen: u64,
-}
-
-impl std::fmt::Debug for StoreOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreOptions")
-            .field("url", &redact(&self.url))
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("namespace", &self.namespace)
-            .finish_non_exhaustive()
-    }
-}
+use crate::protocol::{RedisOptions, RedisUrl, open};
 
 /// A namespace of one Redis, as seen by one daemon (or one CLI command). Clones
 /// share the connection and the epoch, so the HTTP server writes under the epoch
@@ -45,55 +19,13 @@ pub struct Store {
     /// The epoch this daemon writes under; 0 until [`Store::claim`].
     epoch: Arc<AtomicU64>,
     pub(super) maxlen: u64,
-    url: String,
-}
-
-/// Reconnect attempts of one request before it fails; the poll loop's own backoff
-/// takes over from there, so a Redis outage never blocks the daemon for long.
-const RECONNECT_RETRIES: usize = 3;
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
-
-/// Opens a managed connection (reconnecting, with the options' timeouts) and
-/// returns the client too, for connections of another kind (pub/sub). Shared by
-/// the daemon's [`Store`] and the child side (`crate::client`), which must not
-/// load Functions or claim anything.
-pub async fn open(
-    options: &StoreOptions,
-) -> Result<(redis::Client, ConnectionManager), StoreError> {
-    let shown = redact(&options.url);
-    let url_error = |source| StoreError::Url {
-        url: shown.clone(),
-        source,
-    };
-    let mut info = options
-        .url
-        .as_str()
-        .into_connection_info()
-        .map_err(url_error)?;
-    let mut settings = info.redis_settings().clone();
-    if let Some(user) = &options.username {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = &options.password {
-        settings = settings.set_password(password);
-    }
-    info = info.set_redis_settings(settings);
-    let client = redis::Client::open(info).map_err(url_error)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(Some(options.response_timeout))
-        .set_number_of_retries(RECONNECT_RETRIES)
-        .set_max_delay(RECONNECT_MAX_DELAY);
-    let conn = ConnectionManager::new_with_config(client.clone(), config)
-        .await
-        .map_err(|source| StoreError::Connect { url: shown, source })?;
-    Ok((client, conn))
+    url: RedisUrl,
 }
 
 impl Store {
     /// Connects (within the connect timeout) and makes sure canopy's Functions are
     /// loaded. Does not claim an epoch: readers (`canopy status`) never need one.
-    pub async fn connect(options: &StoreOptions) -> Result<Store, StoreError> {
+    pub async fn connect(options: &RedisOptions) -> Result<Store, StoreError> {
         let (_, conn) = open(options).await?;
         let mut store = Store {
             conn,
@@ -101,14 +33,14 @@ impl Store {
             namespace: options.namespace.clone(),
             epoch: Arc::default(),
             maxlen: options.stream_maxlen,
-            url: redact(&options.url),
+            url: options.url.clone(),
         };
         store.load_functions().await?;
         Ok(store)
     }
 
-    /// The URL without credentials, for messages.
-    pub fn url(&self) -> &str {
+    /// The URL (it shows without credentials), for messages.
+    pub fn url(&self) -> &RedisUrl {
         &self.url
     }
 

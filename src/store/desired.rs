@@ -1,7 +1,9 @@
 //! What the store holds about an app, as far as deciding what to write needs it.
 
-/// The fields of `canopy:<ns>:app:{<app>}:desired` that decide whether an app
-/// must be written again, and the generation its child last reported.
+use crate::protocol::{DesiredRecord, ObservedRecord, RecordError, records::Fields};
+
+/// The stored desired state that decides whether an app must be written again,
+/// and the generation its child last reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredDesired {
     /// `None` for a pruned app (its hash is a tombstone that keeps the generation)
@@ -21,40 +23,33 @@ pub struct StoredDesired {
 }
 
 impl StoredDesired {
-    /// The fields of the desired hash [`StoredDesired::from_values`] expects, in
-    /// order (for HMGET).
-    pub const FIELDS: [&'static str; 5] =
-        ["digest", "config_digest", "generation", "parent", "wave"];
-
-    /// `None` when neither the desired hash nor a report exists.
-    pub fn from_values(
-        desired: Vec<Option<String>>,
-        observed_generation: Option<String>,
-    ) -> Result<Option<StoredDesired>, String> {
-        let [digest, config_digest, generation, parent, wave]: [Option<String>; 5] = desired
-            .try_into()
-            .map_err(|v: Vec<_>| format!("{} fields instead of 5", v.len()))?;
-        if generation.is_none() && observed_generation.is_none() {
+    /// `None` when neither the desired hash nor a report exists. `desired` and
+    /// `observed` are the two hashes (or the fields of them that were fetched),
+    /// under their keys.
+    pub fn decode(
+        desired: (&str, &dyn Fields),
+        observed: (&str, &dyn Fields),
+    ) -> Result<Option<StoredDesired>, RecordError> {
+        let record = DesiredRecord::decode(desired.0, desired.1)?;
+        let observed_generation = ObservedRecord::generation_of(observed.0, observed.1)?;
+        if record.is_none() && observed_generation.is_none() {
             return Ok(None);
         }
-        let number = |what: &str, text: Option<String>| -> Result<u64, String> {
-            text.map_or(Ok(0), |t| {
-                t.parse()
-                    .map_err(|_| format!("{what} generation {t:?} is not a number"))
-            })
-        };
+        let app = record.as_ref().and_then(|r| r.app.as_ref());
         Ok(Some(StoredDesired {
-            digest,
-            config_digest,
-            generation: number("desired", generation)?,
-            parent: parent.filter(|p| !p.is_empty()),
-            wave: wave.and_then(|w| w.parse().ok()).unwrap_or(0),
-            observed_generation: number("observed", observed_generation)?,
+            digest: app.map(|a| a.digest.clone()),
+            config_digest: app.map(|a| a.config_digest.clone()),
+            generation: record.as_ref().map_or(0, |r| r.generation),
+            parent: app.and_then(|a| a.parent.as_ref()).map(ToString::to_string),
+            wave: app.map_or(0, |a| a.wave),
+            observed_generation: observed_generation.unwrap_or(0),
         }))
     }
 
     /// The generation of the next write: above everything stored and reported.
     pub fn next_generation(&self) -> u64 {
-        self.generation.max(self.observed_generation) + 1
+        self.generation
+            .max(self.observed_generation)
+            .saturating_add(1)
     }
 }

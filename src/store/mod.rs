@@ -9,19 +9,23 @@
 
 mod connect;
 mod desired;
-mod keys;
 mod read;
 mod report;
-mod signal;
 mod write;
 
-pub use connect::{Store, StoreOptions, open};
+pub use connect::Store;
 pub use desired::StoredDesired;
-pub use keys::{AppKeys, CONSUMER_GROUP, Keys, SCHEMA_VERSION};
 pub use read::{AppState, HeldApp, Meta};
 pub use report::REPORTS_MAXLEN;
-pub use signal::{Drift, MAX_CHANGED, Signal, SignalKind};
 pub use write::{AppWrite, Applied, DriftWrite, StatusWrite, WriteOp};
+
+/// The protocol types the store's callers pass in and get back.
+pub use crate::protocol::{
+    AppKeys, CONSUMER_GROUP, Drift, Keys, MAX_CHANGED, RedisOptions, SCHEMA_VERSION, Signal,
+    SignalKind,
+};
+
+use crate::protocol::{ConnectError, RecordError};
 
 /// The Functions library, loaded with `FUNCTION LOAD REPLACE`.
 pub const LIBRARY: &str = include_str!("canopy.lua");
@@ -32,18 +36,8 @@ pub const BATCH: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("invalid Redis URL {url}")]
-    Url {
-        url: String,
-        #[source]
-        source: redis::RedisError,
-    },
-    #[error("failed to connect to Redis at {url}")]
-    Connect {
-        url: String,
-        #[source]
-        source: redis::RedisError,
-    },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("Redis request failed")]
     Redis(#[from] redis::RedisError),
     #[error("failed to load canopy's Functions library (Redis 7 or later is required)")]
@@ -61,4 +55,8 @@ pub enum StoreError {
     Conflict { app: String, detail: String },
     #[error("unexpected reply from Redis for {what}: {detail}")]
     Reply { what: String, detail: String },
+    /// A stored record canopy cannot use (written by someone else, or by a
+    /// child: their values are hostile).
+    #[error("unusable record in Redis")]
+    Record(#[from] RecordError),
 }

@@ -5,8 +5,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use redis::AsyncCommands;
 
-use super::{BATCH, SCHEMA_VERSION, Store, StoreError, StoredDesired};
+use super::{BATCH, Store, StoreError, StoredDesired};
 use crate::layout::AppName;
+use crate::protocol::records;
+use crate::protocol::{DesiredRecord, ObservedRecord, SCHEMA_VERSION};
+use crate::status::ReportedState;
+
+/// The values of one `HMGET`, in the order of the fields asked for.
+type Fetched = Vec<Option<String>>;
+
+/// The one field of `:observed` that deciding a write needs.
+const GENERATION: &[&str] = &["generation"];
 
 /// Keys per SCAN step when looking for observed states.
 const SCAN_COUNT: usize = 5000;
@@ -84,18 +93,26 @@ impl Store {
                 let keys = self.keys.app(app);
                 pipe.cmd("HMGET")
                     .arg(keys.desired())
-                    .arg(&StoredDesired::FIELDS[..])
-                    .hget(keys.observed(), "generation");
+                    .arg(DesiredRecord::FIELDS)
+                    .cmd("HMGET")
+                    .arg(keys.observed())
+                    .arg(GENERATION);
             }
-            let replies: Vec<(Vec<Option<String>>, Option<String>)> =
-                pipe.query_async(&mut self.conn).await?;
+            let replies: Vec<(Fetched, Fetched)> = pipe.query_async(&mut self.conn).await?;
             for (app, (desired, observed)) in batch.iter().zip(replies) {
-                let stored = StoredDesired::from_values(desired, observed).map_err(|detail| {
-                    StoreError::Reply {
-                        what: format!("the stored state of {app}"),
-                        detail,
-                    }
-                })?;
+                let keys = self.keys.app(app);
+                let desired = records::Fetched {
+                    names: DesiredRecord::FIELDS,
+                    values: &desired,
+                };
+                let observed = records::Fetched {
+                    names: GENERATION,
+                    values: &observed,
+                };
+                let stored = StoredDesired::decode(
+                    (&keys.desired(), &desired),
+                    (&keys.observed(), &observed),
+                )?;
                 out.push(stored);
             }
         }
@@ -174,30 +191,32 @@ impl Store {
         let mut pipe = redis::pipe();
         for app in apps {
             let keys = self.keys.app(app);
-            pipe.hget(keys.desired(), "digest")
+            pipe.cmd("HMGET")
+                .arg(keys.desired())
+                .arg(DesiredRecord::FIELDS)
                 .cmd("HMGET")
                 .arg(keys.observed())
-                .arg(&["digest", "status"][..])
+                .arg(ObservedRecord::FIELDS)
                 .exists(keys.heartbeat());
         }
-        let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
-        replies
-            .chunks(3)
-            .map(|reply| {
-                // (desired digest, (observed digest, observed status), heartbeat)
-                type Reply = (Option<String>, (Option<String>, Option<String>), bool);
-                let parsed: Result<Reply, _> =
-                    redis::from_redis_value(redis::Value::Array(reply.to_vec()));
-                let (desired, (observed, status), alive) =
-                    parsed.map_err(|e| StoreError::Reply {
-                        what: "dependency state".to_owned(),
-                        detail: e.to_string(),
-                    })?;
+        type Reply = (Fetched, Fetched, bool);
+        let replies: Vec<Reply> = pipe.query_async(&mut self.conn).await?;
+        apps.iter()
+            .zip(replies)
+            .map(|(app, (desired, observed, alive))| {
+                let keys = self.keys.app(app);
+                let desired = DesiredRecord::from_fetched(&keys.desired(), &desired)?;
+                let observed = ObservedRecord::from_fetched(&keys.observed(), &observed)?;
                 // Synced as `canopy status` would say it: a stale child is not.
                 Ok(alive
-                    && desired.is_some()
-                    && desired == observed
-                    && status.as_deref() == Some("synced"))
+                    && desired
+                        .as_ref()
+                        .and_then(DesiredRecord::digest)
+                        .is_some_and(|digest| {
+                            observed.as_ref().is_some_and(|o| {
+                                o.digest == digest && o.status == ReportedState::Synced
+                            })
+                        }))
             })
             .collect()
     }

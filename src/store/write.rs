@@ -1,11 +1,10 @@
 //! Fenced, batched writes of desired state and signals.
 
-use std::collections::HashMap;
-
 use redis::Value;
 
 use super::{BATCH, Signal, SignalKind, Store, StoreError};
 use crate::layout::AppName;
+use crate::protocol::{DesiredRecord, ObservedRecord};
 
 /// Everything one app's write changes, decided by `reconcile` and carried out
 /// here atomically by `canopy_apply`.
@@ -180,30 +179,31 @@ impl Store {
         now: i64,
     ) -> Result<Option<Signal>, StoreError> {
         let keys = self.keys.app(app);
-        let (desired, observed): (HashMap<String, String>, Option<String>) = redis::pipe()
-            .hgetall(keys.desired())
-            .hget(keys.observed(), "digest")
+        let (desired, observed): (Vec<Option<String>>, Vec<Option<String>>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(keys.desired())
+            .arg(DesiredRecord::FIELDS)
+            .cmd("HMGET")
+            .arg(keys.observed())
+            .arg(ObservedRecord::FIELDS)
             .query_async(&mut self.conn)
             .await?;
-        let (Some(digest), Some(generation)) = (desired.get("digest"), desired.get("generation"))
+        let desired = DesiredRecord::from_fetched(&keys.desired(), &desired)?;
+        let observed = ObservedRecord::from_fetched(&keys.observed(), &observed)?;
+        let Some((record, wanted)) = desired.as_ref().and_then(|d| Some((d, d.app.as_ref()?)))
         else {
             return Ok(None);
         };
-        let generation: u64 = generation.parse().map_err(|_| StoreError::Reply {
-            what: format!("the desired state of {app}"),
-            detail: format!("generation {generation:?} is not a number"),
-        })?;
-        let field = |name: &str| desired.get(name).cloned().unwrap_or_default();
         let signal = Signal {
             kind: SignalKind::Sync,
             app: app.to_string(),
-            parent: Some(field("parent")).filter(|p| !p.is_empty()),
-            revision: field("revision"),
-            digest: Some(digest.clone()),
-            previous_digest: observed,
-            config_digest: desired.get("config_digest").cloned(),
-            generation,
-            wave: field("wave").parse().unwrap_or(0),
+            parent: wanted.parent.as_ref().map(ToString::to_string),
+            revision: record.revision.clone(),
+            digest: Some(wanted.digest.clone()),
+            previous_digest: observed.map(|o| o.digest),
+            config_digest: Some(wanted.config_digest.clone()),
+            generation: record.generation,
+            wave: wanted.wave,
             changed: Vec::new(),
             changed_total: 0,
             at: now,

@@ -97,9 +97,9 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
 /// Polls `predicate` (every 10 ms) until it holds or `timeout` passes; whether it
 /// held. For waiting on another process; never a bare sleep.
 /// How tests connect to their private Redis: no credentials, short timeouts.
-pub fn store_options(url: &str, namespace: &str) -> canopy::store::StoreOptions {
-    canopy::store::StoreOptions {
-        url: url.to_owned(),
+pub fn store_options(url: &str, namespace: &str) -> canopy::protocol::RedisOptions {
+    canopy::protocol::RedisOptions {
+        url: canopy::protocol::RedisUrl::parse(url).expect("a test Redis URL"),
         username: None,
         password: None,
         namespace: namespace.to_owned(),

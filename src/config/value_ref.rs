@@ -1,43 +1,16 @@
-//! Secrets: named in the config file by an environment variable (`*_env`) or a
-//! file (`*_file`), read once at load, and kept in [`Secret`], which never
-//! prints its value.
+//! Values named in the config file by an environment variable (`*_env`) or a
+//! file (`*_file`), read once at load. Secrets among them are kept in
+//! [`Secret`], which never prints its value.
 
-use std::fmt;
 use std::io::Read;
 use std::path::PathBuf;
 
 use super::ConfigError;
+use crate::protocol::Secret;
 
 /// Largest secret file read; a token or password is far smaller, and a bigger
 /// file is a misconfiguration (a key ring, a log) rather than a secret.
 const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
-
-/// A secret value. `Debug` and `Display` print `Secret(***)`; only
-/// [`Secret::expose`] gives the value, for the one place that uses it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// Where a value is read from, as the config file names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,21 +135,13 @@ impl ValueRef {
         section: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Secret, ConfigError> {
-        self.read(section, env).map(Secret)
+        self.read(section, env).map(Secret::new)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_never_print() {
-        let secret = Secret::new("hunter2");
-        assert_eq!(format!("{secret}"), "Secret(***)");
-        assert_eq!(format!("{secret:?}"), "Secret(***)");
-        assert_eq!(secret.expose(), "hunter2");
-    }
 
     #[test]
     fn one_form_only() {
