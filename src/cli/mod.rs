@@ -3,6 +3,8 @@
 
 mod agent;
 mod diff;
+#[cfg(test)]
+mod docs;
 mod report;
 mod run;
 mod source;
