@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::session::defaults::RETRY_DELAY_MAX;
 use super::{Client, ClientError, Delivery, Reported};
+use crate::backoff::exponential;
 use crate::protocol::{Signal, SignalKind};
 use crate::status::{ReportedState, SyncMode};
 
@@ -95,7 +96,7 @@ pub async fn follow<H: Handler>(client: &Client, handler: &mut H, shutdown: Canc
             }
             Err(e) => {
                 failures += 1;
-                let wait = backoff(
+                let wait = exponential(
                     Duration::from_millis(500),
                     failures,
                     Duration::from_secs(30),
@@ -185,7 +186,7 @@ impl<H: Handler> Follower<'_, H> {
                 self.dead_letter(delivery, Some(&signal), &error).await
             }
             Err(error) => {
-                let wait = backoff(
+                let wait = exponential(
                     client.options().retry_delay,
                     delivery.attempts as u32,
                     RETRY_DELAY_MAX,
@@ -404,7 +405,7 @@ async fn wake_on_messages(client: Client, wake: Arc<Notify>, stop: CancellationT
                 tracing::debug!(app = %client.app(), %error, "cannot subscribe to the app's channel");
             }
         }
-        let wait = backoff(
+        let wait = exponential(
             Duration::from_millis(200),
             failures,
             Duration::from_secs(10),
@@ -431,26 +432,6 @@ async fn keep_heartbeat(client: Client, beating: Arc<AtomicBool>, stop: Cancella
     }
 }
 
-/// `base * 2^(n-1)`, at most `cap`; `base` for n = 0.
-fn backoff(base: Duration, n: u32, cap: Duration) -> Duration {
-    base.saturating_mul(1u32 << n.saturating_sub(1).min(20))
-        .min(cap)
-}
-
 fn short(digest: &str) -> &str {
     digest.get(..19).unwrap_or(digest)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let base = Duration::from_secs(2);
-        let cap = Duration::from_secs(60);
-        let waits: Vec<u64> = (1..=7).map(|n| backoff(base, n, cap).as_secs()).collect();
-        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(backoff(base, 1000, cap), cap);
-    }
 }

@@ -128,7 +128,6 @@ impl Deliverer {
             error: None,
             at: String::new(),
         };
-        let mut delay = self.options.backoff;
         loop {
             outcome.attempts += 1;
             let attempt = self
@@ -165,8 +164,12 @@ impl Deliverer {
                 report = %report.name, sink = %outcome.sink, attempt = outcome.attempts,
                 error = outcome.error.as_deref().unwrap_or_default(), "report delivery failed; retrying"
             );
+            let delay = crate::backoff::exponential(
+                self.options.backoff,
+                outcome.attempts,
+                self.options.max_backoff,
+            );
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(self.options.max_backoff);
         }
         if outcome.ok {
             tracing::info!(report = %report.name, slot = %report.slot, sink = %outcome.sink, attempts = outcome.attempts, "report delivered");

@@ -38,10 +38,7 @@ impl Schedule {
             self.interval
         } else {
             self.failures = self.failures.saturating_add(1);
-            let factor = 2u32.saturating_pow(self.failures.saturating_sub(1).min(30));
-            self.backoff_base
-                .saturating_mul(factor)
-                .min(self.backoff_cap)
+            crate::backoff::exponential(self.backoff_base, self.failures, self.backoff_cap)
         };
         base.mul_f64(1.0 + JITTER * (2.0 * random - 1.0))
     }
