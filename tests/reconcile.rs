@@ -792,3 +792,19 @@ async fn an_app_waits_for_its_dependencies_then_its_held_signal_goes_out() {
         .unwrap();
     assert!(members.is_empty());
 }
+
+/// A cycle dropped while its poll runs on the blocking pool (a shutdown that
+/// abandons it) must leave the poller to the next cycle, not lose it.
+#[tokio::test]
+async fn a_cycle_dropped_mid_poll_leaves_the_poller_to_the_next() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    // `timeout` polls the cycle once, which lends the poller to the blocking
+    // pool and waits; the elapsed deadline then drops the cycle.
+    let abandoned = tokio::time::timeout(Duration::ZERO, reconciler.cycle()).await;
+    assert!(abandoned.is_err(), "the cycle finished in its first poll");
+    let report = reconciler.cycle().await.expect("the next cycle runs");
+    assert!(report.written > 0, "{report:?}");
+    assert!(reconciler.poller().state().is_some());
+    reconciler.save_snapshot().await;
+}

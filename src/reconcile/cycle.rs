@@ -14,8 +14,13 @@ use crate::store::{AppWrite, Applied, BATCH, Meta, Signal, Store, StoreError};
 
 /// Drives cycles. Owns the poller (Git side) and the store (Redis side).
 pub struct Reconciler {
-    /// Lent to the blocking pool while a poll runs.
+    /// `None` while lent to the blocking pool: then `lent` holds the task that
+    /// has it.
     poller: Option<Poller>,
+    /// The blocking task running on the poller. A cycle dropped mid-poll (a
+    /// shutdown that abandons it) leaves the task here; the next use of the
+    /// poller waits for it to hand the poller back.
+    lent: Option<tokio::task::JoinHandle<Poller>>,
     store: Store,
     /// Compare every app with the store on the next cycle, not just the planned
     /// ones: set at start, after Redis lost data, and after any failed write, so
@@ -94,6 +99,7 @@ impl Reconciler {
         }
         Ok(Reconciler {
             poller: Some(poller),
+            lent: None,
             store,
             resync: true,
             committed,
@@ -119,7 +125,7 @@ impl Reconciler {
         let stamp = stamp_of(self.poller(), commit);
         self.poller
             .as_mut()
-            .expect("the poller is back after every poll")
+            .expect("no cycle ran yet")
             .restore(commit, path, stamp);
         // The store holds exactly the baseline's state (`meta.commit`), so only
         // what changes from it needs comparing. Should the file not hold it,
@@ -134,10 +140,12 @@ impl Reconciler {
         self.depends_on_timeout = timeout;
     }
 
+    /// The poller. Between cycles it is always here: a cycle takes it back
+    /// before it returns, and one dropped mid-poll before the next use.
     pub fn poller(&self) -> &Poller {
         self.poller
             .as_ref()
-            .expect("the poller is back after every poll")
+            .expect("the poller is back after every completed cycle")
     }
 
     pub fn store(&mut self) -> &mut Store {
@@ -207,6 +215,7 @@ impl Reconciler {
         let (Some(path), Some(commit)) = (self.snapshot.clone(), self.committed_commit) else {
             return;
         };
+        self.take_back().await;
         if self.saved == Some(commit) {
             return;
         }
@@ -235,22 +244,37 @@ impl Reconciler {
     }
 
     /// Runs `work` on the poller on the blocking pool (gix and git are blocking).
+    /// Cancellation-safe: dropped while `work` runs, the task keeps the poller
+    /// and the next call takes it back first.
     async fn blocking<T: Send + 'static>(
         &mut self,
         work: impl FnOnce(&mut Poller) -> T + Send + 'static,
     ) -> T {
-        let mut poller = self.poller.take().expect("one poller task at a time");
-        let (poller, result) = match tokio::task::spawn_blocking(move || {
-            let result = work(&mut poller);
-            (poller, result)
-        })
-        .await
-        {
-            Ok(done) => done,
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
-        };
-        self.poller = Some(poller);
-        result
+        self.take_back().await;
+        let mut poller = self.poller.take().expect("taken back above");
+        let (sender, result) = tokio::sync::oneshot::channel();
+        self.lent = Some(tokio::task::spawn_blocking(move || {
+            // The receiver is gone only if the caller was dropped: the work is
+            // still done (a poll's snapshot stays consistent), its result unused.
+            let _ = sender.send(work(&mut poller));
+            poller
+        }));
+        let result = result.await;
+        self.take_back().await;
+        result.expect("the task sends its result unless `work` panicked, which take_back resumed")
+    }
+
+    /// Waits for a blocking task that still has the poller. The handle is kept
+    /// until it completes, so this is cancellation-safe too.
+    async fn take_back(&mut self) {
+        if let Some(task) = self.lent.as_mut() {
+            let done = task.await;
+            self.lent = None;
+            match done {
+                Ok(poller) => self.poller = Some(poller),
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            }
+        }
     }
 
     /// The store side of a cycle, against the poller's current snapshot. Whatever
@@ -372,7 +396,7 @@ impl Reconciler {
         let poller = self
             .poller
             .as_ref()
-            .expect("the poller is back after every poll");
+            .expect("the poller is back after the poll");
         let (commit, scan) = poller.state().expect("checked by the caller");
         let stored_names = if self.resync {
             self.store.app_names().await?
