@@ -4,6 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument as _;
+
 use super::decide::{self, Changed, Context, Decision, Scope, Target};
 use super::hold::{self, Release};
 use crate::layout::AppName;
@@ -156,6 +158,15 @@ impl Reconciler {
     /// still lets the store be repaired from the last good snapshot (Redis lost
     /// data while the remote is down), and is returned afterwards.
     pub async fn cycle(&mut self) -> Result<CycleReport, CycleError> {
+        let span = tracing::info_span!(
+            "cycle",
+            namespace = self.store.namespace(),
+            epoch = self.store.epoch(),
+        );
+        self.cycle_in_span().instrument(span).await
+    }
+
+    async fn cycle_in_span(&mut self) -> Result<CycleReport, CycleError> {
         let poll = self.poll().await;
         if let Ok(Poll {
             outcome:
@@ -253,7 +264,10 @@ impl Reconciler {
         self.take_back().await;
         let mut poller = self.poller.take().expect("taken back above");
         let (sender, result) = tokio::sync::oneshot::channel();
+        // The blocking thread's spans (a poll's) belong to the caller's cycle.
+        let span = tracing::Span::current();
         self.lent = Some(tokio::task::spawn_blocking(move || {
+            let _cycle = span.enter();
             // The receiver is gone only if the caller was dropped: the work is
             // still done (a poll's snapshot stays consistent), its result unused.
             let _ = sender.send(work(&mut poller));
@@ -455,6 +469,13 @@ impl Reconciler {
                 .by_ref()
                 .take(BATCH)
                 .map(|(target, stored, kind, changed)| {
+                    let span = tracing::debug_span!(
+                        "app",
+                        app = %target.name(),
+                        %kind,
+                        generation = tracing::field::Empty,
+                    )
+                    .entered();
                     let changed = match changed {
                         Changed::Known(files) => files,
                         Changed::AgainstStored => {
@@ -462,28 +483,25 @@ impl Reconciler {
                             decide::changes_against_stored(target, &files)
                         }
                     };
-                    decide::write(target, stored, kind, changed, &context)
+                    let write = decide::write(target, stored, kind, changed, &context);
+                    // One line per signal at debug (a first cycle writes every
+                    // app), and a summary at info.
+                    if let Some(signal) = &write.signal {
+                        span.record("generation", signal.generation);
+                        tracing::debug!(
+                            held = write.hold,
+                            digest = signal.digest.as_deref().unwrap_or("-"),
+                            revision = %signal.revision,
+                            "signal"
+                        );
+                    }
+                    write
                 })
                 .collect();
             applied.absorb(self.store.apply(&writes).await?);
             report
                 .written_apps
                 .extend(writes.iter().map(|w| w.app.clone()));
-            // One line per signal at debug (a first cycle writes every app), and
-            // a summary at info.
-            for write in &writes {
-                if let Some(signal) = &write.signal {
-                    tracing::debug!(
-                        app = %write.app,
-                        reason = %signal.kind,
-                        held = write.hold,
-                        generation = signal.generation,
-                        digest = signal.digest.as_deref().unwrap_or("-"),
-                        revision = %signal.revision,
-                        "signal"
-                    );
-                }
-            }
         }
         report.written = applied.written;
         report.signals = applied.signals;
