@@ -35,3 +35,4 @@ pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod view;

@@ -1,7 +1,7 @@
 //! The probes and the JSON API (DESIGN section 7): `/healthz`, `/readyz`,
 //! `/metrics`, `/api/v1/apps...`, `/api/v1/report` and `POST /api/v1/refresh`.
 //!
-//! Reads are the views of `reconcile::inspect`, the same values `canopy status`
+//! Reads are the views of `crate::view`, the same values `canopy status`
 //! and `canopy diff` print. The only writes are asking the loop to poll now
 //! (`refresh`) and re-signalling an app's current desired state (`sync`): the API
 //! never changes desired state. Who may call what is [`super::auth`]'s job.
@@ -22,8 +22,8 @@ use super::auth::{ReadAccess, WriteAccess};
 use super::{HealthState, KindLabel, Shared};
 use crate::error_chain;
 use crate::layout::AppName;
-use crate::reconcile::inspect;
 use crate::store::StoreError;
+use crate::view;
 
 /// How long `/readyz` waits for Redis to answer a PING: a probe must answer fast,
 /// and a Redis that takes longer is not one to send traffic through.
@@ -164,7 +164,7 @@ async fn metrics(State(shared): State<Shared>) -> Response {
 async fn list_apps(_: ReadAccess, State(shared): State<Shared>) -> Result<Response, ApiError> {
     let mut store = shared.store.clone();
     let now = chrono::Utc::now();
-    let overview = inspect::overview(&mut store, now, shared.settings.sync_timeout)
+    let overview = view::overview(&mut store, now, shared.settings.sync_timeout)
         .await
         .map_err(|e| ApiError::store(&e))?;
     Ok(Json(overview).into_response())
@@ -245,14 +245,14 @@ async fn get_app(
     match action {
         Action::Detail => {
             let now = chrono::Utc::now();
-            let detail = inspect::detail(&mut store, &app, now, shared.settings.sync_timeout)
+            let detail = view::detail(&mut store, &app, now, shared.settings.sync_timeout)
                 .await
                 .map_err(|e| ApiError::store(&e))?;
             let detail = detail.ok_or_else(|| ApiError::unknown_app(&shared, &app))?;
             Ok(Json(detail).into_response())
         }
         Action::Diff => {
-            let diff = inspect::diff(&mut store, &app)
+            let diff = view::diff(&mut store, &app)
                 .await
                 .map_err(|e| ApiError::store(&e))?;
             let diff = diff.ok_or_else(|| ApiError::unknown_app(&shared, &app))?;
