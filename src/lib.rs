@@ -26,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod plan;
+pub mod present;
 pub mod reconcile;
 pub mod redis_launch;
 pub mod report;

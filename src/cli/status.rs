@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::store::{StoreArgs, runtime};
 use super::{CliError, EXIT_OK, Output};
-use crate::status::{align_columns, format_age};
+use crate::present::{align_columns, format_age};
 use crate::view::{self, AppStatus};
 
 #[derive(Debug, Args)]

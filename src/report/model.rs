@@ -8,7 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::layout::AppName;
-use crate::status::{Status, format_age};
+use crate::present::format_age;
+use crate::status::Status;
 use crate::view::{AppStatus, Overview};
 
 /// Version of the report's JSON shape (`schema` in the JSON, docs/reports.md).
