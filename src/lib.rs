@@ -22,6 +22,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 pub mod agent;
+pub mod artifact;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -8,6 +8,7 @@
 //! daemon's epoch first, one app per call, so an app is never half-written.
 
 mod connect;
+mod current;
 mod desired;
 mod keys;
 mod read;
@@ -16,6 +17,7 @@ mod signal;
 mod write;
 
 pub use connect::{Store, StoreOptions, open};
+pub use current::{Current, CurrentError};
 pub use desired::StoredDesired;
 pub use keys::{AppKeys, CONSUMER_GROUP, Keys, SCHEMA_VERSION};
 pub use read::{AppState, HeldApp, Meta};
