@@ -4,21 +4,20 @@
 //! at a time, and answers with the tar and its `Digest`.
 //!
 //! This module only reads: it never writes Redis or the mirror. Routing is the
-//! API's (`api.rs` calls [`handle`]).
+//! API's (`api.rs` calls [`handle`]); error answers are [`ApiError`]'s.
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::Router;
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::Shared;
+use super::error::{ApiError, artifact_status};
 use crate::artifact::{Artifact, ArtifactError, build_tar, parse_revision};
 use crate::layout::AppName;
-use crate::store::CurrentError;
 
 /// Tars built at the same time, at most. A tar is held in memory until it is sent
 /// (up to the per-app cap, 256 MiB by default), so this bounds the server's
@@ -67,76 +66,34 @@ pub struct ArtifactQuery {
 /// commit id; 404 for an app without desired state, a revision the mirror does not
 /// have, or an app that does not exist or is invalid at that revision; 503 while
 /// builds are saturated; 500 when Git content does not match the stored manifest.
-pub async fn handle(shared: Shared, app: AppName, query: ArtifactQuery) -> Response {
-    match artifact(&shared, &app, query).await {
-        Ok(artifact) => (
-            StatusCode::OK,
-            [
-                (CONTENT_TYPE, "application/x-tar".to_owned()),
-                (
-                    HeaderName::from_static("digest"),
-                    artifact.digest.to_string(),
-                ),
-                (
-                    HeaderName::from_static("x-canopy-revision"),
-                    artifact.revision,
-                ),
-            ],
-            artifact.tar,
-        )
-            .into_response(),
-        Err(error) => {
-            let status = status(&error);
-            if status.is_server_error() {
-                tracing::error!(%app, error = %crate::error_chain(&error), "artifact request failed");
-            } else {
-                tracing::debug!(%app, error = %error, "artifact request refused");
-            }
-            let body = Json(serde_json::json!({ "error": public_message(&error) }));
-            let mut response = (status, body).into_response();
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-            }
-            response
+pub async fn handle(
+    shared: Shared,
+    app: AppName,
+    query: ArtifactQuery,
+) -> Result<Response, ApiError> {
+    let artifact = artifact(&shared, &app, query).await.inspect_err(|error| {
+        if artifact_status(error).is_server_error() {
+            tracing::error!(%app, error = %crate::error_chain(error), "artifact request failed");
+        } else {
+            tracing::debug!(%app, error = %error, "artifact request refused");
         }
-    }
-}
-
-fn status(error: &ArtifactError) -> StatusCode {
-    use ArtifactError::*;
-    match error {
-        BadRevision(_) => StatusCode::BAD_REQUEST,
-        NoDesiredState { .. }
-        | UnknownRevision { .. }
-        | NotACommit { .. }
-        | NoApp { .. }
-        | Invalid { .. } => StatusCode::NOT_FOUND,
-        Current(CurrentError::Changing { .. }) | Busy => StatusCode::SERVICE_UNAVAILABLE,
-        Mismatch { .. }
-        | Missing { .. }
-        | BadPath { .. }
-        | StoredDigest { .. }
-        | Current(CurrentError::StoredRevision { .. } | CurrentError::Store(_))
-        | Unstable { .. }
-        | TooLarge { .. }
-        | Mirror(_)
-        | Read { .. }
-        | Tar(_)
-        | Join(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// The message for the client. Deeper causes stay in the server's log: Git and
-/// I/O errors name the server's own paths.
-fn public_message(error: &ArtifactError) -> String {
-    match error {
-        // A read error's own text says what is wrong with the file (a cap, a
-        // symlink target) and names no server path; its causes might.
-        ArtifactError::Read { source, .. } => format!("{error}: {source}"),
-        _ => error.to_string(),
-    }
+    })?;
+    Ok((
+        StatusCode::OK,
+        [
+            (CONTENT_TYPE, "application/x-tar".to_owned()),
+            (
+                HeaderName::from_static("digest"),
+                artifact.digest.to_string(),
+            ),
+            (
+                HeaderName::from_static("x-canopy-revision"),
+                artifact.revision,
+            ),
+        ],
+        artifact.tar,
+    )
+        .into_response())
 }
 
 async fn artifact(
@@ -191,51 +148,4 @@ async fn artifact(
         return Err(ArtifactError::StoredDigest { app: app.clone() });
     }
     Ok(artifact)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn artifact_errors_say_whose_fault_it_is() {
-        let app = || AppName::parse("payments").expect("valid name");
-        let revision = || "a".repeat(40);
-        assert_eq!(
-            status(&ArtifactError::BadRevision("main".to_owned())),
-            StatusCode::BAD_REQUEST
-        );
-        for not_found in [
-            ArtifactError::NoApp {
-                app: app(),
-                revision: revision(),
-            },
-            ArtifactError::UnknownRevision {
-                revision: revision(),
-            },
-            ArtifactError::NotACommit {
-                revision: revision(),
-            },
-            ArtifactError::Invalid {
-                app: app(),
-                revision: revision(),
-            },
-        ] {
-            assert_eq!(status(&not_found), StatusCode::NOT_FOUND);
-        }
-        assert_eq!(
-            status(&ArtifactError::Mismatch {
-                app: app(),
-                path: "service.yaml".to_owned(),
-                revision: revision(),
-            }),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
-        for busy in [
-            ArtifactError::Busy,
-            ArtifactError::Current(CurrentError::Changing { app: app() }),
-        ] {
-            assert_eq!(status(&busy), StatusCode::SERVICE_UNAVAILABLE);
-        }
-    }
 }

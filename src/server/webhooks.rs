@@ -10,7 +10,8 @@
 //! runs after it.
 //!
 //! This module owns the verification, the ref filter and the delivery-id set;
-//! it must not touch the store or the mirror.
+//! refusals are answered by [`ApiError`]. It must not touch the store or the
+//! mirror.
 
 use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
@@ -28,6 +29,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::error::{ApiError, Refused};
 use super::{Shared, WebhookLabel};
 use crate::config::{Secret, WebhooksConfig};
 
@@ -120,14 +122,10 @@ impl Provider {
     }
 }
 
-/// How a request ended: its status, its body and its metric label.
+/// How a request ended: its answer and its metric label.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    NotConfigured,
-    TooLarge { max: u64 },
-    Timeout,
-    BadRequest(String),
-    Unauthorized(Unauthorized),
+    Refused(Refused),
     Ping,
     Ignored(String),
     Duplicate,
@@ -138,40 +136,23 @@ impl Outcome {
     /// The `result` label of `canopy_webhook_requests`.
     fn result(&self) -> &'static str {
         match self {
-            Outcome::NotConfigured => "not_configured",
-            Outcome::TooLarge { .. } => "too_large",
-            Outcome::Timeout => "timeout",
-            Outcome::BadRequest(_) => "bad_request",
-            Outcome::Unauthorized(_) => "unauthorized",
+            Outcome::Refused(Refused::NotConfigured { .. }) => "not_configured",
+            Outcome::Refused(Refused::TooLarge { .. }) => "too_large",
+            Outcome::Refused(Refused::Timeout { .. }) => "timeout",
+            Outcome::Refused(Refused::BadRequest(_)) => "bad_request",
+            Outcome::Refused(Refused::Unauthorized(_)) => "unauthorized",
             Outcome::Ping => "ping",
             Outcome::Ignored(_) => "ignored",
             Outcome::Duplicate => "duplicate",
             Outcome::Triggered => "triggered",
         }
     }
+}
 
-    fn into_response(self, provider: Provider) -> Response {
+impl IntoResponse for Outcome {
+    fn into_response(self) -> Response {
         let (status, body) = match self {
-            Outcome::NotConfigured => (
-                StatusCode::NOT_FOUND,
-                json!({"error": format!("webhook {} is not configured", provider.name())}),
-            ),
-            Outcome::TooLarge { max } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": format!("request body is larger than {max} bytes")}),
-            ),
-            Outcome::Timeout => (
-                StatusCode::REQUEST_TIMEOUT,
-                json!({"error": format!(
-                    "request body not received within {} s",
-                    BODY_TIMEOUT.as_secs()
-                )}),
-            ),
-            Outcome::BadRequest(reason) => (StatusCode::BAD_REQUEST, json!({"error": reason})),
-            Outcome::Unauthorized(reason) => (
-                StatusCode::UNAUTHORIZED,
-                json!({"error": reason.to_string()}),
-            ),
+            Outcome::Refused(refused) => return ApiError::Webhook(refused).into_response(),
             Outcome::Ping => (StatusCode::OK, json!({"status": "pong"})),
             Outcome::Ignored(reason) => (
                 StatusCode::ACCEPTED,
@@ -187,7 +168,7 @@ impl Outcome {
 /// Why a request failed verification. The messages name headers only: never
 /// the secret, the expected signature or the body.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-enum Unauthorized {
+pub(super) enum Unauthorized {
     #[error("missing {0} header")]
     Missing(&'static str),
     #[error("missing X-Hub-Signature-256 header; the SHA-1 X-Hub-Signature alone is not accepted")]
@@ -234,7 +215,7 @@ async fn receive(
     match &outcome {
         // Fixed texts naming a header: safe to log, and what an operator needs to
         // fix a secret that differs between canopy and the forge.
-        Outcome::Unauthorized(reason) => tracing::info!(
+        Outcome::Refused(Refused::Unauthorized(reason)) => tracing::info!(
             provider = provider.name(),
             result,
             delivery = logged_id,
@@ -248,7 +229,7 @@ async fn receive(
             "webhook received"
         ),
     }
-    outcome.into_response(provider)
+    outcome.into_response()
 }
 
 async fn handle(
@@ -261,24 +242,26 @@ async fn handle(
 ) -> Outcome {
     let settings = &shared.settings;
     let Some(secret) = provider.secret(&settings.webhooks) else {
-        return Outcome::NotConfigured;
+        return Outcome::Refused(Refused::NotConfigured {
+            provider: provider.name(),
+        });
     };
     let body = match read_body(body, headers, settings.webhooks.max_body).await {
         Ok(body) => body,
-        Err(outcome) => return outcome,
+        Err(refused) => return Outcome::Refused(refused),
     };
     if let Err(reason) = verify(provider, secret.expose().as_bytes(), headers, &body) {
-        return Outcome::Unauthorized(reason);
+        return Outcome::Refused(Refused::Unauthorized(reason));
     }
     let event = match event(provider, headers) {
         Ok(event) => event,
-        Err(reason) => return Outcome::BadRequest(reason),
+        Err(reason) => return Outcome::Refused(Refused::BadRequest(reason)),
     };
     match event {
         Event::Ping => Outcome::Ping,
         Event::Other(name) => Outcome::Ignored(format!("event {name} is not a push")),
         Event::Push => match pushed_ref(provider, &body) {
-            Err(reason) => Outcome::BadRequest(reason),
+            Err(reason) => Outcome::Refused(Refused::BadRequest(reason)),
             Ok(Some(pushed)) if !tracks(&settings.reference, &pushed) => {
                 Outcome::Ignored(format!("push to {pushed}, tracking {}", settings.reference))
             }
@@ -311,23 +294,23 @@ fn delivery_id(provider: Provider, headers: &HeaderMap) -> Option<&str> {
 
 /// Reads at most `max` bytes of body within [`BODY_TIMEOUT`]. A declared
 /// `Content-Length` over the cap is refused before reading anything.
-async fn read_body(mut body: Body, headers: &HeaderMap, max: u64) -> Result<Vec<u8>, Outcome> {
+async fn read_body(mut body: Body, headers: &HeaderMap, max: u64) -> Result<Vec<u8>, Refused> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > max) {
-        return Err(Outcome::TooLarge { max });
+        return Err(Refused::TooLarge { max });
     }
     let read = async {
         let mut bytes = Vec::new();
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
         {
             let frame = frame
-                .map_err(|_| Outcome::BadRequest("request body could not be read".to_owned()))?;
+                .map_err(|_| Refused::BadRequest("request body could not be read".to_owned()))?;
             if let Ok(data) = frame.into_data() {
                 if (bytes.len() + data.len()) as u64 > max {
-                    return Err(Outcome::TooLarge { max });
+                    return Err(Refused::TooLarge { max });
                 }
                 bytes.extend_from_slice(&data);
             }
@@ -336,7 +319,9 @@ async fn read_body(mut body: Body, headers: &HeaderMap, max: u64) -> Result<Vec<
     };
     tokio::time::timeout(BODY_TIMEOUT, read)
         .await
-        .unwrap_or(Err(Outcome::Timeout))
+        .unwrap_or(Err(Refused::Timeout {
+            after: BODY_TIMEOUT,
+        }))
 }
 
 /// Checks the request's signature (or GitLab's token) against `secret`, in
