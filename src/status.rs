@@ -200,7 +200,7 @@ pub struct Record {
 
 impl Record {
     /// How long the app has not been Synced (None while Synced), for "out of sync
-    /// for 3h" with [`format_age`](crate::present::format_age).
+    /// for 3h" with [`format_age`].
     pub fn unsynced_for(&self, now: DateTime<Utc>) -> Option<Duration> {
         self.unsynced_since
             .map(|left| (now - left).max(Duration::zero()))

@@ -1,6 +1,6 @@
 //! The Redis backbone (DESIGN section 5): canopy's key schema, its Functions
 //! library, fenced and batched writes of desired state and signals, and the reads
-//! that `status`, `diff` and the daemon need.
+//! that `status`, `diff`, the artifact endpoint and the daemon need.
 //!
 //! This module speaks Redis and nothing else: what to write is decided by
 //! `reconcile` (pure), and this module only carries it out. Every write that
