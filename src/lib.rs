@@ -22,11 +22,13 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 pub mod agent;
+pub mod artifact;
 pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod plan;
+pub mod present;
 pub mod protocol;
 pub mod reconcile;
 pub mod redis_launch;
@@ -37,3 +39,4 @@ pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod view;

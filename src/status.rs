@@ -4,13 +4,17 @@
 //! Pure: no Redis, no clock reads (`now` is an input), so every rule is tested with
 //! plain values. This module owns what a status means and the [`Record`] kept
 //! between evaluations; reading and writing that record (a Redis hash) belongs to
-//! the store, acting on drift to the reconciler and reports, printing to the CLI.
+//! the store, acting on drift to the reconciler and reports, printing to the CLI
+//! and the reports (with the text helpers of `crate::present`, which the reasons
+//! written here use too).
 
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::present::{age, clip, format_age, short_digest};
 
 /// An app's status, as `canopy status`, reports and drift signals show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -146,7 +150,7 @@ pub struct Desired {
     pub generation: u64,
     pub sync: SyncMode,
     /// When the current digest was signalled (auto) or became desired (manual).
-    #[serde(with = "rfc3339")]
+    #[serde(deserialize_with = "rfc3339::deserialize")]
     pub since: DateTime<Utc>,
 }
 
@@ -157,7 +161,7 @@ pub struct Observed {
     pub generation: u64,
     pub state: ReportedState,
     pub message: String,
-    #[serde(with = "rfc3339")]
+    #[serde(deserialize_with = "rfc3339::deserialize")]
     pub at: DateTime<Utc>,
 }
 
@@ -182,13 +186,13 @@ pub struct Inputs<'a> {
 pub struct Record {
     pub status: Status,
     /// When the current status began.
-    #[serde(with = "rfc3339")]
+    #[serde(deserialize_with = "rfc3339::deserialize")]
     pub since: DateTime<Utc>,
     /// When the app last left Synced: what "out of sync for 3h" counts from. None
     /// exactly while Synced. An app not seen Synced since the daemon began tracking
     /// it counts from the start of its first recorded status, so a child that never
     /// converges still shows how long it has been unsynced.
-    #[serde(default, with = "rfc3339::option")]
+    #[serde(default, deserialize_with = "rfc3339::deserialize_option")]
     pub unsynced_since: Option<DateTime<Utc>>,
     /// A short human explanation, one line.
     pub reason: String,
@@ -408,125 +412,34 @@ fn deadline(signalled: DateTime<Utc>, timeout: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// Rows as aligned text columns: each cell padded to its column's widest, two
-/// spaces apart, the last column unpadded; one line per row, each starting with
-/// `indent` and ending with a newline.
-pub fn align_columns<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = indent.to_owned();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == N {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// A duration as people read it: "45s", "12m", "3h 5m", "2d 4h"; the smaller unit
-/// is left out when zero ("3h"), negative durations read "0s". Truncates: 59s is
-/// "59s", 119s is "1m".
-pub fn format_age(d: Duration) -> String {
-    const MINUTE: i64 = 60;
-    const HOUR: i64 = 60 * MINUTE;
-    const DAY: i64 = 24 * HOUR;
-    let two = |major: i64, major_unit: &str, minor: i64, minor_unit: &str| {
-        if minor == 0 {
-            format!("{major}{major_unit}")
-        } else {
-            format!("{major}{major_unit} {minor}{minor_unit}")
-        }
-    };
-    match d.num_seconds().max(0) {
-        s if s < MINUTE => format!("{s}s"),
-        s if s < HOUR => format!("{}m", s / MINUTE),
-        s if s < DAY => two(s / HOUR, "h", s % HOUR / MINUTE, "m"),
-        s => two(s / DAY, "d", s % DAY / HOUR, "h"),
-    }
-}
-
-fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
-    format_age(now - then)
-}
-
 /// A child's failure message is kept to this many characters in a reason.
 const MAX_MESSAGE_CHARS: usize = 200;
 
-/// `sha256:` and the first 12 hex digits. Anything else came from a child that does
-/// not follow the protocol, and is only clipped.
-pub fn short_digest(digest: &str) -> String {
-    match digest.strip_prefix("sha256:") {
-        Some(hex) if hex.len() > 12 && hex.bytes().take(12).all(|b| b.is_ascii_hexdigit()) => {
-            format!("sha256:{}…", &hex[..12])
-        }
-        _ if digest.is_empty() => "(empty digest)".to_owned(),
-        _ => clip(digest, 19),
-    }
-}
-
-/// At most `max` characters (cut on a char boundary, "…" marks the cut), with
-/// control characters as spaces: child text must not break a one-line reason or
-/// smuggle terminal escapes into `canopy status`.
-fn clip(text: &str, max: usize) -> String {
-    let mut chars = text.chars();
-    let mut out: String = chars
-        .by_ref()
-        .take(max)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if chars.next().is_some() {
-        out.push('…');
-    }
-    out
-}
-
-/// RFC 3339 timestamps for serde, as chrono's own `serde` feature writes them
-/// (that feature is not enabled in this crate; this is the same format, so
-/// switching to it later changes no stored record).
+/// Times are RFC 3339 text in JSON. chrono's `serde` feature writes them as
+/// canopy always did (`AutoSi` precision, `Z` for UTC); reading them back goes
+/// through here, because chrono's own `Deserialize` accepts more than RFC 3339
+/// (a space for the `T`, for one) and its errors do not quote the text, and an
+/// error must name its input.
 mod rfc3339 {
-    use chrono::{DateTime, SecondsFormat, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&time.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-    }
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let text = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&text)
-            .map(|time| time.with_timezone(&Utc))
-            .map_err(|e| serde::de::Error::custom(format!("bad RFC 3339 time {text:?}: {e}")))
+        parse(&String::deserialize(d)?)
     }
 
-    pub mod option {
-        use chrono::{DateTime, Utc};
-        use serde::{Deserialize, Deserializer, Serializer};
+    pub fn deserialize_option<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| parse(&text))
+            .transpose()
+    }
 
-        pub fn serialize<S: Serializer>(
-            time: &Option<DateTime<Utc>>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match time {
-                Some(time) => super::serialize(time, s),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<DateTime<Utc>>, D::Error> {
-            #[derive(Deserialize)]
-            struct Wrapped(#[serde(with = "super")] DateTime<Utc>);
-            Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(time)| time))
-        }
+    fn parse<E: serde::de::Error>(text: &str) -> Result<DateTime<Utc>, E> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|time| time.with_timezone(&Utc))
+            .map_err(|e| E::custom(format!("bad RFC 3339 time {text:?}: {e}")))
     }
 }
 
@@ -1039,41 +952,6 @@ mod tests {
                 Status::Orphaned
             ]
         );
-    }
-
-    #[test]
-    fn ages_read_like_people_write_them() {
-        let cases = [
-            (-5, "0s"),
-            (0, "0s"),
-            (45, "45s"),
-            (59, "59s"),
-            (60, "1m"),
-            (119, "1m"),
-            (12 * 60 + 30, "12m"),
-            (3600, "1h"),
-            (3 * 3600 + 5 * 60 + 59, "3h 5m"),
-            (86_400, "1d"),
-            (2 * 86_400 + 4 * 3600 + 59 * 60, "2d 4h"),
-            (400 * 86_400, "400d"),
-        ];
-        for (secs, text) in cases {
-            assert_eq!(format_age(Duration::seconds(secs)), text, "{secs}s");
-        }
-        assert_eq!(format_age(Duration::MIN), "0s");
-        assert_eq!(format_age(Duration::MAX), "106751991167d 7h");
-    }
-
-    #[test]
-    fn digests_are_shortened_for_reasons() {
-        assert_eq!(short_digest(A), "sha256:aaaaaaaaaaaa…");
-        assert_eq!(short_digest("sha256:abc"), "sha256:abc");
-        assert_eq!(short_digest(""), "(empty digest)");
-        assert_eq!(
-            short_digest("md5:0123456789abcdef0123"),
-            "md5:0123456789abcde…"
-        );
-        assert_eq!(short_digest("sha256:ééééééééééééé"), "sha256:éééééééééééé…");
     }
 
     #[test]

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ::redis::Commands;
-use canopy::reconcile::{Reconciler, Recorded, record_changes, statuses, update_statuses};
+use canopy::reconcile::{Reconciler, Recorded, record_changes, update_statuses};
 use canopy::status::Status;
 use canopy::store::{Signal, SignalKind, StoreError};
+use canopy::view::statuses;
 use common::reconcile::{NS, Setup, signals_in};
 use common::*;
 

@@ -236,7 +236,7 @@ async fn removed_app_is_pruned_and_keeps_its_generation_growing() {
     let setup = Setup::new();
     let mut reconciler = setup.reconciler().await;
     reconciler.cycle().await.unwrap();
-    let statuses = canopy::reconcile::statuses(
+    let statuses = canopy::view::statuses(
         reconciler.store(),
         chrono::Utc::now(),
         chrono::Duration::minutes(5),
@@ -491,7 +491,7 @@ async fn a_report_with_bad_text_does_not_hide_other_apps() {
         .conn()
         .hset(app_key("search", "observed"), "message", &b"\xff\xfe"[..])
         .unwrap();
-    let all = canopy::reconcile::statuses(
+    let all = canopy::view::statuses(
         reconciler.store(),
         chrono::Utc::now(),
         chrono::Duration::minutes(5),

@@ -10,7 +10,7 @@ use super::store::{StoreArgs, runtime};
 use super::{CliError, EXIT_OK, EXIT_PROBLEMS, Output};
 use crate::layout::AppName;
 use crate::plan::FileChangeKind;
-use crate::reconcile::inspect::{self, Diff, Side};
+use crate::view::{self, Diff, Side};
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
@@ -27,7 +27,7 @@ pub fn run(args: DiffArgs) -> Result<ExitCode, CliError> {
     let runtime = runtime()?;
     let (mut store, _) = args.store.connect(&runtime)?;
     let app = &args.app;
-    let Some(diff) = runtime.block_on(inspect::diff(&mut store, app))? else {
+    let Some(diff) = runtime.block_on(view::diff(&mut store, app))? else {
         return Err(CliError::UnknownApp {
             app: app.to_string(),
             namespace: store.namespace().to_owned(),

@@ -7,9 +7,8 @@ use clap::Args;
 
 use super::store::{StoreArgs, runtime};
 use super::{CliError, EXIT_OK, Output};
-use crate::reconcile::AppStatus;
-use crate::reconcile::inspect;
-use crate::status::{align_columns, format_age};
+use crate::present::{align_columns, format_age};
+use crate::view::{self, AppStatus};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -24,7 +23,7 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let (mut store, sync_timeout) = args.store.connect(&runtime)?;
     let now = chrono::Utc::now();
     let timeout = chrono::Duration::from_std(sync_timeout).unwrap_or(chrono::Duration::MAX);
-    let overview = runtime.block_on(inspect::overview(&mut store, now, timeout))?;
+    let overview = runtime.block_on(view::overview(&mut store, now, timeout))?;
     let text = match args.output {
         Output::Json => serde_json::to_string_pretty(&overview).expect("status serializes"),
         Output::Text => {

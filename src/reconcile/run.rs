@@ -10,13 +10,10 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    CycleError, CycleReport, Reconciler, Recorded, every_app, record_changes, statuses_of,
-};
-use crate::layout::AppName;
+use super::record::{StatusCounts, update_statuses};
+use super::{CycleError, CycleReport, Reconciler};
 use crate::source::Schedule;
-use crate::status::Status;
-use crate::store::{BATCH, Store};
+use crate::store::Store;
 
 /// How often statuses are re-evaluated when nothing was written: children report
 /// on their own time, so statuses move without a commit. Evaluation reads every
@@ -54,9 +51,6 @@ pub struct Cycle<'a> {
     pub failures: u32,
     pub next_in: Duration,
 }
-
-/// Apps per status (every status, zeros included), in [`Status::ALL`] order.
-pub type StatusCounts = Vec<(Status, usize)>;
 
 /// What the status task hands the loop after each evaluation.
 #[derive(Debug, Default)]
@@ -168,39 +162,4 @@ async fn evaluate_statuses(
             Err(e) => tracing::warn!(error = %crate::error_chain(&e), "status evaluation failed"),
         }
     }
-}
-
-/// Evaluates every app's status and records the transitions, with their drift
-/// signals; returns how many apps have each status. A batch of apps at a time:
-/// the statuses of 10,000 apps at once were about 13 MB of heap.
-pub async fn update_statuses(
-    store: &mut Store,
-    sync_timeout: chrono::Duration,
-) -> Result<(StatusCounts, Recorded), crate::store::StoreError> {
-    let apps = every_app(store).await?;
-    let names: Vec<&AppName> = apps.iter().collect();
-    let now = chrono::Utc::now();
-    let mut counts: StatusCounts = Status::ALL.into_iter().map(|s| (s, 0)).collect();
-    let mut recorded = Recorded::default();
-    for batch in names.chunks(BATCH) {
-        let some = statuses_of(store, batch, now, sync_timeout).await?;
-        for app in &some {
-            if let Some((_, n)) = counts.iter_mut().find(|(s, _)| *s == app.record.status) {
-                *n += 1;
-            }
-        }
-        recorded.absorb(record_changes(store, &some).await?);
-    }
-    Ok((counts, recorded))
-}
-
-/// [`update_statuses`] for `apps` only: what a cycle that wrote them changed.
-pub async fn update_statuses_of(
-    store: &mut Store,
-    apps: &[AppName],
-    sync_timeout: chrono::Duration,
-) -> Result<Recorded, crate::store::StoreError> {
-    let names: Vec<&AppName> = apps.iter().collect();
-    let some = statuses_of(store, &names, chrono::Utc::now(), sync_timeout).await?;
-    record_changes(store, &some).await
 }

@@ -1,5 +1,5 @@
 //! Reads what a report needs from the store: the status overview (evaluated by
-//! `reconcile::inspect`, never here), the repository, and the parents of the
+//! `crate::view`, never here), the repository, and the parents of the
 //! apps it lists.
 
 use std::collections::BTreeMap;
@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::model::{Header, Report, build};
 use crate::layout::AppName;
-use crate::reconcile::inspect;
 use crate::status::Status;
 use crate::store::{Store, StoreError};
+use crate::view;
 
 /// A report of the store's state at `now`, for `slot` of report `name`.
 pub async fn collect(
@@ -21,7 +21,7 @@ pub async fn collect(
     now: DateTime<Utc>,
     sync_timeout: chrono::Duration,
 ) -> Result<Report, StoreError> {
-    let overview = inspect::overview(store, now, sync_timeout).await?;
+    let overview = view::overview(store, now, sync_timeout).await?;
     let repo = store.meta().await?.map(|m| m.repo);
     // Parents only of the apps listed: the synced majority costs nothing more.
     let listed: Vec<&AppName> = overview

@@ -3,7 +3,7 @@
 //! stored in Redis and posted to the report's sinks.
 //!
 //! - [`model`]: the [`Report`] value, built by a pure function from the status
-//!   overview of `reconcile::inspect`. Statuses are evaluated there, never here.
+//!   overview of `crate::view`. Statuses are evaluated there, never here.
 //! - [`render`]: JSON, Markdown, Slack and terminal text (pure).
 //! - [`collect`]: reads what a report needs from the store.
 //! - [`schedule`]: one task per report: slots, the one-daemon-per-slot claim,

@@ -1,5 +1,5 @@
 //! The report value: what one drift report says, built by a pure function from
-//! the status overview (`reconcile::inspect`), so its rules are tested with plain
+//! the status overview (`crate::view`), so its rules are tested with plain
 //! values and every renderer reads the same facts.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,9 +8,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::layout::AppName;
-use crate::reconcile::AppStatus;
-use crate::reconcile::inspect::Overview;
-use crate::status::{Status, format_age};
+use crate::present::format_age;
+use crate::status::Status;
+use crate::view::{AppStatus, Overview};
 
 /// Version of the report's JSON shape (`schema` in the JSON, docs/reports.md).
 pub const REPORT_SCHEMA: u32 = 1;
@@ -269,8 +269,8 @@ impl Report {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::reconcile::inspect::SourceError as OverviewError;
     use crate::status::{Desired, Observed, Record, ReportedState, SyncMode};
+    use crate::view::SourceError as OverviewError;
 
     pub(crate) fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_767_225_600 + secs, 0).expect("in range") // 2026-01-01
@@ -299,8 +299,7 @@ pub(crate) mod tests {
                 message: String::new(),
                 at: t(0),
             }),
-            changed: false,
-            drift: None,
+            transition: None,
         }
     }
 

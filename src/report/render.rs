@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::model::{Entry, Group, Report};
-use crate::status::{align_columns, short_digest};
+use crate::present::{align_columns, short_digest};
 
 /// Slack's limit on a section block's text.
 pub const SLACK_SECTION_CHARS: usize = 3000;

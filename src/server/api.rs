@@ -1,29 +1,29 @@
 //! The probes and the JSON API (DESIGN section 7): `/healthz`, `/readyz`,
 //! `/metrics`, `/api/v1/apps...`, `/api/v1/report` and `POST /api/v1/refresh`.
 //!
-//! Reads are the views of `reconcile::inspect`, the same values `canopy status`
+//! Reads are the views of `crate::view`, the same values `canopy status`
 //! and `canopy diff` print. The only writes are asking the loop to poll now
 //! (`refresh`) and re-signalling an app's current desired state (`sync`): the API
 //! never changes desired state. Who may call what is [`super::auth`]'s job.
-//! Errors are `{"error": "<message>"}` with their status.
+//! Errors are [`ApiError`]s: `{"error": "<message>"}` with their status.
 
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header::{ALLOW, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
 use super::auth::{ReadAccess, WriteAccess};
+use super::error::ApiError;
 use super::{HealthState, KindLabel, Shared};
 use crate::error_chain;
 use crate::layout::AppName;
-use crate::reconcile::inspect;
-use crate::store::StoreError;
+use crate::view;
 
 /// How long `/readyz` waits for Redis to answer a PING: a probe must answer fast,
 /// and a Redis that takes longer is not one to send traffic through.
@@ -45,75 +45,6 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/apps/{*rest}", get(get_app).post(post_app))
         .route("/api/v1/refresh", post(refresh))
         .route("/api/v1/report", get(latest_report))
-}
-
-/// An error answer.
-#[derive(Debug)]
-pub(super) struct ApiError {
-    status: StatusCode,
-    message: String,
-    /// The `Allow` header of a 405.
-    allow: Option<&'static str>,
-}
-
-impl ApiError {
-    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            allow: None,
-        }
-    }
-
-    /// Redis failed or refused: the daemon cannot answer now, the request may be
-    /// retried (503). The message never holds credentials (the store strips them).
-    fn store(error: &StoreError) -> ApiError {
-        let message = error_chain(error);
-        tracing::warn!(error = %message, "API request failed in Redis");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
-    }
-
-    fn unknown_app(shared: &Shared, app: &AppName) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "app {app} is not known in namespace {}",
-                shared.store.namespace()
-            ),
-        )
-    }
-
-    fn method_not_allowed(allow: &'static str) -> ApiError {
-        ApiError {
-            allow: Some(allow),
-            ..ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("this endpoint only answers {allow}"),
-            )
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: String,
-        }
-        let mut response = (
-            self.status,
-            Json(Body {
-                error: self.message,
-            }),
-        )
-            .into_response();
-        if let Some(allow) = self.allow {
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(allow));
-        }
-        response
-    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -164,24 +95,16 @@ async fn metrics(State(shared): State<Shared>) -> Response {
 async fn list_apps(_: ReadAccess, State(shared): State<Shared>) -> Result<Response, ApiError> {
     let mut store = shared.store.clone();
     let now = chrono::Utc::now();
-    let overview = inspect::overview(&mut store, now, shared.settings.sync_timeout)
-        .await
-        .map_err(|e| ApiError::store(&e))?;
+    let overview = view::overview(&mut store, now, shared.settings.sync_timeout).await?;
     Ok(Json(overview).into_response())
 }
 
 /// `GET /api/v1/report`: the newest stored report, as stored (docs/reports.md).
 async fn latest_report(_: ReadAccess, State(shared): State<Shared>) -> Result<Response, ApiError> {
     let mut store = shared.store.clone();
-    let report = store
-        .latest_report()
-        .await
-        .map_err(|e| ApiError::store(&e))?;
-    let report = report.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no report stored yet in namespace {}", store.namespace()),
-        )
+    let report = store.latest_report().await?;
+    let report = report.ok_or_else(|| ApiError::NoReport {
+        namespace: store.namespace().to_owned(),
     })?;
     Ok(([(CONTENT_TYPE, "application/json")], report).into_response())
 }
@@ -214,7 +137,7 @@ impl Action {
 
 /// The app and action of a wildcard path; 400 for a name that is not valid.
 fn target(path: Result<Path<String>, PathRejection>) -> Result<(String, Action), ApiError> {
-    let Path(rest) = path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Path(rest) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (app, action) = Action::split(&rest);
     Ok((app.to_owned(), action))
 }
@@ -229,7 +152,14 @@ fn app_name(name: &str) -> Result<AppName, ApiError> {
         // Never a valid app name (segments start with a letter or digit).
         return Ok(AppName::root());
     }
-    AppName::parse(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+    AppName::parse(name).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+fn unknown_app(shared: &Shared, app: AppName) -> ApiError {
+    ApiError::UnknownApp {
+        app,
+        namespace: shared.store.namespace().to_owned(),
+    }
 }
 
 /// `GET /api/v1/apps/<app>[/diff|/artifact]`.
@@ -245,25 +175,20 @@ async fn get_app(
     match action {
         Action::Detail => {
             let now = chrono::Utc::now();
-            let detail = inspect::detail(&mut store, &app, now, shared.settings.sync_timeout)
-                .await
-                .map_err(|e| ApiError::store(&e))?;
-            let detail = detail.ok_or_else(|| ApiError::unknown_app(&shared, &app))?;
+            let detail = view::detail(&mut store, &app, now, shared.settings.sync_timeout).await?;
+            let detail = detail.ok_or_else(|| unknown_app(&shared, app))?;
             Ok(Json(detail).into_response())
         }
         Action::Diff => {
-            let diff = inspect::diff(&mut store, &app)
-                .await
-                .map_err(|e| ApiError::store(&e))?;
-            let diff = diff.ok_or_else(|| ApiError::unknown_app(&shared, &app))?;
+            let diff = view::diff(&mut store, &app).await?;
+            let diff = diff.ok_or_else(|| unknown_app(&shared, app))?;
             Ok(Json(diff).into_response())
         }
         Action::Artifact => {
-            let Query(query) =
-                query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-            Ok(super::artifact::handle(shared, app, query).await)
+            let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+            super::artifact::handle(shared, app, query).await
         }
-        Action::Sync => Err(ApiError::method_not_allowed("POST")),
+        Action::Sync => Err(ApiError::MethodNotAllowed { allow: "POST" }),
     }
 }
 
@@ -276,23 +201,17 @@ async fn post_app(
     let (name, action) = target(path)?;
     let app = app_name(&name)?;
     if action != Action::Sync {
-        return Err(ApiError::method_not_allowed("GET"));
+        return Err(ApiError::MethodNotAllowed { allow: "GET" });
     }
     let now = chrono::Utc::now().timestamp_millis();
     let signal = shared
         .store
         .clone()
         .signal_now(&app, now)
-        .await
-        .map_err(|e| ApiError::store(&e))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "app {app} has no desired state in namespace {}",
-                    shared.store.namespace()
-                ),
-            )
+        .await?
+        .ok_or_else(|| ApiError::NoDesiredState {
+            app: app.clone(),
+            namespace: shared.store.namespace().to_owned(),
         })?;
     shared
         .metrics

@@ -10,15 +10,14 @@
 //! never logged or echoed; only the configured token's name is, for audit.
 
 use axum::extract::FromRequestParts;
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue};
 use hmac::digest::{CtOutput, Output};
 use sha2::{Digest, Sha256};
 
 use super::Shared;
-use super::api::ApiError;
+use super::error::ApiError;
 use crate::config::{ApiToken, Role};
 
 /// The request may read the API.
@@ -33,9 +32,9 @@ pub struct WriteAccess {
 }
 
 impl FromRequestParts<Shared> for ReadAccess {
-    type Rejection = Denied;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, Denied> {
+    async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
         let server = &shared.settings.server;
         if server.read_requires_token {
             authorize(&parts.headers, &server.tokens, Role::Read)?;
@@ -45,9 +44,9 @@ impl FromRequestParts<Shared> for ReadAccess {
 }
 
 impl FromRequestParts<Shared> for WriteAccess {
-    type Rejection = Denied;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, Denied> {
+    async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
         let token = authorize(&parts.headers, &shared.settings.server.tokens, Role::Write)?;
         Ok(WriteAccess {
             token: token.name.clone(),
@@ -55,7 +54,7 @@ impl FromRequestParts<Shared> for WriteAccess {
     }
 }
 
-/// Why a request was refused.
+/// Why a request was refused (answered by [`ApiError::Denied`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
     /// No `Authorization` header: 401.
@@ -66,32 +65,6 @@ pub enum Denied {
     Unknown,
     /// A known token whose role is too weak: 403.
     Forbidden { token: String, needed: Role },
-}
-
-impl IntoResponse for Denied {
-    fn into_response(self) -> Response {
-        let message = match &self {
-            Denied::Missing => {
-                "this endpoint needs an Authorization: Bearer <token> header".to_owned()
-            }
-            Denied::Malformed => "the Authorization header must be Bearer <token>".to_owned(),
-            Denied::Unknown => "the bearer token is not valid".to_owned(),
-            Denied::Forbidden { token, needed } => {
-                format!(
-                    "token {token} may not do this: it needs role {}",
-                    role_name(*needed)
-                )
-            }
-        };
-        if let Denied::Forbidden { .. } = self {
-            return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
-        }
-        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
-        response
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        response
-    }
 }
 
 /// The configured token presented in `headers`, if its role allows `needed`.
@@ -138,16 +111,12 @@ fn allows(role: Role, needed: Role) -> bool {
     }
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Read => "read",
-        Role::Write => "write",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
+    use axum::http::header::WWW_AUTHENTICATE;
+    use axum::response::IntoResponse;
 
     fn token(name: &str, role: Role, secret: &str) -> ApiToken {
         ApiToken {
@@ -207,7 +176,7 @@ mod tests {
             ("Bearer r3ad", StatusCode::FORBIDDEN),
         ] {
             let denied = authorize(&headers(value), &tokens, Role::Write).expect_err("refused");
-            let response = denied.into_response();
+            let response = ApiError::Denied(denied).into_response();
             assert_eq!(response.status(), status, "{value}");
             let challenge = response.headers().get(WWW_AUTHENTICATE);
             assert_eq!(

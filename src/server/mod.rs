@@ -4,11 +4,13 @@
 //! The server never writes desired state: the API can only ask the reconcile loop
 //! to poll now (`refresh`, webhooks) or re-signal an app's current desired state
 //! (`sync`). It binds no address itself: [`serve`] takes a bound listener and a
-//! shutdown token, so tests bind port 0 and stop it cleanly.
+//! shutdown token, so tests bind port 0 and stop it cleanly. Every error answer
+//! goes through one type, `error::ApiError`.
 
 mod api;
 mod artifact;
 mod auth;
+mod error;
 mod health;
 mod metrics;
 mod webhooks;

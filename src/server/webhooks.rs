@@ -9,8 +9,10 @@
 //! coalesces bursts into one fetch. The response goes out at once; the fetch
 //! runs after it.
 //!
-//! This module owns the verification, the ref filter and the delivery-id set;
-//! it must not touch the store or the mirror.
+//! This module owns what canopy knows of each provider (one entry of
+//! `Provider::ALL` each), the verification, the ref filter and the delivery-id
+//! set; refusals are answered by [`ApiError`]. It must not touch the store or
+//! the mirror.
 
 use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
@@ -28,6 +30,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::error::{ApiError, Refused};
 use super::{Shared, WebhookLabel};
 use crate::config::{Secret, WebhooksConfig};
 
@@ -45,89 +48,146 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// text, even when the request turns out to be forged).
 const LOGGED_ID_CHARS: usize = 80;
 
-/// Every webhook route; the delivery-id set is shared by the four of them.
+/// Every webhook route; the delivery-id set is shared by all of them.
 pub fn routes() -> Router<Shared> {
     let deliveries = Arc::new(Mutex::new(Deliveries::new(DELIVERY_IDS)));
-    Provider::ALL
-        .into_iter()
-        .fold(Router::new(), |router, provider| {
-            let deliveries = deliveries.clone();
-            router.route(
-                provider.path(),
-                post(
-                    move |State(shared): State<Shared>, headers: HeaderMap, body: Body| {
-                        let deliveries = deliveries.clone();
-                        async move { receive(provider, shared, &deliveries, headers, body).await }
-                    },
-                ),
-            )
-        })
+    // A constant's borrow lives for the whole program: handlers keep theirs.
+    let providers: &'static [Provider] = &Provider::ALL;
+    providers.iter().fold(Router::new(), |router, provider| {
+        let deliveries = deliveries.clone();
+        router.route(
+            &format!("/hooks/{}", provider.name),
+            post(
+                move |State(shared): State<Shared>, headers: HeaderMap, body: Body| {
+                    let deliveries = deliveries.clone();
+                    async move { receive(provider, shared, &deliveries, headers, body).await }
+                },
+            ),
+        )
+    })
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Provider {
-    GitHub,
-    GitLab,
-    Gitea,
-    Generic,
+/// Everything canopy knows about one sender of webhooks: adding a provider is
+/// one entry in [`Provider::ALL`] (and its key in `WebhooksConfig`).
+#[derive(Debug)]
+struct Provider {
+    /// The metric label, the log field and the path: `/hooks/<name>`.
+    name: &'static str,
+    /// Its secret, `None` when not configured.
+    secret: fn(&WebhooksConfig) -> Option<&Secret>,
+    /// The headers naming a delivery, first match wins.
+    delivery_headers: &'static [&'static str],
+    /// How a request proves it knows the secret.
+    signature: Signature,
+    /// What the request announces; `None`: every request is a push.
+    events: Option<Events>,
+    /// Whether a push may leave out the ref (no body, or no `ref`): "fetch
+    /// whatever is tracked".
+    ref_optional: bool,
+}
+
+/// The header that carries the proof, and the scheme that checks it.
+#[derive(Debug)]
+struct Signature {
+    header: &'static str,
+    check: Check,
+    /// GitHub's legacy SHA-1 signature header: sent without `header`, it is
+    /// refused as such ([`Unauthorized::Sha1Only`]), not as a missing header.
+    sha1_header: Option<&'static str>,
+}
+
+/// One verification scheme: checks the value of header `name` against the
+/// secret and the raw body, in constant time.
+type Check =
+    fn(name: &'static str, value: &str, secret: &[u8], body: &[u8]) -> Result<(), Unauthorized>;
+
+/// The event header, and which of its values mean a push or a ping.
+#[derive(Debug)]
+struct Events {
+    header: &'static str,
+    push: &'static [&'static str],
+    ping: &'static [&'static str],
 }
 
 impl Provider {
+    const GITHUB: Provider = Provider {
+        name: "github",
+        secret: |config| config.github.as_ref(),
+        delivery_headers: &["x-github-delivery"],
+        signature: Signature {
+            header: "X-Hub-Signature-256",
+            check: hmac_prefixed,
+            sha1_header: Some("x-hub-signature"),
+        },
+        events: Some(Events {
+            header: "X-GitHub-Event",
+            push: &["push"],
+            ping: &["ping"],
+        }),
+        ref_optional: false,
+    };
+
+    const GITLAB: Provider = Provider {
+        name: "gitlab",
+        secret: |config| config.gitlab.as_ref(),
+        // `X-Gitlab-Event-UUID` (per event) and, since 16.x, `X-Gitlab-Webhook-UUID`.
+        delivery_headers: &["x-gitlab-event-uuid", "x-gitlab-webhook-uuid"],
+        signature: Signature {
+            header: "X-Gitlab-Token",
+            check: token,
+            sha1_header: None,
+        },
+        events: Some(Events {
+            header: "X-Gitlab-Event",
+            push: &["Push Hook", "Tag Push Hook"],
+            ping: &[],
+        }),
+        ref_optional: false,
+    };
+
+    const GITEA: Provider = Provider {
+        name: "gitea",
+        secret: |config| config.gitea.as_ref(),
+        delivery_headers: &["x-gitea-delivery"],
+        signature: Signature {
+            header: "X-Gitea-Signature",
+            check: hmac_hex,
+            sha1_header: None,
+        },
+        events: Some(Events {
+            header: "X-Gitea-Event",
+            push: &["push"],
+            ping: &[],
+        }),
+        ref_optional: false,
+    };
+
+    /// canopy's own: one meaning (something was pushed), the ref optional.
+    const GENERIC: Provider = Provider {
+        name: "generic",
+        secret: |config| config.generic.as_ref(),
+        delivery_headers: &["x-canopy-delivery"],
+        signature: Signature {
+            header: "X-Canopy-Signature",
+            check: hmac_prefixed,
+            sha1_header: None,
+        },
+        events: None,
+        ref_optional: true,
+    };
+
     const ALL: [Provider; 4] = [
-        Provider::GitHub,
-        Provider::GitLab,
-        Provider::Gitea,
-        Provider::Generic,
+        Provider::GITHUB,
+        Provider::GITLAB,
+        Provider::GITEA,
+        Provider::GENERIC,
     ];
-
-    /// The metric label and the path segment.
-    fn name(self) -> &'static str {
-        match self {
-            Provider::GitHub => "github",
-            Provider::GitLab => "gitlab",
-            Provider::Gitea => "gitea",
-            Provider::Generic => "generic",
-        }
-    }
-
-    fn path(self) -> &'static str {
-        match self {
-            Provider::GitHub => "/hooks/github",
-            Provider::GitLab => "/hooks/gitlab",
-            Provider::Gitea => "/hooks/gitea",
-            Provider::Generic => "/hooks/generic",
-        }
-    }
-
-    fn secret(self, config: &WebhooksConfig) -> Option<&Secret> {
-        match self {
-            Provider::GitHub => config.github.as_ref(),
-            Provider::GitLab => config.gitlab.as_ref(),
-            Provider::Gitea => config.gitea.as_ref(),
-            Provider::Generic => config.generic.as_ref(),
-        }
-    }
-
-    /// The headers naming a delivery, first match wins. GitLab sends
-    /// `X-Gitlab-Event-UUID` (per event) and, since 16.x, `X-Gitlab-Webhook-UUID`.
-    fn delivery_headers(self) -> &'static [&'static str] {
-        match self {
-            Provider::GitHub => &["x-github-delivery"],
-            Provider::GitLab => &["x-gitlab-event-uuid", "x-gitlab-webhook-uuid"],
-            Provider::Gitea => &["x-gitea-delivery"],
-            Provider::Generic => &["x-canopy-delivery"],
-        }
-    }
 }
 
-/// How a request ended: its status, its body and its metric label.
+/// How a request ended: its answer and its metric label.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    NotConfigured,
-    TooLarge { max: u64 },
-    Timeout,
-    BadRequest(String),
-    Unauthorized(Unauthorized),
+    Refused(Refused),
     Ping,
     Ignored(String),
     Duplicate,
@@ -138,40 +198,23 @@ impl Outcome {
     /// The `result` label of `canopy_webhook_requests`.
     fn result(&self) -> &'static str {
         match self {
-            Outcome::NotConfigured => "not_configured",
-            Outcome::TooLarge { .. } => "too_large",
-            Outcome::Timeout => "timeout",
-            Outcome::BadRequest(_) => "bad_request",
-            Outcome::Unauthorized(_) => "unauthorized",
+            Outcome::Refused(Refused::NotConfigured { .. }) => "not_configured",
+            Outcome::Refused(Refused::TooLarge { .. }) => "too_large",
+            Outcome::Refused(Refused::Timeout { .. }) => "timeout",
+            Outcome::Refused(Refused::BadRequest(_)) => "bad_request",
+            Outcome::Refused(Refused::Unauthorized(_)) => "unauthorized",
             Outcome::Ping => "ping",
             Outcome::Ignored(_) => "ignored",
             Outcome::Duplicate => "duplicate",
             Outcome::Triggered => "triggered",
         }
     }
+}
 
-    fn into_response(self, provider: Provider) -> Response {
+impl IntoResponse for Outcome {
+    fn into_response(self) -> Response {
         let (status, body) = match self {
-            Outcome::NotConfigured => (
-                StatusCode::NOT_FOUND,
-                json!({"error": format!("webhook {} is not configured", provider.name())}),
-            ),
-            Outcome::TooLarge { max } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": format!("request body is larger than {max} bytes")}),
-            ),
-            Outcome::Timeout => (
-                StatusCode::REQUEST_TIMEOUT,
-                json!({"error": format!(
-                    "request body not received within {} s",
-                    BODY_TIMEOUT.as_secs()
-                )}),
-            ),
-            Outcome::BadRequest(reason) => (StatusCode::BAD_REQUEST, json!({"error": reason})),
-            Outcome::Unauthorized(reason) => (
-                StatusCode::UNAUTHORIZED,
-                json!({"error": reason.to_string()}),
-            ),
+            Outcome::Refused(refused) => return ApiError::Webhook(refused).into_response(),
             Outcome::Ping => (StatusCode::OK, json!({"status": "pong"})),
             Outcome::Ignored(reason) => (
                 StatusCode::ACCEPTED,
@@ -187,7 +230,7 @@ impl Outcome {
 /// Why a request failed verification. The messages name headers only: never
 /// the secret, the expected signature or the body.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-enum Unauthorized {
+pub(super) enum Unauthorized {
     #[error("missing {0} header")]
     Missing(&'static str),
     #[error("missing X-Hub-Signature-256 header; the SHA-1 X-Hub-Signature alone is not accepted")]
@@ -210,7 +253,7 @@ enum Event {
 }
 
 async fn receive(
-    provider: Provider,
+    provider: &'static Provider,
     shared: Shared,
     deliveries: &Mutex<Deliveries>,
     headers: HeaderMap,
@@ -226,7 +269,7 @@ async fn receive(
         .metrics
         .webhooks
         .get_or_create(&WebhookLabel {
-            provider: provider.name(),
+            provider: provider.name,
             result,
         })
         .inc();
@@ -234,25 +277,25 @@ async fn receive(
     match &outcome {
         // Fixed texts naming a header: safe to log, and what an operator needs to
         // fix a secret that differs between canopy and the forge.
-        Outcome::Unauthorized(reason) => tracing::info!(
-            provider = provider.name(),
+        Outcome::Refused(Refused::Unauthorized(reason)) => tracing::info!(
+            provider = provider.name,
             result,
             delivery = logged_id,
             reason = %reason,
             "webhook refused"
         ),
         _ => tracing::info!(
-            provider = provider.name(),
+            provider = provider.name,
             result,
             delivery = logged_id,
             "webhook received"
         ),
     }
-    outcome.into_response(provider)
+    outcome.into_response()
 }
 
 async fn handle(
-    provider: Provider,
+    provider: &Provider,
     shared: &Shared,
     deliveries: &Mutex<Deliveries>,
     headers: &HeaderMap,
@@ -260,25 +303,27 @@ async fn handle(
     body: Body,
 ) -> Outcome {
     let settings = &shared.settings;
-    let Some(secret) = provider.secret(&settings.webhooks) else {
-        return Outcome::NotConfigured;
+    let Some(secret) = (provider.secret)(&settings.webhooks) else {
+        return Outcome::Refused(Refused::NotConfigured {
+            provider: provider.name,
+        });
     };
     let body = match read_body(body, headers, settings.webhooks.max_body).await {
         Ok(body) => body,
-        Err(outcome) => return outcome,
+        Err(refused) => return Outcome::Refused(refused),
     };
     if let Err(reason) = verify(provider, secret.expose().as_bytes(), headers, &body) {
-        return Outcome::Unauthorized(reason);
+        return Outcome::Refused(Refused::Unauthorized(reason));
     }
     let event = match event(provider, headers) {
         Ok(event) => event,
-        Err(reason) => return Outcome::BadRequest(reason),
+        Err(reason) => return Outcome::Refused(Refused::BadRequest(reason)),
     };
     match event {
         Event::Ping => Outcome::Ping,
         Event::Other(name) => Outcome::Ignored(format!("event {name} is not a push")),
         Event::Push => match pushed_ref(provider, &body) {
-            Err(reason) => Outcome::BadRequest(reason),
+            Err(reason) => Outcome::Refused(Refused::BadRequest(reason)),
             Ok(Some(pushed)) if !tracks(&settings.reference, &pushed) => {
                 Outcome::Ignored(format!("push to {pushed}, tracking {}", settings.reference))
             }
@@ -300,9 +345,9 @@ fn lock(deliveries: &Mutex<Deliveries>) -> std::sync::MutexGuard<'_, Deliveries>
     deliveries.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn delivery_id(provider: Provider, headers: &HeaderMap) -> Option<&str> {
+fn delivery_id<'h>(provider: &Provider, headers: &'h HeaderMap) -> Option<&'h str> {
     provider
-        .delivery_headers()
+        .delivery_headers
         .iter()
         .find_map(|name| headers.get(*name))
         .and_then(|value| value.to_str().ok())
@@ -311,23 +356,23 @@ fn delivery_id(provider: Provider, headers: &HeaderMap) -> Option<&str> {
 
 /// Reads at most `max` bytes of body within [`BODY_TIMEOUT`]. A declared
 /// `Content-Length` over the cap is refused before reading anything.
-async fn read_body(mut body: Body, headers: &HeaderMap, max: u64) -> Result<Vec<u8>, Outcome> {
+async fn read_body(mut body: Body, headers: &HeaderMap, max: u64) -> Result<Vec<u8>, Refused> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > max) {
-        return Err(Outcome::TooLarge { max });
+        return Err(Refused::TooLarge { max });
     }
     let read = async {
         let mut bytes = Vec::new();
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
         {
             let frame = frame
-                .map_err(|_| Outcome::BadRequest("request body could not be read".to_owned()))?;
+                .map_err(|_| Refused::BadRequest("request body could not be read".to_owned()))?;
             if let Ok(data) = frame.into_data() {
                 if (bytes.len() + data.len()) as u64 > max {
-                    return Err(Outcome::TooLarge { max });
+                    return Err(Refused::TooLarge { max });
                 }
                 bytes.extend_from_slice(&data);
             }
@@ -336,49 +381,30 @@ async fn read_body(mut body: Body, headers: &HeaderMap, max: u64) -> Result<Vec<
     };
     tokio::time::timeout(BODY_TIMEOUT, read)
         .await
-        .unwrap_or(Err(Outcome::Timeout))
+        .unwrap_or(Err(Refused::Timeout {
+            after: BODY_TIMEOUT,
+        }))
 }
 
-/// Checks the request's signature (or GitLab's token) against `secret`, in
-/// constant time.
+/// Checks the request's signature (or token) against `secret`, in constant
+/// time, as the provider's [`Signature`] says.
 fn verify(
-    provider: Provider,
+    provider: &Provider,
     secret: &[u8],
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), Unauthorized> {
-    match provider {
-        Provider::GitHub => {
-            const NAME: &str = "X-Hub-Signature-256";
-            match header_text(headers, NAME)? {
-                Some(value) => verify_prefixed(NAME, value, secret, body),
-                None if headers.contains_key("x-hub-signature") => Err(Unauthorized::Sha1Only),
-                None => Err(Unauthorized::Missing(NAME)),
-            }
+    let signature = &provider.signature;
+    let name = signature.header;
+    match header_text(headers, name)? {
+        Some(value) => (signature.check)(name, value, secret, body),
+        None if signature
+            .sha1_header
+            .is_some_and(|sha1| headers.contains_key(sha1)) =>
+        {
+            Err(Unauthorized::Sha1Only)
         }
-        Provider::Generic => {
-            const NAME: &str = "X-Canopy-Signature";
-            let value = header_text(headers, NAME)?.ok_or(Unauthorized::Missing(NAME))?;
-            verify_prefixed(NAME, value, secret, body)
-        }
-        Provider::Gitea => {
-            const NAME: &str = "X-Gitea-Signature";
-            let value = header_text(headers, NAME)?.ok_or(Unauthorized::Missing(NAME))?;
-            let tag = decode_sha256_hex(value).ok_or(Unauthorized::Malformed {
-                header: NAME,
-                form: "64 hex digits",
-            })?;
-            verify_hmac(secret, body, &tag).map_err(|()| Unauthorized::Mismatch(NAME))
-        }
-        Provider::GitLab => {
-            const NAME: &str = "X-Gitlab-Token";
-            let token = header_text(headers, NAME)?.ok_or(Unauthorized::Missing(NAME))?;
-            if token_matches(secret, token.as_bytes()) {
-                Ok(())
-            } else {
-                Err(Unauthorized::Mismatch(NAME))
-            }
-        }
+        None => Err(Unauthorized::Missing(name)),
     }
 }
 
@@ -399,8 +425,8 @@ fn header_text<'h>(
         .transpose()
 }
 
-/// `sha256=<hex>` (GitHub, generic).
-fn verify_prefixed(
+/// `sha256=<hex>` of HMAC-SHA256(secret, body) (GitHub, generic).
+fn hmac_prefixed(
     name: &'static str,
     value: &str,
     secret: &[u8],
@@ -414,6 +440,29 @@ fn verify_prefixed(
             form: "sha256=<64 hex digits>",
         })?;
     verify_hmac(secret, body, &tag).map_err(|()| Unauthorized::Mismatch(name))
+}
+
+/// `<hex>` of HMAC-SHA256(secret, body), no prefix (Gitea).
+fn hmac_hex(
+    name: &'static str,
+    value: &str,
+    secret: &[u8],
+    body: &[u8],
+) -> Result<(), Unauthorized> {
+    let tag = decode_sha256_hex(value).ok_or(Unauthorized::Malformed {
+        header: name,
+        form: "64 hex digits",
+    })?;
+    verify_hmac(secret, body, &tag).map_err(|()| Unauthorized::Mismatch(name))
+}
+
+/// The secret itself as the header's value (GitLab).
+fn token(name: &'static str, value: &str, secret: &[u8], _body: &[u8]) -> Result<(), Unauthorized> {
+    if token_matches(secret, value.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Unauthorized::Mismatch(name))
+    }
 }
 
 fn decode_sha256_hex(text: &str) -> Option<[u8; 32]> {
@@ -438,33 +487,30 @@ fn token_matches(secret: &[u8], token: &[u8]) -> bool {
 
 /// What the (verified) request announces; a missing event header is a bad
 /// request, since every forge sends one.
-fn event(provider: Provider, headers: &HeaderMap) -> Result<Event, String> {
-    let name = match provider {
-        // The generic hook has one meaning: something was pushed.
-        Provider::Generic => return Ok(Event::Push),
-        Provider::GitHub => "X-GitHub-Event",
-        Provider::GitLab => "X-Gitlab-Event",
-        Provider::Gitea => "X-Gitea-Event",
+fn event(provider: &Provider, headers: &HeaderMap) -> Result<Event, String> {
+    let Some(events) = &provider.events else {
+        return Ok(Event::Push);
     };
+    let name = events.header;
     let value = headers
         .get(name)
         .ok_or_else(|| format!("missing {name} header"))?
         .to_str()
         .map_err(|_| format!("{name} is not visible ASCII"))?;
-    Ok(match (provider, value) {
-        (Provider::GitHub, "push") => Event::Push,
-        (Provider::GitHub, "ping") => Event::Ping,
-        (Provider::GitLab, "Push Hook" | "Tag Push Hook") => Event::Push,
-        (Provider::Gitea, "push") => Event::Push,
-        (_, other) => Event::Other(other.to_owned()),
+    Ok(if events.push.contains(&value) {
+        Event::Push
+    } else if events.ping.contains(&value) {
+        Event::Ping
+    } else {
+        Event::Other(value.to_owned())
     })
 }
 
 /// The full ref a push payload names (`refs/heads/main`). The forges always
 /// send one; the generic hook may send no body or omit `ref` to mean "fetch
 /// whatever is tracked" (`Ok(None)`).
-fn pushed_ref(provider: Provider, body: &[u8]) -> Result<Option<String>, String> {
-    if provider == Provider::Generic && body.trim_ascii().is_empty() {
+fn pushed_ref(provider: &Provider, body: &[u8]) -> Result<Option<String>, String> {
+    if provider.ref_optional && body.trim_ascii().is_empty() {
         return Ok(None);
     }
     // The error's position, never its text: serde's messages quote the input.
@@ -480,7 +526,7 @@ fn pushed_ref(provider: Provider, body: &[u8]) -> Result<Option<String>, String>
     };
     match payload.remove("ref") {
         Some(Value::String(pushed)) => Ok(Some(pushed)),
-        None if provider == Provider::Generic => Ok(None),
+        None if provider.ref_optional => Ok(None),
         None => Err("push payload has no ref".to_owned()),
         Some(_) => Err("ref in the payload is not a string".to_owned()),
     }
@@ -529,9 +575,9 @@ impl Deliveries {
     }
 
     /// Records the delivery; false when it was already recorded.
-    fn first_time(&mut self, provider: Provider, id: &str) -> bool {
+    fn first_time(&mut self, provider: &Provider, id: &str) -> bool {
         let key: [u8; 32] = Sha256::new()
-            .chain_update(provider.name())
+            .chain_update(provider.name)
             .chain_update([0])
             .chain_update(id)
             .finalize()
@@ -577,29 +623,29 @@ mod tests {
     fn github_signature_is_hmac_sha256_of_the_raw_body() {
         let sig = format!("sha256={SIGNATURE}");
         let ok = headers(&[("x-hub-signature-256", &sig)]);
-        assert_eq!(verify(Provider::GitHub, SECRET, &ok, BODY), Ok(()));
+        assert_eq!(verify(&Provider::GITHUB, SECRET, &ok, BODY), Ok(()));
         assert_eq!(
-            verify(Provider::GitHub, SECRET, &ok, b"Hello, World?"),
+            verify(&Provider::GITHUB, SECRET, &ok, b"Hello, World?"),
             Err(Unauthorized::Mismatch("X-Hub-Signature-256"))
         );
         assert_eq!(
-            verify(Provider::GitHub, b"another secret", &ok, BODY),
+            verify(&Provider::GITHUB, b"another secret", &ok, BODY),
             Err(Unauthorized::Mismatch("X-Hub-Signature-256"))
         );
         let upper = format!("sha256={}", SIGNATURE.to_uppercase());
         let upper = headers(&[("x-hub-signature-256", &upper)]);
-        assert_eq!(verify(Provider::GitHub, SECRET, &upper, BODY), Ok(()));
+        assert_eq!(verify(&Provider::GITHUB, SECRET, &upper, BODY), Ok(()));
     }
 
     #[test]
     fn github_refuses_missing_sha1_only_and_malformed_signatures() {
         assert_eq!(
-            verify(Provider::GitHub, SECRET, &HeaderMap::new(), BODY),
+            verify(&Provider::GITHUB, SECRET, &HeaderMap::new(), BODY),
             Err(Unauthorized::Missing("X-Hub-Signature-256"))
         );
         let sha1 = headers(&[("x-hub-signature", "sha1=0123")]);
         assert_eq!(
-            verify(Provider::GitHub, SECRET, &sha1, BODY),
+            verify(&Provider::GITHUB, SECRET, &sha1, BODY),
             Err(Unauthorized::Sha1Only)
         );
         let malformed = Unauthorized::Malformed {
@@ -617,7 +663,7 @@ mod tests {
         ] {
             let h = headers(&[("x-hub-signature-256", &bad)]);
             assert_eq!(
-                verify(Provider::GitHub, SECRET, &h, BODY),
+                verify(&Provider::GITHUB, SECRET, &h, BODY),
                 Err(malformed.clone()),
                 "{bad}"
             );
@@ -627,19 +673,19 @@ mod tests {
     #[test]
     fn gitea_and_generic_use_their_own_headers() {
         let gitea = headers(&[("x-gitea-signature", SIGNATURE)]);
-        assert_eq!(verify(Provider::Gitea, SECRET, &gitea, BODY), Ok(()));
+        assert_eq!(verify(&Provider::GITEA, SECRET, &gitea, BODY), Ok(()));
         let prefixed = format!("sha256={SIGNATURE}");
         let gitea_prefixed = headers(&[("x-gitea-signature", &prefixed)]);
         assert!(matches!(
-            verify(Provider::Gitea, SECRET, &gitea_prefixed, BODY),
+            verify(&Provider::GITEA, SECRET, &gitea_prefixed, BODY),
             Err(Unauthorized::Malformed { .. })
         ));
         let generic = headers(&[("x-canopy-signature", &prefixed)]);
-        assert_eq!(verify(Provider::Generic, SECRET, &generic, BODY), Ok(()));
+        assert_eq!(verify(&Provider::GENERIC, SECRET, &generic, BODY), Ok(()));
         // A GitHub header does not sign a generic hook.
         let github = headers(&[("x-hub-signature-256", &prefixed)]);
         assert_eq!(
-            verify(Provider::Generic, SECRET, &github, BODY),
+            verify(&Provider::GENERIC, SECRET, &github, BODY),
             Err(Unauthorized::Missing("X-Canopy-Signature"))
         );
     }
@@ -647,7 +693,7 @@ mod tests {
     #[test]
     fn gitlab_token_must_equal_the_secret() {
         let ok = headers(&[("x-gitlab-token", "It's a Secret to Everybody")]);
-        assert_eq!(verify(Provider::GitLab, SECRET, &ok, BODY), Ok(()));
+        assert_eq!(verify(&Provider::GITLAB, SECRET, &ok, BODY), Ok(()));
         for wrong in [
             "It's a Secret to Everybod",
             "It's a Secret to Everybody ",
@@ -655,13 +701,13 @@ mod tests {
         ] {
             let h = headers(&[("x-gitlab-token", wrong)]);
             assert_eq!(
-                verify(Provider::GitLab, SECRET, &h, BODY),
+                verify(&Provider::GITLAB, SECRET, &h, BODY),
                 Err(Unauthorized::Mismatch("X-Gitlab-Token")),
                 "{wrong:?}"
             );
         }
         assert_eq!(
-            verify(Provider::GitLab, SECRET, &HeaderMap::new(), BODY),
+            verify(&Provider::GITLAB, SECRET, &HeaderMap::new(), BODY),
             Err(Unauthorized::Missing("X-Gitlab-Token"))
         );
     }
@@ -669,7 +715,7 @@ mod tests {
     #[test]
     fn refusals_never_quote_the_secret_or_the_expected_signature() {
         let wrong = headers(&[("x-hub-signature-256", &format!("sha256={}", "0".repeat(64)))]);
-        let err = verify(Provider::GitHub, SECRET, &wrong, BODY).unwrap_err();
+        let err = verify(&Provider::GITHUB, SECRET, &wrong, BODY).unwrap_err();
         let text = err.to_string();
         assert_eq!(text, "X-Hub-Signature-256 does not match");
         assert!(!text.contains(SIGNATURE));
@@ -706,23 +752,26 @@ mod tests {
 
     #[test]
     fn events_by_provider() {
-        let github = |name| event(Provider::GitHub, &headers(&[("x-github-event", name)]));
+        let github = |name| event(&Provider::GITHUB, &headers(&[("x-github-event", name)]));
         assert_eq!(github("push"), Ok(Event::Push));
         assert_eq!(github("ping"), Ok(Event::Ping));
         assert_eq!(github("issues"), Ok(Event::Other("issues".into())));
-        let gitlab = |name| event(Provider::GitLab, &headers(&[("x-gitlab-event", name)]));
+        let gitlab = |name| event(&Provider::GITLAB, &headers(&[("x-gitlab-event", name)]));
         assert_eq!(gitlab("Push Hook"), Ok(Event::Push));
         assert_eq!(gitlab("Tag Push Hook"), Ok(Event::Push));
         assert_eq!(
             gitlab("Merge Request Hook"),
             Ok(Event::Other("Merge Request Hook".into()))
         );
-        let gitea = |name| event(Provider::Gitea, &headers(&[("x-gitea-event", name)]));
+        let gitea = |name| event(&Provider::GITEA, &headers(&[("x-gitea-event", name)]));
         assert_eq!(gitea("push"), Ok(Event::Push));
         assert_eq!(gitea("create"), Ok(Event::Other("create".into())));
-        assert_eq!(event(Provider::Generic, &HeaderMap::new()), Ok(Event::Push));
         assert_eq!(
-            event(Provider::GitHub, &HeaderMap::new()),
+            event(&Provider::GENERIC, &HeaderMap::new()),
+            Ok(Event::Push)
+        );
+        assert_eq!(
+            event(&Provider::GITHUB, &HeaderMap::new()),
             Err("missing X-GitHub-Event header".to_owned())
         );
     }
@@ -731,43 +780,43 @@ mod tests {
     fn pushed_ref_from_payloads() {
         let main = Ok(Some("refs/heads/main".to_owned()));
         let payload = br#"{"ref":"refs/heads/main","commits":[{"id":"x"}]}"#;
-        assert_eq!(pushed_ref(Provider::GitHub, payload), main);
-        assert_eq!(pushed_ref(Provider::Generic, payload), main);
-        assert_eq!(pushed_ref(Provider::Generic, b""), Ok(None));
-        assert_eq!(pushed_ref(Provider::Generic, b" \n"), Ok(None));
-        assert_eq!(pushed_ref(Provider::Generic, b"{}"), Ok(None));
+        assert_eq!(pushed_ref(&Provider::GITHUB, payload), main);
+        assert_eq!(pushed_ref(&Provider::GENERIC, payload), main);
+        assert_eq!(pushed_ref(&Provider::GENERIC, b""), Ok(None));
+        assert_eq!(pushed_ref(&Provider::GENERIC, b" \n"), Ok(None));
+        assert_eq!(pushed_ref(&Provider::GENERIC, b"{}"), Ok(None));
         assert_eq!(
-            pushed_ref(Provider::GitHub, b"{}"),
+            pushed_ref(&Provider::GITHUB, b"{}"),
             Err("push payload has no ref".to_owned())
         );
         assert_eq!(
-            pushed_ref(Provider::GitLab, br#"{"ref": 7}"#),
+            pushed_ref(&Provider::GITLAB, br#"{"ref": 7}"#),
             Err("ref in the payload is not a string".to_owned())
         );
         assert_eq!(
-            pushed_ref(Provider::Gitea, br#"["refs/heads/main"]"#),
+            pushed_ref(&Provider::GITEA, br#"["refs/heads/main"]"#),
             Err("payload is not a JSON object".to_owned())
         );
         // The message gives a position, never the payload's text.
-        let err = pushed_ref(Provider::GitHub, b"{\"ref\": s3cret-looking}").unwrap_err();
+        let err = pushed_ref(&Provider::GITHUB, b"{\"ref\": s3cret-looking}").unwrap_err();
         assert_eq!(err, "payload is not valid JSON (line 1, column 9)");
     }
 
     #[test]
     fn deliveries_are_remembered_up_to_capacity_oldest_first() {
         let mut seen = Deliveries::new(3);
-        assert!(seen.first_time(Provider::GitHub, "a"));
-        assert!(!seen.first_time(Provider::GitHub, "a"));
+        assert!(seen.first_time(&Provider::GITHUB, "a"));
+        assert!(!seen.first_time(&Provider::GITHUB, "a"));
         // Providers have separate id spaces.
-        assert!(seen.first_time(Provider::Gitea, "a"));
-        assert!(seen.first_time(Provider::GitHub, "b"));
-        assert!(seen.first_time(Provider::GitHub, "c")); // evicts github/a
+        assert!(seen.first_time(&Provider::GITEA, "a"));
+        assert!(seen.first_time(&Provider::GITHUB, "b"));
+        assert!(seen.first_time(&Provider::GITHUB, "c")); // evicts github/a
         assert_eq!((seen.order.len(), seen.seen.len()), (3, 3));
-        assert!(seen.first_time(Provider::GitHub, "a"));
-        assert!(!seen.first_time(Provider::GitHub, "c"));
+        assert!(seen.first_time(&Provider::GITHUB, "a"));
+        assert!(!seen.first_time(&Provider::GITHUB, "c"));
         // A flood of new ids keeps the set at its bound.
         for i in 0..10_000 {
-            assert!(seen.first_time(Provider::Generic, &i.to_string()));
+            assert!(seen.first_time(&Provider::GENERIC, &i.to_string()));
         }
         assert_eq!((seen.order.len(), seen.seen.len()), (3, 3));
     }

@@ -1,6 +1,6 @@
 //! The Redis backbone (DESIGN section 5): canopy's key schema, its Functions
 //! library, fenced and batched writes of desired state and signals, and the reads
-//! that `status`, `diff` and the daemon need.
+//! that `status`, `diff`, the artifact endpoint and the daemon need.
 //!
 //! This module speaks Redis and nothing else: what to write is decided by
 //! `reconcile` (pure), and this module only carries it out. Every write that
@@ -8,12 +8,14 @@
 //! daemon's epoch first, one app per call, so an app is never half-written.
 
 mod connect;
+mod current;
 mod desired;
 mod read;
 mod report;
 mod write;
 
 pub use connect::Store;
+pub use current::{Current, CurrentError};
 pub use desired::StoredDesired;
 pub use read::{AppState, HeldApp, Meta};
 pub use report::REPORTS_MAXLEN;

@@ -15,6 +15,16 @@ use super::{
     has_git_component, symlink,
 };
 
+/// A full commit id: exactly 40 hex digits (any case). Names (`main`, `HEAD~1`)
+/// and abbreviations are not ids: whoever names content by its commit must name
+/// exactly one.
+pub fn full_commit_id(text: &str) -> Option<gix::ObjectId> {
+    if text.len() != 40 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    gix::ObjectId::from_hex(text.to_ascii_lowercase().as_bytes()).ok()
+}
+
 pub struct GitTree {
     repo: gix::ThreadSafeRepository,
     path: PathBuf,

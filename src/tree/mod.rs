@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use dir::DirTree;
-pub use git::GitTree;
+pub use git::{GitTree, full_commit_id};
 pub use hash::{BlobCache, FileHash, hash_entry};
 pub use mem::MemTree;
 pub use parallel::par_map;

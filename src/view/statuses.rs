@@ -1,16 +1,16 @@
 //! Every app's status, from what the store holds: desired (daemon), observed and
 //! heartbeat (child), and the previous status record. Reading and interpreting
-//! the hashes is here; what a status means is `crate::status` (pure).
+//! the hashes is here; what a status means is `crate::status` (pure); recording
+//! a transition and its drift signal is the reconciler's (`reconcile::record`).
 
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::drift;
 use crate::layout::AppName;
 use crate::status::{self, Desired, Observed, Record, ReportedState, SyncMode};
-use crate::store::{AppState, DriftWrite, StatusWrite, Store, StoreError};
+use crate::store::{AppState, Store, StoreError};
 
 /// One app's status and the facts behind it.
 #[derive(Debug, Clone, Serialize)]
@@ -20,13 +20,39 @@ pub struct AppStatus {
     pub record: Record,
     pub desired: Option<Desired>,
     pub observed: Option<Observed>,
-    /// Whether the status differs from the stored record (a transition).
+    /// Set when the status differs from the stored record: what the store held
+    /// before, for whoever records the transition. Boxed and absent otherwise:
+    /// most evaluations find no transition, and an overview holds every app.
     #[serde(skip)]
-    pub changed: bool,
-    /// The drift signal the transition calls for (see `drift::transition`).
-    #[serde(skip)]
-    pub drift: Option<DriftWrite>,
+    pub transition: Option<Box<Transition>>,
 }
+
+impl AppStatus {
+    /// Whether the status differs from the stored record (a transition).
+    pub fn changed(&self) -> bool {
+        self.transition.is_some()
+    }
+}
+
+/// What the store held before an evaluation that found a transition. The read
+/// model hands these facts over and never acts on them: whether a transition is
+/// signalled, and with what, is the reconciler's decision.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// The stored record; `None` for an app evaluated for the first time.
+    pub previous: Option<Record>,
+    /// The stored record's `drift_key`: the last transition signalled.
+    pub signalled: Option<String>,
+    /// The `:desired` fields a signal's payload copies (`SIGNAL_FIELDS`). Only
+    /// these: the hash may hold a whole held signal.
+    pub desired_hash: HashMap<String, String>,
+    /// When the evaluation ran.
+    pub at: DateTime<Utc>,
+}
+
+/// The `:desired` fields a [`Transition`] keeps: those a signal's payload copies
+/// (a prune's tombstone holds only the revision).
+const SIGNAL_FIELDS: [&str; 4] = ["parent", "revision", "config_digest", "wave"];
 
 /// Evaluates every app in Git and every app a child reports for. A hash that
 /// cannot be read (a child wrote garbage) makes its part absent, with a warning:
@@ -73,7 +99,7 @@ pub async fn statuses_of(
 
 /// One app's status from its stored state; `None` when the store holds neither
 /// desired nor observed state for it.
-pub(super) fn evaluate(
+pub fn evaluate(
     app: &AppName,
     state: &AppState,
     now: DateTime<Utc>,
@@ -91,103 +117,24 @@ pub(super) fn evaluate(
     };
     let record = status::evaluate(&inputs, previous.as_ref())?;
     let changed = previous.as_ref().map(|p| p.status) != Some(record.status);
-    let drift = drift::transition(&drift::Facts {
-        app,
-        record: &record,
-        previous: previous.as_ref(),
-        signalled: state.record.get("drift_key").map(String::as_str),
-        desired: desired.as_ref(),
-        desired_hash: &state.desired,
-        observed: observed.as_ref(),
-        now,
+    let transition = changed.then(|| {
+        Box::new(Transition {
+            previous,
+            signalled: state.record.get("drift_key").cloned(),
+            desired_hash: SIGNAL_FIELDS
+                .iter()
+                .filter_map(|&f| Some((f.to_owned(), state.desired.get(f)?.clone())))
+                .collect(),
+            at: now,
+        })
     });
     Some(AppStatus {
         app: app.clone(),
         record,
         desired,
         observed,
-        changed,
-        drift,
+        transition,
     })
-}
-
-/// What [`record_changes`] wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Recorded {
-    /// Status records written: apps whose status changed.
-    pub records: usize,
-    /// Drift signals published: changes into a drift status.
-    pub drift: usize,
-    /// Resolutions published: back to `synced` after a drift.
-    pub resolved: usize,
-}
-
-impl Recorded {
-    /// Adds what a later call recorded.
-    pub fn absorb(&mut self, later: Recorded) {
-        self.records += later.records;
-        self.drift += later.drift;
-        self.resolved += later.resolved;
-    }
-
-    /// Signals of kind `drift` published, resolutions included.
-    pub fn signals(&self) -> usize {
-        self.drift + self.resolved
-    }
-}
-
-/// Stores the records of apps whose status changed, each with its drift signal
-/// (fenced: only the daemon). A transition already signalled (by a retry, or
-/// another daemon that evaluated the same state) is not published again.
-pub async fn record_changes(
-    store: &mut Store,
-    statuses: &[AppStatus],
-) -> Result<Recorded, StoreError> {
-    let changed: Vec<&AppStatus> = statuses.iter().filter(|s| s.changed).collect();
-    let writes: Vec<StatusWrite> = changed
-        .iter()
-        .map(|s| StatusWrite {
-            app: s.app.clone(),
-            fields: record_fields(&s.record),
-            drift: s.drift.clone(),
-        })
-        .collect();
-    let published = store.record_statuses(&writes).await?;
-    let mut recorded = Recorded {
-        records: writes.len(),
-        ..Recorded::default()
-    };
-    for (status, _) in changed.iter().zip(published).filter(|(_, sent)| *sent) {
-        let resolved = status
-            .drift
-            .as_ref()
-            .and_then(|d| d.signal.drift.as_ref())
-            .is_some_and(|d| d.resolved);
-        let record = &status.record;
-        if resolved {
-            recorded.resolved += 1;
-            tracing::info!(app = %status.app, status = %record.status, reason = %record.reason, "drift resolved");
-        } else {
-            recorded.drift += 1;
-            tracing::info!(app = %status.app, status = %record.status, reason = %record.reason, "drift signalled");
-        }
-    }
-    Ok(recorded)
-}
-
-fn record_fields(record: &Record) -> Vec<(&'static str, String)> {
-    vec![
-        ("status", record.status.as_str().to_owned()),
-        ("since", record.since.timestamp_millis().to_string()),
-        (
-            "unsynced_since",
-            record
-                .unsynced_since
-                .map(|t| t.timestamp_millis().to_string())
-                .unwrap_or_default(),
-        ),
-        ("reason", record.reason.clone()),
-    ]
 }
 
 fn parsed<T>(app: &AppName, what: &str, result: Result<Option<T>, String>) -> Option<T> {

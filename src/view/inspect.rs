@@ -1,15 +1,13 @@
-//! Read-only views of the store for people and scripts: the status overview, one
-//! app's detail and its diff. `canopy status`, `canopy diff` and the HTTP API
-//! serve these same values, so their JSON cannot drift apart. Nothing here writes;
-//! printing them as text belongs to the CLI.
+//! The views of the store for people and scripts: the status overview, one app's
+//! detail and its diff. Nothing here writes; printing them as text belongs to the
+//! CLI.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::observe::evaluate;
-use super::{AppStatus, statuses};
+use super::statuses::{AppStatus, evaluate, statuses};
 use crate::layout::AppName;
 use crate::plan::{FileChange, merge_manifests};
 use crate::status::Record;
