@@ -475,10 +475,16 @@ pub fn scan(
         .map(|e| (e.path.clone(), e))
         .collect();
     let list: Vec<&Entry> = entries.values().collect();
-    // Much of discovery runs on one core; the other hashes blobs meanwhile.
+    // Much of discovery runs on one core; on a first scan the other hashes
+    // blobs meanwhile. A warm cache (a daemon's rescan) already holds nearly
+    // every blob: prehashing would only read files that include/exclude globs
+    // leave out of every app, as far as it got before discovery ended.
+    let cold = cache.is_empty();
     let stop = AtomicBool::new(false);
     let mut apps = std::thread::scope(|s| {
-        s.spawn(|| prehash(tree, &list, options, cache, &stop));
+        if cold {
+            s.spawn(|| prehash(tree, &list, options, cache, &stop));
+        }
         let apps = discover(tree, &list, &listing.unusable, options, cache, &|_| None);
         stop.store(true, Ordering::Relaxed);
         apps
