@@ -133,7 +133,7 @@ pub enum CliError {
     #[error(transparent)]
     Client(crate::client::ClientError),
     #[error(transparent)]
-    ReportClient(#[from] crate::report::deliver::ClientError),
+    ReportClient(#[from] crate::report::deliver::HttpClientError),
     #[error("app {app} is not known in namespace {namespace}")]
     UnknownApp { app: String, namespace: String },
 }

@@ -41,7 +41,7 @@ pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     };
     let base = daemon_url(args.server.as_deref(), listen);
     let app = if args.app.is_root() {
-        crate::server::ROOT_ALIAS
+        crate::protocol::ROOT_ALIAS
     } else {
         args.app.as_str()
     };

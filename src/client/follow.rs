@@ -16,6 +16,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::session::defaults::RETRY_DELAY_MAX;
 use super::{Client, ClientError, Delivery, Reported};
@@ -173,10 +174,18 @@ impl<H: Handler> Follower<'_, H> {
             );
             return self.dead_letter(delivery, Some(&signal), &error).await;
         }
+        let span = tracing::info_span!(
+            "apply",
+            app,
+            kind = %signal.kind,
+            generation = signal.generation,
+            entry = %delivery.id,
+            attempt = delivery.attempts,
+        );
         let outcome = match signal.kind {
-            SignalKind::Prune => self.prune(&signal).await,
+            SignalKind::Prune => self.prune(&signal).instrument(span).await,
             SignalKind::Sync | SignalKind::Config | SignalKind::Drift => {
-                self.apply(delivery, &signal).await?
+                self.apply(delivery, &signal).instrument(span).await?
             }
         };
         match outcome {

@@ -3,13 +3,12 @@
 //! the result out, publishing each transition once (docs/protocol.md, "Drift
 //! signals").
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 
 use crate::layout::AppName;
+use crate::protocol::{DesiredRecord, Drift, Signal, SignalKind};
 use crate::status::{Desired, Observed, Record, Status};
-use crate::store::{Drift, DriftWrite, Signal, SignalKind};
+use crate::store::DriftWrite;
 
 /// What one app's evaluation found, as far as drift is concerned.
 pub(super) struct Facts<'a> {
@@ -19,9 +18,10 @@ pub(super) struct Facts<'a> {
     /// The stored record's `drift_key`: the last transition signalled.
     pub signalled: Option<&'a str>,
     pub desired: Option<&'a Desired>,
-    /// The raw `:desired` hash, for the payload's parent, revision, config digest
-    /// and wave (a prune's tombstone holds only the revision that removed the app).
-    pub desired_hash: &'a HashMap<String, String>,
+    /// The stored `:desired` record, for the payload's parent, revision, config
+    /// digest and wave (a prune's tombstone holds only the revision that removed
+    /// the app).
+    pub stored: Option<&'a DesiredRecord>,
     pub observed: Option<&'a Observed>,
     pub now: DateTime<Utc>,
 }
@@ -48,18 +48,20 @@ pub(super) fn transition(facts: &Facts) -> Option<DriftWrite> {
     if signalled == Some(key.as_str()) {
         return None;
     }
-    let hash = |name: &str| facts.desired_hash.get(name).filter(|v| !v.is_empty());
+    let in_git = facts.stored.and_then(|r| r.app.as_ref());
     let signal = Signal {
         kind: SignalKind::Drift,
         app: facts.app.to_string(),
-        parent: hash("parent").cloned(),
+        parent: in_git
+            .and_then(|a| a.parent.as_ref())
+            .map(ToString::to_string),
         // An orphaned app's tombstone keeps the commit that removed it.
-        revision: hash("revision").cloned().unwrap_or_default(),
+        revision: facts.stored.map(|r| r.revision.clone()).unwrap_or_default(),
         digest: facts.desired.map(|d| d.digest.clone()),
         previous_digest: facts.observed.map(|o| o.digest.clone()),
-        config_digest: facts.desired.and(hash("config_digest")).cloned(),
+        config_digest: facts.desired.and(in_git).map(|a| a.config_digest.clone()),
         generation: facts.desired.map_or(0, |d| d.generation),
-        wave: hash("wave").and_then(|w| w.parse().ok()).unwrap_or(0),
+        wave: in_git.map_or(0, |a| a.wave),
         changed: Vec::new(),
         changed_total: 0,
         at: facts.now.timestamp_millis(),
@@ -104,10 +106,14 @@ fn key(status: Status, desired: Option<&Desired>, observed: Option<&Observed>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::records::DesiredApp;
     use crate::status::{ReportedState, SyncMode};
 
     const A: &str = "sha256:aaaaaaaaaaaa1111111111111111111111111111111111111111111111111111";
     const B: &str = "sha256:bbbbbbbbbbbb2222222222222222222222222222222222222222222222222222";
+    const CFG: &str = "sha256:cccccccccccc3333333333333333333333333333333333333333333333333333";
+    const REV: &str = "abc123abc123abc123abc123abc123abc123abc1";
+    const REMOVED_AT: &str = "def456def456def456def456def456def456def4";
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("in range")
@@ -147,29 +153,33 @@ mod tests {
         previous: Option<Record>,
         signalled: Option<String>,
         desired: Option<Desired>,
-        hash: HashMap<String, String>,
+        stored: Option<DesiredRecord>,
         observed: Option<Observed>,
     }
 
     impl Case {
         fn new(status: Status, previous: Option<Status>) -> Case {
-            let hash = [
-                ("digest", A),
-                ("config_digest", "sha256:cfg"),
-                ("revision", "abc123"),
-                ("parent", "payments"),
-                ("wave", "2"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+            let stored = DesiredRecord {
+                generation: 3,
+                revision: REV.to_owned(),
+                signalled_at: 0,
+                app: Some(DesiredApp {
+                    digest: A.to_owned(),
+                    config_digest: CFG.to_owned(),
+                    parent: Some(AppName::parse("payments").expect("valid name")),
+                    wave: 2,
+                    files: 1,
+                    sync: SyncMode::Auto,
+                    depends_on: Vec::new(),
+                }),
+            };
             Case {
                 app: AppName::parse("payments/api").expect("valid name"),
                 record: record(status, 100),
                 previous: previous.map(|s| record(s, 10)),
                 signalled: None,
                 desired: Some(desired(A, 3)),
-                hash,
+                stored: Some(stored),
                 observed: Some(observed(B)),
             }
         }
@@ -186,7 +196,7 @@ mod tests {
                 previous: self.previous.as_ref(),
                 signalled: self.signalled.as_deref(),
                 desired: self.desired.as_ref(),
-                desired_hash: &self.hash,
+                stored: self.stored.as_ref(),
                 observed: self.observed.as_ref(),
                 now: t(200),
             })
@@ -207,8 +217,8 @@ mod tests {
             "digest is desired, previous_digest is what the child runs"
         );
         assert_eq!(signal.parent.as_deref(), Some("payments"));
-        assert_eq!(signal.revision, "abc123");
-        assert_eq!(signal.config_digest.as_deref(), Some("sha256:cfg"));
+        assert_eq!(signal.revision, REV);
+        assert_eq!(signal.config_digest.as_deref(), Some(CFG));
         assert_eq!((signal.generation, signal.wave), (3, 2));
         assert_eq!((signal.changed.len(), signal.changed_total), (0, 0));
         assert_eq!(signal.at, t(200).timestamp_millis());
@@ -310,10 +320,12 @@ mod tests {
         let mut case = Case::new(Status::Orphaned, Some(Status::Synced));
         case.desired = None;
         // A prune's tombstone: generation and the revision that removed it.
-        case.hash = [("generation", "4"), ("revision", "def456")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        case.stored = Some(DesiredRecord {
+            generation: 4,
+            revision: REMOVED_AT.to_owned(),
+            signalled_at: 0,
+            app: None,
+        });
         let write = case.run().expect("a drift");
         assert_eq!(write.key, format!("orphaned|-|{B}|0"));
         let signal = write.signal;
@@ -321,7 +333,10 @@ mod tests {
             (signal.digest, signal.config_digest, signal.parent),
             (None, None, None)
         );
-        assert_eq!((signal.generation, signal.revision.as_str()), (0, "def456"));
+        assert_eq!(
+            (signal.generation, signal.revision.as_str()),
+            (0, REMOVED_AT)
+        );
         assert_eq!(signal.previous_digest.as_deref(), Some(B));
     }
 

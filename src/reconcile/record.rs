@@ -120,7 +120,7 @@ fn drift_write(status: &AppStatus) -> Option<DriftWrite> {
         previous: transition.previous.as_ref(),
         signalled: transition.signalled.as_deref(),
         desired: status.desired.as_ref(),
-        desired_hash: &transition.desired_hash,
+        stored: transition.stored.as_ref(),
         observed: status.observed.as_ref(),
         now: transition.at,
     })

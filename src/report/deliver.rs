@@ -56,7 +56,7 @@ impl Default for DeliveryOptions {
 /// What became of one sink's delivery: stored in
 /// `canopy:<ns>:report:<name>:deliveries` and logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Outcome {
+pub struct DeliveryOutcome {
     /// The sink's origin only (`https://hooks.slack.com/...`).
     pub sink: String,
     pub format: &'static str,
@@ -73,7 +73,7 @@ pub struct Outcome {
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to build the HTTP client for report sinks")]
-pub struct ClientError(#[source] reqwest::Error);
+pub struct HttpClientError(#[source] reqwest::Error);
 
 /// Posts reports. Cheap to share (`Arc`): the clients pool connections.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(options: DeliveryOptions) -> Result<Deliverer, ClientError> {
+    pub fn new(options: DeliveryOptions) -> Result<Deliverer, HttpClientError> {
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(options.connect_timeout)
@@ -99,8 +99,8 @@ impl Deliverer {
             guarded: builder()
                 .dns_resolver(GuardedResolver)
                 .build()
-                .map_err(ClientError)?,
-            open: builder().build().map_err(ClientError)?,
+                .map_err(HttpClientError)?,
+            open: builder().build().map_err(HttpClientError)?,
             options,
         })
     }
@@ -112,13 +112,13 @@ impl Deliverer {
         sink: &SinkConfig,
         report: &Report,
         allow_private: bool,
-    ) -> Outcome {
+    ) -> DeliveryOutcome {
         let (body, content_type) = body(sink.format, report);
         let signature = sink
             .secret
             .as_ref()
             .map(|secret| signature(secret.expose().as_bytes(), body.as_bytes()));
-        let mut outcome = Outcome {
+        let mut outcome = DeliveryOutcome {
             sink: sink.url.to_string(),
             format: format_name(sink.format),
             slot: report.slot.clone(),

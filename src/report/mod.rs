@@ -22,6 +22,6 @@ pub mod render;
 pub mod schedule;
 
 pub use collect::collect;
-pub use deliver::{Deliverer, DeliveryOptions, Outcome, SIGNATURE_HEADER, SLOT_HEADER};
+pub use deliver::{Deliverer, DeliveryOptions, DeliveryOutcome, SIGNATURE_HEADER, SLOT_HEADER};
 pub use model::{ON_DEMAND, Report};
 pub use schedule::{CATCH_UP_WINDOW, Clock, Made, Options, Scheduler, spawn};

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::layout::AppName;
 use crate::present::format_age;
 use crate::status::Status;
-use crate::view::{AppStatus, Overview};
+use crate::view::{AppStatus, Overview, SourceProblem};
 
 /// Version of the report's JSON shape (`schema` in the JSON, docs/reports.md).
 pub const REPORT_SCHEMA: u32 = 1;
@@ -37,16 +37,10 @@ pub struct Report {
     /// The last commit whose desired state is fully written.
     pub revision: Option<String>,
     /// Set while the daemon cannot fetch: the revision above is the last good one.
-    pub source_error: Option<SourceError>,
+    pub source_error: Option<SourceProblem>,
     pub counts: Counts,
     /// Every app that is not synced, grouped by parent app, groups and apps by name.
     pub groups: Vec<Group>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SourceError {
-    pub message: String,
-    pub since: String,
 }
 
 /// Apps per status, every status present (zeros included), and their totals.
@@ -183,10 +177,7 @@ pub fn build(header: &Header, overview: &Overview, parents: &BTreeMap<String, St
         namespace: overview.namespace.clone(),
         repo: header.repo.clone().filter(|r| !r.is_empty()),
         revision: overview.commit.clone(),
-        source_error: overview.source_error.as_ref().map(|e| SourceError {
-            message: e.message.clone(),
-            since: e.since.clone(),
-        }),
+        source_error: overview.source_error.clone(),
         counts,
         groups,
     }
@@ -270,7 +261,6 @@ impl Report {
 pub(crate) mod tests {
     use super::*;
     use crate::status::{Desired, Observed, Record, ReportedState, SyncMode};
-    use crate::view::SourceError as OverviewError;
 
     pub(crate) fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_767_225_600 + secs, 0).expect("in range") // 2026-01-01
@@ -406,7 +396,7 @@ pub(crate) mod tests {
         header.late = true;
         overview.apps[0].record.status = Status::Missing;
         overview.apps[0].record.unsynced_since = Some(t(0));
-        overview.source_error = Some(OverviewError {
+        overview.source_error = Some(SourceProblem {
             message: "failed to fetch".to_owned(),
             since: "2026-01-01T02:00:00Z".to_owned(),
         });

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::collect::collect;
-use super::deliver::{Deliverer, Outcome};
+use super::deliver::{Deliverer, DeliveryOutcome};
 use super::render;
 use crate::config::ReportConfig;
 use crate::store::Store;
@@ -263,7 +263,7 @@ impl Scheduler {
         Made::Made
     }
 
-    async fn record(&mut self, index: usize, outcome: &Outcome) {
+    async fn record(&mut self, index: usize, outcome: &DeliveryOutcome) {
         let json = serde_json::to_string(outcome).expect("an outcome serializes");
         if let Err(e) = self
             .store

@@ -142,13 +142,8 @@ fn target(path: Result<Path<String>, PathRejection>) -> Result<(String, Action),
     Ok((app.to_owned(), action))
 }
 
-/// In URLs the root app `.` is [`ROOT_ALIAS`]: HTTP clients remove `.` path
-/// segments before sending (RFC 3986 dot-segment removal), so `/api/v1/apps/.`
-/// never arrives as written.
-pub const ROOT_ALIAS: &str = "_root";
-
 fn app_name(name: &str) -> Result<AppName, ApiError> {
-    if name == ROOT_ALIAS {
+    if name == crate::protocol::ROOT_ALIAS {
         // Never a valid app name (segments start with a letter or digit).
         return Ok(AppName::root());
     }

@@ -13,6 +13,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use super::Shared;
 use super::error::{ApiError, artifact_status};
@@ -71,7 +72,12 @@ pub async fn handle(
     app: AppName,
     query: ArtifactQuery,
 ) -> Result<Response, ApiError> {
-    let artifact = artifact(&shared, &app, query).await.inspect_err(|error| {
+    let span = tracing::info_span!(
+        "artifact",
+        %app,
+        revision = query.revision.as_deref().unwrap_or("current"),
+    );
+    let artifact = artifact(&shared, &app, query).instrument(span).await.inspect_err(|error| {
         if artifact_status(error).is_server_error() {
             tracing::error!(%app, error = %crate::error_chain(error), "artifact request failed");
         } else {
@@ -127,7 +133,9 @@ async fn artifact(
     let settings = shared.settings.clone();
     let name = app.clone();
     let expected = current.as_ref().map(|c| c.digest.clone());
+    let span = tracing::Span::current();
     let artifact = tokio::task::spawn_blocking(move || {
+        let _artifact = span.enter();
         // Held by the build itself: a client that hangs up does not free the slot
         // of a build that still runs.
         let _permit = permit;

@@ -167,7 +167,7 @@ pub(super) fn artifact_status(error: &ArtifactError) -> StatusCode {
         | Missing { .. }
         | BadPath { .. }
         | StoredDigest { .. }
-        | Current(CurrentError::StoredRevision { .. } | CurrentError::Store(_))
+        | Current(CurrentError::Store(_))
         | Unstable { .. }
         | TooLarge { .. }
         | Mirror(_)

@@ -29,6 +29,7 @@ use hmac::digest::CtOutput;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 use super::error::{ApiError, Refused};
 use super::{Shared, WebhookLabel};
@@ -186,7 +187,7 @@ impl Provider {
 
 /// How a request ended: its answer and its metric label.
 #[derive(Debug, PartialEq, Eq)]
-enum Outcome {
+enum Disposition {
     Refused(Refused),
     Ping,
     Ignored(String),
@@ -194,34 +195,34 @@ enum Outcome {
     Triggered,
 }
 
-impl Outcome {
+impl Disposition {
     /// The `result` label of `canopy_webhook_requests`.
     fn result(&self) -> &'static str {
         match self {
-            Outcome::Refused(Refused::NotConfigured { .. }) => "not_configured",
-            Outcome::Refused(Refused::TooLarge { .. }) => "too_large",
-            Outcome::Refused(Refused::Timeout { .. }) => "timeout",
-            Outcome::Refused(Refused::BadRequest(_)) => "bad_request",
-            Outcome::Refused(Refused::Unauthorized(_)) => "unauthorized",
-            Outcome::Ping => "ping",
-            Outcome::Ignored(_) => "ignored",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Triggered => "triggered",
+            Disposition::Refused(Refused::NotConfigured { .. }) => "not_configured",
+            Disposition::Refused(Refused::TooLarge { .. }) => "too_large",
+            Disposition::Refused(Refused::Timeout { .. }) => "timeout",
+            Disposition::Refused(Refused::BadRequest(_)) => "bad_request",
+            Disposition::Refused(Refused::Unauthorized(_)) => "unauthorized",
+            Disposition::Ping => "ping",
+            Disposition::Ignored(_) => "ignored",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Triggered => "triggered",
         }
     }
 }
 
-impl IntoResponse for Outcome {
+impl IntoResponse for Disposition {
     fn into_response(self) -> Response {
         let (status, body) = match self {
-            Outcome::Refused(refused) => return ApiError::Webhook(refused).into_response(),
-            Outcome::Ping => (StatusCode::OK, json!({"status": "pong"})),
-            Outcome::Ignored(reason) => (
+            Disposition::Refused(refused) => return ApiError::Webhook(refused).into_response(),
+            Disposition::Ping => (StatusCode::OK, json!({"status": "pong"})),
+            Disposition::Ignored(reason) => (
                 StatusCode::ACCEPTED,
                 json!({"status": "ignored", "reason": reason}),
             ),
-            Outcome::Duplicate => (StatusCode::OK, json!({"status": "duplicate"})),
-            Outcome::Triggered => (StatusCode::ACCEPTED, json!({"status": "fetch requested"})),
+            Disposition::Duplicate => (StatusCode::OK, json!({"status": "duplicate"})),
+            Disposition::Triggered => (StatusCode::ACCEPTED, json!({"status": "fetch requested"})),
         };
         (status, axum::Json(body)).into_response()
     }
@@ -260,8 +261,13 @@ async fn receive(
     body: Body,
 ) -> Response {
     let delivery = delivery_id(provider, &headers);
-    let outcome = handle(provider, &shared, deliveries, &headers, delivery, body).await;
-    if outcome == Outcome::Triggered {
+    let logged_id = delivery.map(|id| &id[..id.len().min(LOGGED_ID_CHARS)]);
+    let span = tracing::info_span!("webhook", provider = provider.name, delivery = logged_id);
+    let outcome = handle(provider, &shared, deliveries, &headers, delivery, body)
+        .instrument(span.clone())
+        .await;
+    let _webhook = span.enter();
+    if outcome == Disposition::Triggered {
         shared.trigger.fire();
     }
     let result = outcome.result();
@@ -273,23 +279,13 @@ async fn receive(
             result,
         })
         .inc();
-    let logged_id = delivery.map(|id| &id[..id.len().min(LOGGED_ID_CHARS)]);
     match &outcome {
         // Fixed texts naming a header: safe to log, and what an operator needs to
         // fix a secret that differs between canopy and the forge.
-        Outcome::Refused(Refused::Unauthorized(reason)) => tracing::info!(
-            provider = provider.name,
-            result,
-            delivery = logged_id,
-            reason = %reason,
-            "webhook refused"
-        ),
-        _ => tracing::info!(
-            provider = provider.name,
-            result,
-            delivery = logged_id,
-            "webhook received"
-        ),
+        Disposition::Refused(Refused::Unauthorized(reason)) => {
+            tracing::info!(result, reason = %reason, "webhook refused")
+        }
+        _ => tracing::info!(result, "webhook received"),
     }
     outcome.into_response()
 }
@@ -301,38 +297,38 @@ async fn handle(
     headers: &HeaderMap,
     delivery: Option<&str>,
     body: Body,
-) -> Outcome {
+) -> Disposition {
     let settings = &shared.settings;
     let Some(secret) = (provider.secret)(&settings.webhooks) else {
-        return Outcome::Refused(Refused::NotConfigured {
+        return Disposition::Refused(Refused::NotConfigured {
             provider: provider.name,
         });
     };
     let body = match read_body(body, headers, settings.webhooks.max_body).await {
         Ok(body) => body,
-        Err(refused) => return Outcome::Refused(refused),
+        Err(refused) => return Disposition::Refused(refused),
     };
     if let Err(reason) = verify(provider, secret.expose().as_bytes(), headers, &body) {
-        return Outcome::Refused(Refused::Unauthorized(reason));
+        return Disposition::Refused(Refused::Unauthorized(reason));
     }
     let event = match event(provider, headers) {
         Ok(event) => event,
-        Err(reason) => return Outcome::Refused(Refused::BadRequest(reason)),
+        Err(reason) => return Disposition::Refused(Refused::BadRequest(reason)),
     };
     match event {
-        Event::Ping => Outcome::Ping,
-        Event::Other(name) => Outcome::Ignored(format!("event {name} is not a push")),
+        Event::Ping => Disposition::Ping,
+        Event::Other(name) => Disposition::Ignored(format!("event {name} is not a push")),
         Event::Push => match pushed_ref(provider, &body) {
-            Err(reason) => Outcome::Refused(Refused::BadRequest(reason)),
+            Err(reason) => Disposition::Refused(Refused::BadRequest(reason)),
             Ok(Some(pushed)) if !tracks(&settings.reference, &pushed) => {
-                Outcome::Ignored(format!("push to {pushed}, tracking {}", settings.reference))
+                Disposition::Ignored(format!("push to {pushed}, tracking {}", settings.reference))
             }
             // Only verified deliveries that would fetch enter the set: a forger
             // cannot poison ids, and a retried ping or ignored push gets the same
             // answer again.
             Ok(_) => match delivery {
-                Some(id) if !lock(deliveries).first_time(provider, id) => Outcome::Duplicate,
-                _ => Outcome::Triggered,
+                Some(id) if !lock(deliveries).first_time(provider, id) => Disposition::Duplicate,
+                _ => Disposition::Triggered,
             },
         },
     }
@@ -539,7 +535,7 @@ fn tracks(reference: &str, pushed: &str) -> bool {
     // `HEAD` follows the remote's default branch, which a hook does not name;
     // a pinned commit cannot move, but a push may make it reachable. Either
     // way one extra fetch is cheap and a missed one is not, so any push counts.
-    if reference == "HEAD" || is_commit_id(reference) {
+    if reference == "HEAD" || crate::protocol::is_commit_id(reference) {
         return true;
     }
     if reference.starts_with("refs/") {
@@ -550,11 +546,6 @@ fn tracks(reference: &str, pushed: &str) -> bool {
         pushed.strip_prefix("refs/tags/"),
     ]
     .contains(&Some(reference))
-}
-
-/// As the mirror decides it: 40 hex digits.
-fn is_commit_id(reference: &str) -> bool {
-    reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A bounded set of delivery ids, oldest evicted first. Ids are kept as

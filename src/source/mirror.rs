@@ -359,10 +359,7 @@ impl Mirror {
 }
 
 fn tracked(reference: &str) -> Tracked {
-    match crate::protocol::is_commit_id(reference)
-        .then(|| gix::ObjectId::from_hex(reference.as_bytes()).ok())
-        .flatten()
-    {
+    match crate::tree::full_commit_id(reference) {
         Some(id) => Tracked::Commit(id),
         None => Tracked::Name(reference.to_owned()),
     }

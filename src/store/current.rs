@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{Store, StoreError};
 use crate::layout::AppName;
+use crate::protocol::DesiredRecord;
 use crate::tree::full_commit_id;
 
 /// Reads of the desired state before giving up, when the daemon keeps writing the
@@ -23,20 +24,10 @@ pub struct Current {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CurrentError {
-    #[error("the stored desired state of app {app} has an invalid revision {revision:?}")]
-    StoredRevision { app: AppName, revision: String },
     #[error("the desired state of app {app} kept changing while it was read; try again")]
     Changing { app: AppName },
     #[error("failed to read the desired state from Redis")]
     Store(#[source] StoreError),
-}
-
-/// The fields of the desired hash that identify one write of it.
-#[derive(PartialEq, Eq)]
-struct Desired {
-    commit: gix::ObjectId,
-    digest: String,
-    generation: Option<String>,
 }
 
 impl Store {
@@ -53,9 +44,12 @@ impl Store {
             };
             let files = self.stored_files(app).await.map_err(CurrentError::Store)?;
             if desired(self, app).await?.as_ref() == Some(&before) {
+                let commit = full_commit_id(&before.revision)
+                    .expect("the decoder accepts full commit ids only");
+                let digest = before.app.map(|a| a.digest).expect("filtered on it");
                 return Ok(Some(Current {
-                    commit: before.commit,
-                    digest: before.digest,
+                    commit,
+                    digest,
                     files,
                 }));
             }
@@ -64,26 +58,16 @@ impl Store {
     }
 }
 
-async fn desired(store: &mut Store, app: &AppName) -> Result<Option<Desired>, CurrentError> {
-    let states = store
-        .app_states(&[app])
+/// The app's desired record, if it is in Git (not a tombstone).
+async fn desired(store: &mut Store, app: &AppName) -> Result<Option<DesiredRecord>, CurrentError> {
+    let key = store.keys.app(app).desired();
+    let values: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(&key)
+        .arg(DesiredRecord::FIELDS)
+        .query_async(&mut store.conn)
         .await
-        .map_err(CurrentError::Store)?;
-    let Some(mut desired) = states.into_iter().next().map(|s| s.desired) else {
-        return Ok(None);
-    };
-    // A pruned app's hash is a tombstone without a digest.
-    let (Some(digest), Some(revision)) = (desired.remove("digest"), desired.remove("revision"))
-    else {
-        return Ok(None);
-    };
-    let commit = full_commit_id(&revision).ok_or_else(|| CurrentError::StoredRevision {
-        app: app.clone(),
-        revision,
-    })?;
-    Ok(Some(Desired {
-        commit,
-        digest,
-        generation: desired.remove("generation"),
-    }))
+        .map_err(|e| CurrentError::Store(e.into()))?;
+    let record =
+        DesiredRecord::from_fetched(&key, &values).map_err(|e| CurrentError::Store(e.into()))?;
+    Ok(record.filter(|r| r.app.is_some()))
 }

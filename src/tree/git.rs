@@ -19,7 +19,7 @@ use super::{
 /// and abbreviations are not ids: whoever names content by its commit must name
 /// exactly one.
 pub fn full_commit_id(text: &str) -> Option<gix::ObjectId> {
-    if text.len() != 40 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !crate::protocol::is_commit_id(text) {
         return None;
     }
     gix::ObjectId::from_hex(text.to_ascii_lowercase().as_bytes()).ok()

@@ -21,12 +21,14 @@ pub struct Overview {
     pub commit: Option<String>,
     /// The source's error while the daemon cannot fetch (the last good commit
     /// stays desired).
-    pub source_error: Option<SourceError>,
+    pub source_error: Option<SourceProblem>,
     pub apps: Vec<AppStatus>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct SourceError {
+/// The source's failure while it lasts: the daemon cannot fetch, and the last
+/// good commit stays desired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceProblem {
     pub message: String,
     /// RFC 3339.
     pub since: String,
@@ -42,7 +44,7 @@ pub async fn overview(
     let source_error = meta
         .as_ref()
         .and_then(|m| m.error.clone())
-        .map(|(message, at)| SourceError {
+        .map(|(message, at)| SourceProblem {
             message,
             since: DateTime::from_timestamp_millis(at)
                 .unwrap_or_default()
@@ -82,7 +84,7 @@ pub async fn detail(
     sync_timeout: chrono::Duration,
 ) -> Result<Option<AppDetail>, StoreError> {
     let state = store.app_states(&[app]).await?.remove(0);
-    let Some(status) = evaluate(app, &state, now, sync_timeout) else {
+    let Some(status) = evaluate(store.keys(), app, &state, now, sync_timeout) else {
         return Ok(None);
     };
     let config = store.app_config(app).await?;

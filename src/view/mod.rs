@@ -13,5 +13,5 @@
 mod inspect;
 mod statuses;
 
-pub use inspect::{AppDetail, Diff, Overview, Side, SourceError, detail, diff, overview};
+pub use inspect::{AppDetail, Diff, Overview, Side, SourceProblem, detail, diff, overview};
 pub use statuses::{AppStatus, Transition, evaluate, every_app, statuses, statuses_of};

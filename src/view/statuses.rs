@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::layout::AppName;
-use crate::status::{self, Desired, Observed, Record, ReportedState, SyncMode};
+use crate::protocol::{DesiredRecord, Keys, ObservedRecord, RecordError};
+use crate::status::{self, Desired, Observed, Record};
 use crate::store::{AppState, Store, StoreError};
 
 /// One app's status and the facts behind it.
@@ -43,16 +44,12 @@ pub struct Transition {
     pub previous: Option<Record>,
     /// The stored record's `drift_key`: the last transition signalled.
     pub signalled: Option<String>,
-    /// The `:desired` fields a signal's payload copies (`SIGNAL_FIELDS`). Only
-    /// these: the hash may hold a whole held signal.
-    pub desired_hash: HashMap<String, String>,
+    /// The stored `:desired` record (a tombstone's too), for what a signal's
+    /// payload copies; `None` when there is none or it is unreadable.
+    pub stored: Option<DesiredRecord>,
     /// When the evaluation ran.
     pub at: DateTime<Utc>,
 }
-
-/// The `:desired` fields a [`Transition`] keeps: those a signal's payload copies
-/// (a prune's tombstone holds only the revision).
-const SIGNAL_FIELDS: [&str; 4] = ["parent", "revision", "config_digest", "wave"];
 
 /// Evaluates every app in Git and every app a child reports for. A hash that
 /// cannot be read (a child wrote garbage) makes its part absent, with a warning:
@@ -85,6 +82,7 @@ pub async fn statuses_of(
     sync_timeout: chrono::Duration,
 ) -> Result<Vec<AppStatus>, StoreError> {
     let states = store.app_states(names).await?;
+    let keys = store.keys();
     // Sized up front: statuses are large, and a vector doubled to 10,000 of
     // them is 8 MB, twice that while it grows.
     let mut out = Vec::with_capacity(names.len());
@@ -92,7 +90,7 @@ pub async fn statuses_of(
         names
             .iter()
             .zip(states)
-            .filter_map(|(app, state)| evaluate(app, &state, now, sync_timeout)),
+            .filter_map(|(app, state)| evaluate(keys, app, &state, now, sync_timeout)),
     );
     Ok(out)
 }
@@ -100,14 +98,21 @@ pub async fn statuses_of(
 /// One app's status from its stored state; `None` when the store holds neither
 /// desired nor observed state for it.
 pub fn evaluate(
+    keys: &Keys,
     app: &AppName,
     state: &AppState,
     now: DateTime<Utc>,
     sync_timeout: chrono::Duration,
 ) -> Option<AppStatus> {
-    let desired = parsed(app, "desired", desired(state));
-    let observed = parsed(app, "observed", observed(&state.observed));
-    let previous = parsed(app, "status", record(&state.record));
+    let keys = keys.app(app);
+    let stored = parsed(app, DesiredRecord::decode(&keys.desired(), &state.desired));
+    let desired = stored.as_ref().and_then(desired);
+    let observed = parsed(
+        app,
+        ObservedRecord::decode(&keys.observed(), &state.observed),
+    )
+    .and_then(observed);
+    let previous = parsed(app, record(&keys.status(), &state.record));
     let inputs = status::Inputs {
         desired: desired.as_ref(),
         observed: observed.as_ref(),
@@ -121,10 +126,7 @@ pub fn evaluate(
         Box::new(Transition {
             previous,
             signalled: state.record.get("drift_key").cloned(),
-            desired_hash: SIGNAL_FIELDS
-                .iter()
-                .filter_map(|&f| Some((f.to_owned(), state.desired.get(f)?.clone())))
-                .collect(),
+            stored,
             at: now,
         })
     });
@@ -137,83 +139,71 @@ pub fn evaluate(
     })
 }
 
-fn parsed<T>(app: &AppName, what: &str, result: Result<Option<T>, String>) -> Option<T> {
+fn parsed<T>(app: &AppName, result: Result<Option<T>, RecordError>) -> Option<T> {
     result.unwrap_or_else(|e| {
-        tracing::warn!(%app, "ignoring unreadable {what} state: {e}");
+        tracing::warn!(%app, error = %e, "ignoring an unreadable record");
         None
     })
 }
 
-fn field<'a>(hash: &'a HashMap<String, String>, name: &str) -> Result<&'a str, String> {
-    hash.get(name)
-        .map(String::as_str)
-        .ok_or_else(|| format!("field {name} is missing"))
+/// What the status model needs of an app in Git; `None` for a tombstone.
+fn desired(record: &DesiredRecord) -> Option<Desired> {
+    let app = record.app.as_ref()?;
+    Some(Desired {
+        digest: app.digest.clone(),
+        generation: record.generation,
+        sync: app.sync,
+        since: millis(record.signalled_at)?,
+    })
 }
 
-fn number(hash: &HashMap<String, String>, name: &str) -> Result<u64, String> {
-    let text = field(hash, name)?;
-    text.parse()
-        .map_err(|_| format!("field {name} is not a number: {:?}", shorten(text)))
+fn observed(record: ObservedRecord) -> Option<Observed> {
+    Some(Observed {
+        at: millis(record.at)?,
+        digest: record.digest,
+        generation: record.generation,
+        state: record.status,
+        message: record.message,
+    })
 }
 
-fn millis(hash: &HashMap<String, String>, name: &str) -> Result<DateTime<Utc>, String> {
-    let text = field(hash, name)?;
-    text.parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_millis)
-        .ok_or_else(|| format!("field {name} is not a time in Unix ms: {:?}", shorten(text)))
+fn millis(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
 }
 
-fn shorten(text: &str) -> String {
-    text.chars().take(40).collect()
-}
-
-/// `None` for an app never written or pruned (a tombstone has no digest).
-fn desired(state: &AppState) -> Result<Option<Desired>, String> {
-    let hash = &state.desired;
-    if !hash.contains_key("digest") {
-        return Ok(None);
-    }
-    Ok(Some(Desired {
-        digest: field(hash, "digest")?.to_owned(),
-        generation: number(hash, "generation")?,
-        sync: match hash.get("sync").map(String::as_str) {
-            Some("manual") => SyncMode::Manual,
-            _ => SyncMode::Auto,
-        },
-        since: millis(hash, "signalled_at")?,
-    }))
-}
-
-fn observed(hash: &HashMap<String, String>) -> Result<Option<Observed>, String> {
+/// The daemon's own status record (`:status`).
+fn record(key: &str, hash: &HashMap<String, String>) -> Result<Option<Record>, RecordError> {
     if hash.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Observed {
-        digest: field(hash, "digest")?.to_owned(),
-        generation: number(hash, "generation")?,
-        state: field(hash, "status")?
-            .parse::<ReportedState>()
-            .map_err(|e| e.to_string())?,
-        message: hash.get("message").cloned().unwrap_or_default(),
-        at: millis(hash, "at")?,
-    }))
-}
-
-fn record(hash: &HashMap<String, String>) -> Result<Option<Record>, String> {
-    if hash.is_empty() {
-        return Ok(None);
-    }
+    let error = |field: &'static str, problem: String| RecordError {
+        key: key.to_owned(),
+        field,
+        problem,
+    };
+    let time = |field: &'static str| -> Result<DateTime<Utc>, RecordError> {
+        let text = hash.get(field).map_or("", String::as_str);
+        text.parse::<i64>()
+            .ok()
+            .and_then(DateTime::from_timestamp_millis)
+            .ok_or_else(|| error(field, format!("{:?} is not a time in Unix ms", clip(text))))
+    };
     let unsynced_since = match hash.get("unsynced_since").map(String::as_str) {
         None | Some("") => None,
-        Some(_) => Some(millis(hash, "unsynced_since")?),
+        Some(_) => Some(time("unsynced_since")?),
     };
     Ok(Some(Record {
-        status: field(hash, "status")?
+        status: hash
+            .get("status")
+            .map_or("", String::as_str)
             .parse()
-            .map_err(|e: status::ParseError| e.to_string())?,
-        since: millis(hash, "since")?,
+            .map_err(|e: status::ParseError| error("status", e.to_string()))?,
+        since: time("since")?,
         unsynced_since,
         reason: hash.get("reason").cloned().unwrap_or_default(),
     }))
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(40).collect()
 }
