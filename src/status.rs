@@ -170,8 +170,11 @@ pub struct Observed {
 pub struct Inputs<'a> {
     /// None: the app is not in Git now.
     pub desired: Option<&'a Desired>,
-    /// None: the child never reported.
+    /// None: the child never reported, or its report cannot be read.
     pub observed: Option<&'a Observed>,
+    /// Why the child's report cannot be read, when it exists but is unusable
+    /// (written around `canopy_report`): naming the key and the field.
+    pub unreadable_report: Option<&'a str>,
     /// The heartbeat key exists (not expired).
     pub heartbeat: bool,
     pub now: DateTime<Utc>,
@@ -253,6 +256,10 @@ fn classify(inputs: &Inputs) -> Option<Verdict> {
     //    because nothing it runs is wanted any more. When it began (the poll that
     //    removed the app) is not recorded here, so the first evaluation says now.
     let Some(desired) = inputs.desired else {
+        if let (None, Some(error)) = (inputs.observed, inputs.unreadable_report) {
+            let reason = format!("not in Git; child's report unreadable: {error}");
+            return verdict(Status::Orphaned, now, clip(&reason, MAX_MESSAGE_CHARS));
+        }
         let observed = inputs.observed?;
         let reason = format!(
             "not in Git; child last reported {} {} ago",
@@ -262,7 +269,14 @@ fn classify(inputs: &Inputs) -> Option<Verdict> {
         return verdict(Status::Orphaned, now, reason);
     };
 
-    // 2. Never reported: there is no child state to judge, heartbeat or not (a
+    // 2. A report that cannot be read is the child's failure, never a reason to
+    //    fail anything else; the first evaluation that sees it says now.
+    if let Some(error) = inputs.unreadable_report {
+        let reason = format!("unreadable report: {error}");
+        return verdict(Status::Failed, now, clip(&reason, MAX_MESSAGE_CHARS));
+    }
+
+    // 2b. Never reported: there is no child state to judge, heartbeat or not (a
     //    heartbeat without a report says nothing about what runs). Counted from the
     //    moment the digest was signalled or became desired.
     let Some(observed) = inputs.observed else {
@@ -492,6 +506,7 @@ mod tests {
         Inputs {
             desired,
             observed,
+            unreadable_report: None,
             heartbeat,
             now: t(now),
             sync_timeout: timeout(),
@@ -1077,6 +1092,7 @@ mod tests {
             let inputs = Inputs {
                 desired: desired.as_ref(),
                 observed: observed.as_ref(),
+                unreadable_report: None,
                 heartbeat,
                 now,
                 sync_timeout,

@@ -393,6 +393,9 @@ async fn canopy_report_refuses_stale_and_malformed_reports() {
     let setup = Setup::new();
     let mut reconciler = setup.reconciler().await;
     reconciler.cycle().await.unwrap();
+    // Generation 2 desired, so that a report of 2 is the newest one possible.
+    setup.commit(&[("payments/api/deployment.yaml", "replicas: 2\n")], "two");
+    reconciler.cycle().await.unwrap();
     let key = app_key("payments/api", "observed");
     let digest = setup.hash(&app_key("payments/api", "desired"))["digest"].clone();
     let report = |generation: &str, digest: &str, status: &str| -> ::redis::RedisResult<String> {
@@ -421,8 +424,8 @@ async fn canopy_report_refuses_stale_and_malformed_reports() {
     assert_eq!(setup.hash(&key), stored, "a stale report changes nothing");
     for (generation, digest, status) in [
         ("x", digest.as_str(), "synced"),
-        ("3", "sha256:nothex", "synced"),
-        ("3", digest.as_str(), "great"),
+        ("2", "sha256:nothex", "synced"),
+        ("2", digest.as_str(), "great"),
     ] {
         let error = report(generation, digest, status).unwrap_err();
         assert_eq!(error.code(), Some("ERR"), "{error}");
@@ -508,6 +511,13 @@ async fn a_lost_desired_hash_never_lowers_the_generation_below_the_childs_report
     reconciler.cycle().await.unwrap();
     let digest = setup.hash(&app_key("payments/api", "desired"))["digest"].clone();
     let observed = app_key("payments/api", "observed");
+    // The app's history had reached generation 5, and the child applied it.
+    setup.redis.cmd(&[
+        "HSET",
+        &app_key("payments/api", "desired"),
+        "generation",
+        "5",
+    ]);
     setup.redis.cmd(&[
         "FCALL",
         "canopy_report",
@@ -807,4 +817,184 @@ async fn a_cycle_dropped_mid_poll_leaves_the_poller_to_the_next() {
     assert!(report.written > 0, "{report:?}");
     assert!(reconciler.poller().state().is_some());
     reconciler.save_snapshot().await;
+}
+
+/// What `FCALL canopy_report` answers for one app's `:observed` key.
+fn report_reply(
+    conn: &mut ::redis::Connection,
+    keys: &[&str],
+    generation: &str,
+) -> Result<(), ::redis::RedisError> {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let mut cmd = ::redis::cmd("FCALL");
+    cmd.arg("canopy_report").arg(keys.len()).arg(keys);
+    cmd.arg(generation)
+        .arg(digest)
+        .arg("rev")
+        .arg("synced")
+        .arg("ok")
+        .arg("x")
+        .query(conn)
+}
+
+/// A report no daemon could use is refused by `canopy_report` itself: a
+/// generation outside u64 or above the desired one (the reproduction that once
+/// wedged every later cycle), a key that is not an `:observed` key.
+#[tokio::test]
+async fn canopy_report_refuses_generations_no_signal_carried() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let mut conn = setup.redis.conn();
+    let observed = app_key("platform/ingress", "observed");
+    let desired = app_key("platform/ingress", "desired");
+    for generation in [
+        "999999999999999999999",
+        "18446744073709551616",
+        "2",
+        "-1",
+        "1e3",
+    ] {
+        let error = report_reply(&mut conn, &[&observed], generation).unwrap_err();
+        assert!(
+            error.to_string().contains("generation"),
+            "{generation}: {error}"
+        );
+    }
+    let error = report_reply(&mut conn, &[&desired], "1").unwrap_err();
+    assert!(error.to_string().contains(":observed"), "{error}");
+    let other = app_key("search", "desired");
+    let error = report_reply(&mut conn, &[&observed, &other], "1").unwrap_err();
+    assert!(error.to_string().contains(":desired"), "{error}");
+    assert!(setup.hash(&observed).is_empty(), "nothing was written");
+    // The generation the signal carried, with or without the desired key.
+    report_reply(&mut conn, &[&observed], "1").unwrap();
+    report_reply(&mut conn, &[&observed, &desired], "01").unwrap();
+    assert_eq!(setup.hash(&observed)["generation"], "1");
+}
+
+/// Hardening: whatever a child writes around `canopy_report` into the keys it
+/// may write (garbage in every field, keys of another type), a commit touching
+/// its app and others writes and signals every one of them, and the status of
+/// the app with garbage says why.
+#[tokio::test]
+async fn garbage_in_a_childs_keys_is_that_apps_problem_only() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let mut conn = setup.redis.conn();
+    let garbage: &[(&str, &[u8])] = &[
+        ("generation", b"999999999999999999999"),
+        ("digest", b"not a digest"),
+        ("revision", b"\xff\xfe"),
+        ("status", b"fine"),
+        ("message", b"\xc3"),
+        ("reporter", b""),
+        ("at", b"noon"),
+    ];
+    let _: () = conn
+        .hset_multiple(app_key("platform/ingress", "observed"), garbage)
+        .unwrap();
+    let _: () = conn
+        .hset_multiple(app_key("platform/ingress", "observed_files"), garbage)
+        .unwrap();
+    let _: () = conn
+        .set(app_key("platform/ingress", "heartbeat"), b"\xff")
+        .unwrap();
+    // Keys of another type than the protocol's.
+    let _: () = conn.set(app_key("search", "observed"), "a string").unwrap();
+    let _: () = conn
+        .hset(app_key("search", "heartbeat"), "a", "hash")
+        .unwrap();
+    let _: () = conn.set(app_key("search", "observed_files"), "x").unwrap();
+    let _: () = conn.set(app_key("search", "dead"), "x").unwrap();
+
+    let before = setup.signals().len();
+    setup.commit(
+        &[
+            ("platform/ingress/deployment.yaml", "replicas: 9\n"),
+            ("search/values.yaml", "shards: 9\n"),
+            ("platform/namespaces.yaml", "names: [a, b]\n"),
+        ],
+        "touch three apps",
+    );
+    let report = reconciler.cycle().await.expect("the cycle is not wedged");
+    assert_eq!(report.written, 3, "{report:?}");
+    let signalled: Vec<String> = setup.signals()[before..]
+        .iter()
+        .map(|s| s.app.clone())
+        .collect();
+    for app in ["platform/ingress", "search", "platform"] {
+        assert!(signalled.iter().any(|s| s == app), "{app}: {signalled:?}");
+    }
+    // The next generation is above the stored one, not the child's garbage.
+    let desired = setup.hash(&app_key("platform/ingress", "desired"));
+    assert_eq!(desired["generation"], "2");
+
+    canopy::reconcile::update_statuses(reconciler.store(), chrono::Duration::zero())
+        .await
+        .expect("statuses are evaluated");
+    for (app, field) in [
+        ("platform/ingress", "field generation of"),
+        ("search", "observed"),
+    ] {
+        let status = setup.hash(&app_key(app, "status"));
+        assert_eq!(status["status"], "failed", "{app}: {status:?}");
+        assert!(
+            status["reason"].contains("unreadable report") && status["reason"].contains(field),
+            "{app}: {status:?}"
+        );
+    }
+    let platform = setup.hash(&app_key("platform", "status"));
+    assert_ne!(platform["status"], "failed", "{platform:?}");
+}
+
+/// Read-only commands load nothing, and a daemon never replaces a newer
+/// library: an older binary must not swap the Functions under a newer daemon.
+#[tokio::test]
+async fn the_functions_library_is_loaded_by_daemons_only_and_never_downgraded() {
+    let setup = Setup::new();
+    let libraries = |setup: &Setup| -> Vec<::redis::Value> {
+        let ::redis::Value::Array(list) = setup.redis.cmd(&["FUNCTION", "LIST"]) else {
+            panic!("FUNCTION LIST answers an array");
+        };
+        list
+    };
+    let url = setup.redis.url();
+    for command in ["status", "diff", "report"] {
+        let mut args = vec![command, "--redis-url", &url, "--namespace", NS];
+        if command == "diff" {
+            args.insert(1, "platform");
+        }
+        let out = canopy(&args);
+        assert!(libraries(&setup).is_empty(), "{command}: {}", stderr(&out));
+    }
+
+    let newer = canopy::store::LIBRARY.replace(
+        &format!("local VERSION = {}\n", canopy::store::LIBRARY_VERSION),
+        "local VERSION = 999\n",
+    );
+    setup.redis.cmd(&["FUNCTION", "LOAD", &newer]);
+    let store = canopy::store::Store::connect(&store_options(&setup.redis.url(), NS))
+        .await
+        .unwrap();
+    let mut probe = store.clone();
+    let error = probe.prepare_functions().await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::NewerLibrary { loaded: 999 }),
+        "{error}"
+    );
+    let version = setup.redis.cmd(&["FCALL_RO", "canopy_version", "0"]);
+    assert_eq!(version, ::redis::Value::Int(999), "left as it was");
+
+    // An older (or versionless) library is replaced, in one call.
+    setup.redis.cmd(&["FUNCTION", "FLUSH"]);
+    let older = canopy::store::LIBRARY.replace(
+        &format!("local VERSION = {}\n", canopy::store::LIBRARY_VERSION),
+        "local VERSION = 1\n",
+    );
+    setup.redis.cmd(&["FUNCTION", "LOAD", &older]);
+    probe.prepare_functions().await.unwrap();
+    let version = setup.redis.cmd(&["FCALL_RO", "canopy_version", "0"]);
+    assert_eq!(version, ::redis::Value::Int(canopy::store::LIBRARY_VERSION));
 }

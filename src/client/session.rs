@@ -399,10 +399,13 @@ impl Client {
         revision: &str,
         message: &str,
     ) -> Result<Reported, ClientError> {
+        // Both keys declared: the function reads the desired generation, and
+        // ACL key checks and Redis Cluster go by the declared keys.
         let reply: redis::RedisResult<()> = redis::cmd("FCALL")
             .arg("canopy_report")
-            .arg(1)
+            .arg(2)
             .arg(self.keys.observed())
+            .arg(self.keys.desired())
             .arg(generation)
             .arg(digest)
             .arg(revision)

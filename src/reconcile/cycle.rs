@@ -88,6 +88,7 @@ impl Reconciler {
     /// source (same repository, ref, layout options and canopy version), polls
     /// skip scanning while the tip is still that commit.
     pub async fn new(mut poller: Poller, mut store: Store) -> Result<Reconciler, StoreError> {
+        store.prepare_functions().await?;
         let epoch = store.claim().await?;
         tracing::info!(epoch, namespace = store.namespace(), "claimed epoch");
         let meta = store.meta().await?;
@@ -389,7 +390,7 @@ impl Reconciler {
             namespace = self.store.namespace(),
             "Redis lost canopy's data: rebuilding desired state from Git"
         );
-        self.store.load_functions().await?;
+        self.store.prepare_functions().await?;
         let epoch = self.store.claim().await?;
         tracing::info!(epoch, "claimed epoch");
         self.resync = true;

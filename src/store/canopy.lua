@@ -2,8 +2,9 @@
 --[[
 canopy's Redis Functions (DESIGN section 5, docs/protocol.md).
 
-The daemon loads this library at startup (FUNCTION LOAD REPLACE) and again if
-Redis lost it. Every daemon write that others treat as truth goes through a
+The daemon loads this library at startup when Redis holds none or an older
+version (canopy_version), and again if Redis lost it; it never replaces a
+newer one, and read-only commands load nothing. Every daemon write that others treat as truth goes through a
 function here that first checks the daemon's epoch (fencing token): a daemon
 whose epoch moved on writes nothing. Errors start with a code word a client can
 match: LOST (the epoch key is gone: Redis lost canopy's data), FENCED (another
@@ -11,6 +12,8 @@ daemon holds a newer epoch), CONFLICT (stored generation differs from what the
 daemon read), STALE (a child report older than the stored one), ERR (bad input).
 ]]
 
+-- Raised with every change of any function here (store::LIBRARY_VERSION).
+local VERSION = 2
 local CONSUMER_GROUP = 'canopy'
 -- Lua's stack bounds how many arguments one call can take: write big hashes
 -- in chunks.
@@ -53,6 +56,23 @@ local function clip(text, max)
   return string.sub(text, 1, stop)
 end
 
+-- A generation as canopy stores it: decimal digits within u64 (Lua numbers are
+-- doubles, so large values are compared as text). nil for anything else.
+local U64_MAX = '18446744073709551615'
+local function generation_text(text)
+  if type(text) ~= 'string' or not string.match(text, '^%d+$') then return nil end
+  text = string.gsub(text, '^0+(%d)', '%1')
+  if #text > #U64_MAX or (#text == #U64_MAX and text > U64_MAX) then return nil end
+  return text
+end
+
+-- Compare two generation texts (canonical digits): -1, 0 or 1.
+local function compare_generations(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -85,8 +105,10 @@ ARGV: epoch, expected stored generation (0: none), op (put|prune), app name,
 local function apply(keys, args)
   local err = check_epoch(keys[1], args[1])
   if err then return err end
-  local stored = tonumber(redis.call('HGET', keys[2], 'generation') or '0') or 0
-  if stored ~= tonumber(args[2]) then
+  -- A stored generation that is not a u64 (written around canopy) counts as
+  -- none: the daemon read it as none, and this write repairs the hash.
+  local stored = generation_text(redis.call('HGET', keys[2], 'generation')) or '0'
+  if stored ~= (generation_text(args[2]) or '') then
     return redis.error_reply('CONFLICT stored generation is ' .. stored .. ', expected ' .. args[2])
   end
   local op, app, payload = args[3], args[4], args[7]
@@ -198,17 +220,32 @@ end
 
 --[[
 canopy_report: a child reports what it runs (DESIGN section 5).
-KEYS: observed   ARGV: generation, digest, revision, status, message, reporter
-A report older than the stored one (lower generation) is refused with STALE and
-changes nothing. `at` is Redis's clock (Unix ms), so reporters' clocks do not matter.
+KEYS: observed [, desired]   ARGV: generation, digest, revision, status, message, reporter
+The observed key must end in ':observed'; the app's desired key is the same
+key ending in ':desired' (given as a second key, or derived: both share the
+app's hash tag, so the same slot). Refused, changing nothing:
+- a generation that is not a u64 (ERR), or above the app's desired generation
+  (ERR: no signal ever carried it; a daemon could not use it);
+- a generation lower than the stored report's (STALE).
+A stored report whose generation is not a u64 (written around this function)
+counts as none, so a child can always repair its own key.
+`at` is Redis's clock (Unix ms), so reporters' clocks do not matter.
 ]]
 local function report(keys, args)
   if #args ~= 6 then
     return redis.error_reply('ERR canopy_report takes 6 arguments: generation digest revision status message reporter')
   end
-  local generation = tonumber(args[1])
-  if not generation or generation < 0 or generation ~= math.floor(generation) or not string.match(args[1], '^%d+$') then
-    return redis.error_reply('ERR generation must be a non-negative integer, got ' .. string.sub(args[1], 1, 40))
+  local observed = keys[1]
+  if #keys < 1 or #keys > 2 or not string.match(observed, ':observed$') then
+    return redis.error_reply('ERR canopy_report takes the app key ending in :observed (and optionally its :desired key)')
+  end
+  local desired = string.gsub(observed, ':observed$', ':desired')
+  if keys[2] and keys[2] ~= desired then
+    return redis.error_reply('ERR the second key must be the app key ending in :desired')
+  end
+  local generation = generation_text(args[1])
+  if not generation then
+    return redis.error_reply('ERR generation must be a non-negative integer within u64, got ' .. string.sub(args[1], 1, 40))
   end
   if not string.match(args[2], '^sha256:' .. string.rep('[0-9a-f]', 64) .. '$') then
     return redis.error_reply('ERR digest must be sha256:<64 lowercase hex>')
@@ -217,12 +254,16 @@ local function report(keys, args)
   if status ~= 'synced' and status ~= 'failed' and status ~= 'progressing' then
     return redis.error_reply('ERR status must be synced, failed or progressing')
   end
-  local stored = tonumber(redis.call('HGET', keys[1], 'generation') or '0') or 0
-  if generation < stored then
-    return redis.error_reply('STALE generation ' .. args[1] .. ' is lower than the stored ' .. stored)
+  local wanted = generation_text(redis.call('HGET', desired, 'generation')) or '0'
+  if compare_generations(generation, wanted) > 0 then
+    return redis.error_reply('ERR generation ' .. generation .. ' is above the desired generation ' .. wanted)
   end
-  redis.call('HSET', keys[1],
-    'generation', args[1], 'digest', args[2], 'revision', clip(args[3], 256),
+  local stored = generation_text(redis.call('HGET', observed, 'generation')) or '0'
+  if compare_generations(generation, stored) < 0 then
+    return redis.error_reply('STALE generation ' .. generation .. ' is lower than the stored ' .. stored)
+  end
+  redis.call('HSET', observed,
+    'generation', generation, 'digest', args[2], 'revision', clip(args[3], 256),
     'status', status, 'message', clip(args[5], MAX_MESSAGE),
     'reporter', clip(args[6], 256), 'at', now_ms())
   return redis.status_reply('OK')
@@ -234,3 +275,8 @@ redis.register_function('canopy_hset', fenced_hset)
 redis.register_function('canopy_status', status)
 redis.register_function('canopy_claim', claim)
 redis.register_function('canopy_report', report)
+redis.register_function{
+  function_name = 'canopy_version',
+  callback = function() return VERSION end,
+  flags = {'no-writes'},
+}

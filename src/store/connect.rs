@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::aio::ConnectionManager;
 
-use super::{Keys, LIBRARY, StoreError};
+use super::{Keys, LIBRARY, LIBRARY_VERSION, StoreError};
 use crate::protocol::{RedisOptions, RedisUrl, open};
 
 /// A namespace of one Redis, as seen by one daemon (or one CLI command). Clones
@@ -23,20 +23,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects (within the connect timeout) and makes sure canopy's Functions are
-    /// loaded. Does not claim an epoch: readers (`canopy status`) never need one.
+    /// Connects (within the connect timeout). Loads and claims nothing: readers
+    /// (`canopy status`) write nothing; a daemon calls
+    /// [`Store::prepare_functions`] before it writes.
     pub async fn connect(options: &RedisOptions) -> Result<Store, StoreError> {
         let (_, conn) = open(options).await?;
-        let mut store = Store {
+        Ok(Store {
             conn,
             keys: Keys::new(&options.namespace),
             namespace: options.namespace.clone(),
             epoch: Arc::default(),
             maxlen: options.stream_maxlen,
             url: options.url.clone(),
-        };
-        store.load_functions().await?;
-        Ok(store)
+        })
     }
 
     /// The URL (it shows without credentials), for messages.
@@ -56,17 +55,39 @@ impl Store {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Loads (or replaces) the `canopy` Functions library: idempotent, and what
-    /// restores it after Redis lost its data.
-    pub async fn load_functions(&mut self) -> Result<(), StoreError> {
-        redis::cmd("FUNCTION")
-            .arg("LOAD")
-            .arg("REPLACE")
-            .arg(LIBRARY)
-            .query_async::<String>(&mut self.conn)
-            .await
-            .map_err(StoreError::Functions)?;
-        Ok(())
+    /// Makes sure Redis runs this canopy's Functions library: loads it when
+    /// Redis holds none (a new Redis, or one that lost its data) or an older
+    /// version, in one round trip when it is already there. A newer version is
+    /// left alone and refused: an older binary must not swap the library under
+    /// a newer daemon.
+    pub async fn prepare_functions(&mut self) -> Result<(), StoreError> {
+        let loaded: redis::RedisResult<i64> = redis::cmd("FCALL_RO")
+            .arg("canopy_version")
+            .arg(0)
+            .query_async(&mut self.conn)
+            .await;
+        let loaded = match loaded {
+            Ok(version) => Some(version),
+            // No library, or one from before versions were declared.
+            Err(e) if e.to_string().contains("Function not found") => None,
+            Err(e) => return Err(StoreError::Functions(e)),
+        };
+        match loaded {
+            Some(version) if version == LIBRARY_VERSION => Ok(()),
+            Some(version) if version > LIBRARY_VERSION => {
+                Err(StoreError::NewerLibrary { loaded: version })
+            }
+            _ => {
+                redis::cmd("FUNCTION")
+                    .arg("LOAD")
+                    .arg("REPLACE")
+                    .arg(LIBRARY)
+                    .query_async::<String>(&mut self.conn)
+                    .await
+                    .map_err(StoreError::Functions)?;
+                Ok(())
+            }
+        }
     }
 
     /// Takes the next epoch (fencing token): from now on, writes of any daemon

@@ -1,6 +1,6 @@
 //! What the store holds about an app, as far as deciding what to write needs it.
 
-use crate::protocol::{DesiredRecord, ObservedRecord, RecordError, records::Fields};
+use crate::protocol::DesiredRecord;
 
 /// The stored desired state that decides whether an app must be written again,
 /// and the generation its child last reported.
@@ -23,27 +23,35 @@ pub struct StoredDesired {
 }
 
 impl StoredDesired {
-    /// `None` when neither the desired hash nor a report exists. `desired` and
-    /// `observed` are the two hashes (or the fields of them that were fetched),
-    /// under their keys.
-    pub fn decode(
-        desired: (&str, &dyn Fields),
-        observed: (&str, &dyn Fields),
-    ) -> Result<Option<StoredDesired>, RecordError> {
-        let record = DesiredRecord::decode(desired.0, desired.1)?;
-        let observed_generation = ObservedRecord::generation_of(observed.0, observed.1)?;
+    /// `None` when neither the desired hash nor a report exists. Either may be
+    /// unusable (written around canopy; the error names the key): an unreadable
+    /// desired hash is rewritten from Git as if absent, an unreadable report
+    /// generation counts as none. Both are logged, never an error: one app's
+    /// garbage must not stop the others' writes.
+    pub fn from_records(
+        desired: Result<Option<DesiredRecord>, String>,
+        observed_generation: Result<Option<u64>, String>,
+    ) -> Option<StoredDesired> {
+        let record = desired.unwrap_or_else(|error| {
+            tracing::warn!(%error, "unreadable desired state: rewritten from Git");
+            None
+        });
+        let observed_generation = observed_generation.unwrap_or_else(|error| {
+            tracing::warn!(%error, "unreadable report generation: ignored");
+            None
+        });
         if record.is_none() && observed_generation.is_none() {
-            return Ok(None);
+            return None;
         }
         let app = record.as_ref().and_then(|r| r.app.as_ref());
-        Ok(Some(StoredDesired {
+        Some(StoredDesired {
             digest: app.map(|a| a.digest.clone()),
             config_digest: app.map(|a| a.config_digest.clone()),
             generation: record.as_ref().map_or(0, |r| r.generation),
             parent: app.and_then(|a| a.parent.as_ref()).map(ToString::to_string),
             wave: app.map_or(0, |a| a.wave),
             observed_generation: observed_generation.unwrap_or(0),
-        }))
+        })
     }
 
     /// The generation of the next write: above everything stored and reported.

@@ -29,8 +29,12 @@ pub use crate::protocol::{
 
 use crate::protocol::{ConnectError, RecordError};
 
-/// The Functions library, loaded with `FUNCTION LOAD REPLACE`.
+/// The Functions library (loaded by [`Store::prepare_functions`]).
 pub const LIBRARY: &str = include_str!("canopy.lua");
+
+/// The library's version, as its `canopy_version` function answers it: a
+/// daemon loads its library over an older one, never over a newer one.
+pub const LIBRARY_VERSION: i64 = 2;
 
 /// Writes and reads are sent in pipelines of this many apps: one round trip per
 /// batch, never one per app, with bounded memory per request.
@@ -44,6 +48,12 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("failed to load canopy's Functions library (Redis 7 or later is required)")]
     Functions(#[source] redis::RedisError),
+    /// A newer canopy loaded its library: this one must not replace it.
+    #[error(
+        "Redis holds canopy's Functions library version {loaded}, newer than this canopy's \
+         {LIBRARY_VERSION}: upgrade this canopy"
+    )]
+    NewerLibrary { loaded: i64 },
     /// The epoch key or the Functions library is gone: Redis lost canopy's data
     /// (a restart without persistence, a FLUSHALL). The daemon rebuilds from Git.
     #[error("Redis lost canopy's data in namespace {namespace}")]
@@ -61,4 +71,13 @@ pub enum StoreError {
     /// child: their values are hostile).
     #[error("unusable record in Redis")]
     Record(#[from] RecordError),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_library_declares_the_version_the_code_expects() {
+        let line = format!("local VERSION = {}\n", super::LIBRARY_VERSION);
+        assert!(super::LIBRARY.contains(&line), "canopy.lua lacks {line:?}");
+    }
 }

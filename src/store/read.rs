@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Value};
 
 use super::{BATCH, Store, StoreError, StoredDesired};
 use crate::layout::AppName;
@@ -74,6 +74,8 @@ pub struct HeldApp {
 pub struct AppState {
     pub desired: HashMap<String, String>,
     pub observed: HashMap<String, String>,
+    /// Why `:observed` could not be read at all (a key of another type).
+    pub observed_error: Option<String>,
     /// The heartbeat's value (the reporter id), if it has not expired.
     pub heartbeat: Option<String>,
     /// The daemon's status record.
@@ -89,31 +91,32 @@ impl Store {
         let mut out = Vec::with_capacity(apps.len());
         for batch in apps.chunks(BATCH) {
             let mut pipe = redis::pipe();
+            // A child's key of the wrong type fails its own command only.
+            pipe.ignore_errors();
             for app in batch {
                 let keys = self.keys.app(app);
                 pipe.cmd("HMGET")
                     .arg(keys.desired())
                     .arg(DesiredRecord::FIELDS)
-                    .cmd("HMGET")
-                    .arg(keys.observed())
-                    .arg(GENERATION);
+                    .hget(keys.observed(), "generation");
             }
-            let replies: Vec<(Fetched, Fetched)> = pipe.query_async(&mut self.conn).await?;
-            for (app, (desired, observed)) in batch.iter().zip(replies) {
+            let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+            let mut replies = replies.into_iter();
+            for app in batch {
                 let keys = self.keys.app(app);
-                let desired = records::Fetched {
-                    names: DesiredRecord::FIELDS,
-                    values: &desired,
-                };
-                let observed = records::Fetched {
-                    names: GENERATION,
-                    values: &observed,
-                };
-                let stored = StoredDesired::decode(
-                    (&keys.desired(), &desired),
-                    (&keys.observed(), &observed),
-                )?;
-                out.push(stored);
+                let (desired, observed) = (next(&mut replies), next(&mut replies));
+                let (desired_key, observed_key) = (keys.desired(), keys.observed());
+                let desired = fetched(desired, &desired_key).and_then(|values| {
+                    DesiredRecord::from_fetched(&desired_key, &values).map_err(|e| e.to_string())
+                });
+                let observed = fetched(observed, &observed_key).and_then(|values| {
+                    let fields = records::Fetched {
+                        names: GENERATION,
+                        values: &values,
+                    };
+                    ObservedRecord::generation_of(&observed_key, &fields).map_err(|e| e.to_string())
+                });
+                out.push(StoredDesired::from_records(desired, observed));
             }
         }
         Ok(out)
@@ -189,6 +192,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for app in apps {
             let keys = self.keys.app(app);
             pipe.cmd("HMGET")
@@ -199,26 +203,33 @@ impl Store {
                 .arg(ObservedRecord::FIELDS)
                 .exists(keys.heartbeat());
         }
-        type Reply = (Fetched, Fetched, bool);
-        let replies: Vec<Reply> = pipe.query_async(&mut self.conn).await?;
-        apps.iter()
-            .zip(replies)
-            .map(|(app, (desired, observed, alive))| {
+        let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+        let mut replies = replies.into_iter();
+        Ok(apps
+            .iter()
+            .map(|app| {
                 let keys = self.keys.app(app);
-                let desired = DesiredRecord::from_fetched(&keys.desired(), &desired)?;
-                let observed = ObservedRecord::from_fetched(&keys.observed(), &observed)?;
-                // Synced as `canopy status` would say it: a stale child is not.
-                Ok(alive
-                    && desired
-                        .as_ref()
-                        .and_then(DesiredRecord::digest)
-                        .is_some_and(|digest| {
-                            observed.as_ref().is_some_and(|o| {
-                                o.digest == digest && o.status == ReportedState::Synced
-                            })
-                        }))
+                let (desired, observed) = (next(&mut replies), next(&mut replies));
+                let alive = redis::from_redis_value::<bool>(next(&mut replies)).unwrap_or(false);
+                let (desired_key, observed_key) = (keys.desired(), keys.observed());
+                let desired = fetched(desired, &desired_key).and_then(|values| {
+                    DesiredRecord::from_fetched(&desired_key, &values).map_err(|e| e.to_string())
+                });
+                let observed = fetched(observed, &observed_key).and_then(|values| {
+                    ObservedRecord::from_fetched(&observed_key, &values).map_err(|e| e.to_string())
+                });
+                // Synced as `canopy status` would say it: a stale child is not,
+                // nor one whose records cannot be read (its status says why).
+                match (desired, observed) {
+                    (Ok(Some(desired)), Ok(Some(observed))) => {
+                        alive
+                            && desired.digest() == Some(observed.digest.as_str())
+                            && observed.status == ReportedState::Synced
+                    }
+                    _ => false,
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// The manifest a child says it runs (empty if it reports none).
@@ -299,6 +310,9 @@ impl Store {
         let mut out = Vec::with_capacity(apps.len());
         for batch in apps.chunks(BATCH) {
             let mut pipe = redis::pipe();
+            // A child's key of the wrong type answers an error for that command
+            // alone; it must not fail the batch.
+            pipe.ignore_errors();
             for app in batch {
                 let keys = self.keys.app(app);
                 pipe.hgetall(keys.desired())
@@ -306,31 +320,73 @@ impl Store {
                     .get(keys.heartbeat())
                     .hgetall(keys.status());
             }
-            // Bytes first, text after: a child that wrote invalid UTF-8 must not
-            // make every other app's state unreadable.
-            type Hash = HashMap<Vec<u8>, Vec<u8>>;
-            type Four = (Hash, Hash, Option<Vec<u8>>, Hash);
-            let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
-            for chunk in replies.chunks(4) {
-                let (desired, observed, heartbeat, record): Four =
-                    redis::from_redis_value(redis::Value::Array(chunk.to_vec())).map_err(|e| {
-                        StoreError::Reply {
-                            what: "app state".to_owned(),
-                            detail: e.to_string(),
-                        }
-                    })?;
-                let (desired, observed, record) = (lossy(desired), lossy(observed), lossy(record));
-                let heartbeat = heartbeat.map(|h| String::from_utf8_lossy(&h).into_owned());
+            let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+            let mut replies = replies.into_iter();
+            for app in batch {
+                let keys = self.keys.app(app);
+                let r = &mut replies;
+                let (desired, observed, heartbeat, record) = (next(r), next(r), next(r), next(r));
+                let daemon_hash = |value, key: String| {
+                    hash(value, &key).unwrap_or_else(|e| {
+                        tracing::warn!(%app, error = %e, "ignoring an unreadable hash");
+                        HashMap::new()
+                    })
+                };
+                let (observed, observed_error) = match hash(observed, &keys.observed()) {
+                    Ok(observed) => (observed, None),
+                    Err(e) => (HashMap::new(), Some(e)),
+                };
                 out.push(AppState {
-                    desired,
+                    desired: daemon_hash(desired, keys.desired()),
                     observed,
-                    heartbeat,
-                    record,
+                    observed_error,
+                    heartbeat: match heartbeat {
+                        Value::Nil => None,
+                        // Of another type, it still exists: the child is there.
+                        Value::ServerError(_) => Some(String::new()),
+                        value => Some(
+                            redis::from_redis_value::<Vec<u8>>(value)
+                                .map(|h| String::from_utf8_lossy(&h).into_owned())
+                                .unwrap_or_default(),
+                        ),
+                    },
+                    record: daemon_hash(record, keys.status()),
                 });
             }
         }
         Ok(out)
     }
+}
+
+/// The next reply of a pipeline (`Nil` past its end, which a pipeline of known
+/// length never reaches).
+fn next(replies: &mut impl Iterator<Item = Value>) -> Value {
+    replies.next().unwrap_or(Value::Nil)
+}
+
+/// The values of an `HMGET` (or one `HGET`) of a pipeline sent with
+/// `ignore_errors`; `Err` names the key when Redis refused the command (a key of
+/// another type) or a value is not text.
+fn fetched(value: Value, key: &str) -> Result<Fetched, String> {
+    match value {
+        Value::ServerError(e) => Err(format!("{key}: {}", redis::RedisError::from(e))),
+        Value::Nil => Ok(vec![None]),
+        Value::BulkString(_) => redis::from_redis_value::<Option<String>>(value)
+            .map(|v| vec![v])
+            .map_err(|e| format!("{key}: {e}")),
+        value => redis::from_redis_value(value).map_err(|e| format!("{key}: {e}")),
+    }
+}
+
+/// One hash of a pipeline sent with `ignore_errors`, bytes first and text after:
+/// a child that wrote invalid UTF-8 must not make anything unreadable. `Err`
+/// names the key when Redis refused the command (a key of another type).
+fn hash(value: Value, key: &str) -> Result<HashMap<String, String>, String> {
+    let bytes: HashMap<Vec<u8>, Vec<u8>> = match value {
+        Value::ServerError(e) => return Err(format!("{key}: {}", redis::RedisError::from(e))),
+        value => redis::from_redis_value(value).map_err(|e| format!("{key}: {e}"))?,
+    };
+    Ok(lossy(bytes))
 }
 
 fn lossy(hash: HashMap<Vec<u8>, Vec<u8>>) -> HashMap<String, String> {

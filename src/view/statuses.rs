@@ -107,15 +107,19 @@ pub fn evaluate(
     let keys = keys.app(app);
     let stored = parsed(app, DesiredRecord::decode(&keys.desired(), &state.desired));
     let desired = stored.as_ref().and_then(desired);
-    let observed = parsed(
-        app,
+    let (observed, unreadable_report) = match (
+        &state.observed_error,
         ObservedRecord::decode(&keys.observed(), &state.observed),
-    )
-    .and_then(observed);
+    ) {
+        (Some(error), _) => (None, Some(error.clone())),
+        (None, Ok(record)) => (record.and_then(observed), None),
+        (None, Err(e)) => (None, Some(e.to_string())),
+    };
     let previous = parsed(app, record(&keys.status(), &state.record));
     let inputs = status::Inputs {
         desired: desired.as_ref(),
         observed: observed.as_ref(),
+        unreadable_report: unreadable_report.as_deref(),
         heartbeat: state.heartbeat.is_some(),
         now,
         sync_timeout,
