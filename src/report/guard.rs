@@ -64,9 +64,19 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
             None
         });
     }
+    // IPv4-translated (::ffff:0:a.b.c.d, ::ffff:0:0/96, SIIT) reaches the
+    // embedded IPv4 address too.
+    if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return forbidden_v4(embedded_v4());
+    }
     // NAT64 (64:ff9b::/96) translates to the embedded IPv4 address.
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return forbidden_v4(embedded_v4());
+    }
+    // Local-use NAT64 (64:ff9b:1::/48, RFC 8215): a translator inside the
+    // operator's network, with the IPv4 address at a prefix-dependent place.
+    if segments[..3] == [0x64, 0xff9b, 1] {
+        return Some("local-use NAT64 (64:ff9b:1::/48)");
     }
     let reason = match segments[0] {
         0xfe80..=0xfebf => "link-local",
@@ -190,6 +200,11 @@ mod tests {
             ("::127.0.0.1", "loopback"),
             ("::8.8.8.8", "IPv4-compatible (deprecated)"),
             ("64:ff9b::a9fe:a9fe", "link-local (cloud metadata)"),
+            ("::ffff:0:7f00:1", "loopback"),
+            ("::ffff:0:a9fe:a9fe", "link-local (cloud metadata)"),
+            ("::ffff:0:a00:1", "private"),
+            ("64:ff9b:1::a9fe:a9fe", "local-use NAT64 (64:ff9b:1::/48)"),
+            ("64:ff9b:1:ffff::808:808", "local-use NAT64 (64:ff9b:1::/48)"),
             ("2002:7f00:1::", "6to4 of a non-public address"),
             ("fe80::1", "link-local"),
             ("febf::1", "link-local"),
@@ -226,6 +241,7 @@ mod tests {
             "2a00:1450:4007:80f::200e",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "::ffff:0:808:808",
             "2002:808:808::1",
             "2001:4860:4860::8888",
         ] {
