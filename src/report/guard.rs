@@ -204,7 +204,10 @@ mod tests {
             ("::ffff:0:a9fe:a9fe", "link-local (cloud metadata)"),
             ("::ffff:0:a00:1", "private"),
             ("64:ff9b:1::a9fe:a9fe", "local-use NAT64 (64:ff9b:1::/48)"),
-            ("64:ff9b:1:ffff::808:808", "local-use NAT64 (64:ff9b:1::/48)"),
+            (
+                "64:ff9b:1:ffff::808:808",
+                "local-use NAT64 (64:ff9b:1::/48)",
+            ),
             ("2002:7f00:1::", "6to4 of a non-public address"),
             ("fe80::1", "link-local"),
             ("febf::1", "link-local"),

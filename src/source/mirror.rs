@@ -24,6 +24,10 @@ const TAG_REF: &str = "refs/canopy/tag";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Past this many packs, a fetch is followed by a repack (each fetch adds one).
 const MAX_PACKS: usize = 16;
+/// A repack merges the small packs of recent fetches: seconds at most. One
+/// that takes longer (a stuck disk, a huge mirror) is killed, and the mirror
+/// stays as it was (git swaps packs in only when done); the next cycle retries.
+const REPACK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What to mirror and how.
 #[derive(Debug, Clone)]
@@ -289,7 +293,8 @@ impl Mirror {
         let Some(_slot) = Slot::take(&self.busy) else {
             return Ok(false);
         };
-        let output = std::process::Command::new("git")
+        let mut repack = std::process::Command::new("git");
+        repack
             .arg("-C")
             .arg(&self.options.dir)
             // Geometric: only the small packs fetches added are merged, not the
@@ -303,20 +308,11 @@ impl Mirror {
                 "--geometric=2",
             ])
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .output()
-            .map_err(|e| SourceError::Io {
-                what: "failed to run git repack".to_owned(),
-                source: e,
-            })?;
-        if !output.status.success() {
-            return Err(SourceError::Io {
-                what: format!("git repack failed in {}", self.options.dir.display()),
-                source: std::io::Error::other(
-                    String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-                ),
-            });
-        }
+            .env("GIT_CONFIG_GLOBAL", "/dev/null");
+        run_within(repack, REPACK_TIMEOUT).map_err(|source| SourceError::Io {
+            what: format!("git repack failed in {}", self.options.dir.display()),
+            source,
+        })?;
         self.repo = open_or_init(&self.options.dir)?;
         Ok(true)
     }
@@ -355,6 +351,49 @@ impl Mirror {
             dir: self.options.dir.clone(),
             source: Box::new(source),
         }
+    }
+}
+
+/// Runs `command` to completion within `timeout`, else kills it. `Err` carries
+/// its stderr when it fails.
+fn run_within(mut command: std::process::Command, timeout: Duration) -> std::io::Result<()> {
+    use std::io::Read as _;
+    use std::process::Stdio;
+
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Read on the side, so that a chatty child cannot fill the pipe and stall.
+    let mut stderr = child.stderr.take().expect("piped above");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("did not finish within {timeout:?}: killed"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&stderr).trim().to_owned(),
+        ))
     }
 }
 
@@ -516,5 +555,27 @@ fn remove_dir(dir: &Path) -> Result<(), SourceError> {
             what: format!("failed to remove {}", dir.display()),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_past_its_deadline_is_killed() {
+        let started = std::time::Instant::now();
+        let mut sleep = std::process::Command::new("sleep");
+        sleep.arg("30");
+        let error = run_within(sleep, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        let mut fails = std::process::Command::new("sh");
+        fails.args(["-c", "echo broken >&2; exit 3"]);
+        let error = run_within(fails, Duration::from_secs(30)).unwrap_err();
+        assert_eq!(error.to_string(), "broken");
+        let ok = std::process::Command::new("true");
+        run_within(ok, Duration::from_secs(30)).unwrap();
     }
 }
