@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::protocol::{Secret, redact};
+
 /// Longest absolute socket path used. `sun_path` holds 108 bytes on Linux and 104
 /// on macOS, including the terminating NUL; longer paths fall back to TCP.
 pub const MAX_SOCKET_PATH: usize = 100;
@@ -186,6 +188,13 @@ impl EmbeddedRedis {
         }
         let socket = dir.join(SOCKET_FILE);
         let use_socket = socket.as_os_str().len() <= MAX_SOCKET_PATH;
+        // A unix socket is guarded by its directory's mode; a loopback port is
+        // open to every local user, so it gets a password of its own.
+        let password = if use_socket {
+            Secret::new(String::new())
+        } else {
+            generate_password()?
+        };
         let deadline = Instant::now() + options.startup_timeout;
         let attempts = if use_socket { 1 } else { PORT_ATTEMPTS };
         let mut attempt = 0;
@@ -194,7 +203,10 @@ impl EmbeddedRedis {
             let listen = if use_socket {
                 Listen::Unix(socket.clone())
             } else {
-                Listen::Tcp(free_port()?)
+                Listen::Tcp {
+                    port: free_port()?,
+                    password: password.clone(),
+                }
             };
             match start_once(&options, &dir, &listen, deadline) {
                 Ok(redis) => return Ok(redis),
@@ -255,11 +267,11 @@ impl EmbeddedRedis {
         };
         match exited {
             Some(status) => {
-                tracing::info!(dir = %self.dir.display(), url = %self.url, pid, %status, "embedded redis stopped");
+                tracing::info!(dir = %self.dir.display(), url = %redact(&self.url), pid, %status, "embedded redis stopped");
             }
             None => {
                 kill(&mut child).map_err(stop_error)?;
-                tracing::warn!(dir = %self.dir.display(), url = %self.url, pid, "embedded redis killed");
+                tracing::warn!(dir = %self.dir.display(), url = %redact(&self.url), pid, "embedded redis killed");
             }
         }
         Ok(())
@@ -277,16 +289,32 @@ impl Drop for EmbeddedRedis {
 
 enum Listen {
     Unix(PathBuf),
-    Tcp(u16),
+    Tcp { port: u16, password: Secret },
 }
 
 impl Listen {
+    /// The URL to connect with: for TCP it carries the password, so it is shown
+    /// only through `protocol::redact`.
     fn url(&self) -> String {
         match self {
             Listen::Unix(socket) => unix_url(socket),
-            Listen::Tcp(port) => format!("redis://127.0.0.1:{port}/0"),
+            Listen::Tcp { port, password } => {
+                format!("redis://:{}@127.0.0.1:{port}/0", password.expose())
+            }
         }
     }
+}
+
+/// 32 bytes from the operating system's CSPRNG, as hex (safe in a URL and in
+/// redis.conf without quoting).
+fn generate_password() -> Result<Secret, LaunchError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| LaunchError::File {
+        action: "generate a password for",
+        path: PathBuf::from("the embedded Redis"),
+        source: io::Error::other(e.to_string()),
+    })?;
+    Ok(Secret::new(hex::encode(bytes)))
 }
 
 /// One start on `listen`; the child is killed on any failure.
@@ -347,7 +375,7 @@ fn start_once(
     let failure = match ready {
         Ok(()) => {
             let pid = child.id();
-            tracing::info!(dir = %dir.display(), url = %url, pid, "embedded redis started");
+            tracing::info!(dir = %dir.display(), url = %redact(&url), pid, "embedded redis started");
             return Ok(EmbeddedRedis {
                 child: Some(child),
                 pid,
@@ -370,7 +398,7 @@ fn start_once(
         },
         Failure::Timeout(last_attempt) => LaunchError::Timeout {
             program: options.program.clone(),
-            url,
+            url: redact(&url),
             timeout: options.startup_timeout,
             last_attempt,
             log_tail,
@@ -438,7 +466,7 @@ fn check_server(info: &str, url: &str, config: &Path) -> Result<(), LaunchError>
         return Ok(());
     }
     Err(LaunchError::Stranger {
-        url: url.to_owned(),
+        url: redact(url),
         expected: config.to_path_buf(),
         found: found.to_owned(),
     })
@@ -558,7 +586,10 @@ fn config_text(dir: &Path, listen: &Listen, append_only: bool) -> Vec<u8> {
             line(&[b"unixsocket", &quote(socket)]);
             line(&[b"unixsocketperm", b"700"]);
         }
-        Listen::Tcp(port) => line(&[b"port", port.to_string().as_bytes()]),
+        Listen::Tcp { port, password } => {
+            line(&[b"port", port.to_string().as_bytes()]);
+            line(&[b"requirepass", password.expose().as_bytes()]);
+        }
     }
     line(&[b"appendonly", if append_only { b"yes" } else { b"no" }]);
     line(&[b"appendfsync", b"everysec"]);
@@ -726,8 +757,14 @@ mod tests {
 
     #[test]
     fn tcp_config_binds_loopback_only() {
-        let text = config_text(Path::new("/d"), &Listen::Tcp(40001), false);
+        let listen = Listen::Tcp {
+            port: 40001,
+            password: Secret::new("0123abcd"),
+        };
+        let text = config_text(Path::new("/d"), &listen, false);
         let text = String::from_utf8(text).expect("ascii");
+        assert!(text.contains("\nrequirepass 0123abcd\n"), "{text}");
+        assert_eq!(listen.url(), "redis://:0123abcd@127.0.0.1:40001/0");
         assert!(text.contains("\nbind 127.0.0.1\n"), "{text}");
         assert!(text.contains("\nprotected-mode yes\n"), "{text}");
         assert!(text.contains("\nport 40001\n"), "{text}");

@@ -248,10 +248,22 @@ fn a_dir_too_long_for_a_socket_falls_back_to_loopback_tcp() {
     assert!(dir.join("redis.sock").as_os_str().len() > MAX_SOCKET_PATH);
     let mut redis = start(&options(&dir));
     let url = redis.url();
-    assert!(url.starts_with("redis://127.0.0.1:"), "{url}");
+    assert!(url.starts_with("redis://:"), "a password of its own: {url}");
+    let shown = canopy::protocol::redact(&url);
+    assert!(shown.starts_with("redis://127.0.0.1:"), "{shown}");
     assert!(!dir.join("redis.sock").exists());
     set(&url, "over", "tcp");
     assert_eq!(get(&url, "over").as_deref(), Some("tcp"));
+    // Any other local user reaches the port, not the data.
+    let mut anonymous = connect(&shown).expect("the port accepts connections");
+    let refused = redis::cmd("GET")
+        .arg("over")
+        .query::<Option<String>>(&mut anonymous)
+        .expect_err("no password, no data");
+    assert_eq!(refused.code(), Some("NOAUTH"), "{refused}");
+    let password = url["redis://:".len()..url.find('@').expect("userinfo")].to_owned();
+    let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+    assert!(!log.contains(&password), "the log holds no password");
     redis.stop().expect("stop");
     assert!(connect(&url).is_err(), "the port is closed after stop");
 }
