@@ -10,6 +10,7 @@ use canopy::scan::{Scan, scan};
 use canopy::snapshot::{self, Saved, Stamp};
 use canopy::tree::{BlobCache, EntryKind, MemTree};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 const DIRS: &[&str] = &[
     "", "a", "a/b", "a/b/c", "d", "d/e", "gen", "gen/x", "gen/y", "gen/x/z", "Bad",
@@ -133,8 +134,22 @@ fn options(root_generator: bool) -> LayoutOptions {
     }
 }
 
+/// `cases` per test, with failures saved to and replayed from
+/// `incremental.proptest-regressions` next to this file. Proptest's default
+/// (`SourceParallel`) would look for `tests/proptest-regressions/incremental.txt`
+/// instead, because `tests/it/` holds a `main.rs`.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(config(300))]
 
     #[test]
     fn incremental_update_equals_full_rescan(
@@ -194,7 +209,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(config(1000))]
 
     /// Commits that only modify files, as most do: a new process moves the part
     /// of the saved snapshot they touch, and must plan and save exactly what the
