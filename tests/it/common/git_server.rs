@@ -1,55 +1,58 @@
-//! Git servers for tests, built from real `git` programs and std only:
+//! Git servers for tests, built from real `git` programs:
 //!
 //! - [`GitDaemon`]: `git daemon` serving `git://` (upload-pack only);
-//! - [`GitHttpServer`]: smart HTTP, a small HTTP/1.1 server that runs
-//!   `git http-backend` as CGI for every request, with optional Basic auth and a
-//!   log of the requests it saw;
+//! - [`GitHttpServer`]: smart HTTP, axum on a loopback port running
+//!   `git http-backend` as CGI for every request, with optional Basic auth and
+//!   a log of the requests it saw;
 //! - [`git_client`]: the stock `git` client, hermetic (no user or system config,
 //!   no prompts) and bounded in time;
 //! - [`bare_clone`]: a bare copy of a fixture repository, ready to serve.
 //!
-//! Owns the processes and threads it starts: each server stops them on drop
-//! (process groups are killed, threads joined), and every wait has a deadline, so
-//! a stuck client or server fails a test instead of hanging it.
+//! Owns the processes, threads and runtimes it starts: each server stops them
+//! on drop (process groups are killed, threads joined), and every wait has a
+//! deadline, so a stuck client or server fails a test instead of hanging it.
 //! Must not touch the caller's git configuration or any repository outside the
 //! directories it is given; it never writes to the repositories it serves.
-//!
-//! The HTTP server answers every request with `Connection: close` and closes the
-//! connection: no keep-alive, which keeps request framing trivially correct and
-//! makes one connection carry exactly one logged request.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::future::IntoFuture;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use percent_encoding::percent_decode_str;
+use rustix::process::{Pid, Signal, kill_process_group};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::oneshot;
 
 /// How often readiness and exit are polled.
 const POLL: Duration = Duration::from_millis(10);
 /// How long a server may take to start; generous, the build machine is shared.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a stopped process group gets between SIGTERM and SIGKILL.
+/// How long a stopped process group gets between SIGTERM and SIGKILL, and a
+/// stopped HTTP server's runtime to wind down.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Read and write timeout on HTTP connections: a stuck client frees its thread.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one `git http-backend` run may take.
 const BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long [`git_client`] lets a command run.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
-
-const MAX_HEADER_LINE: u64 = 16 * 1024;
-const MAX_HEADERS: usize = 100;
+/// The largest request body the HTTP server reads.
 const MAX_BODY: usize = 64 * 1024 * 1024;
-/// What is read and thrown away after a response so that unread request bytes
-/// do not turn the close into a reset that loses the response.
-const MAX_DRAIN: u64 = 1024 * 1024;
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------
 // git daemon
@@ -229,7 +232,7 @@ impl std::fmt::Display for HttpRequest {
 
 struct Shared {
     project_root: PathBuf,
-    /// The user and the expected `Authorization: Basic` token.
+    /// The user and the `Authorization: Basic` token it must send.
     auth: Option<(String, String)>,
     requests: Mutex<Vec<HttpRequest>>,
 }
@@ -246,7 +249,12 @@ impl Shared {
 /// Smart HTTP on 127.0.0.1 (a free port): `git http-backend` run as CGI per
 /// request over the bare repositories under a project root, every repository
 /// exported. With `auth`, every request needs matching Basic credentials.
-/// Stops accepting, closes open connections and joins its threads on drop.
+///
+/// axum (hyper) does the HTTP, on a current-thread tokio runtime of its own,
+/// in a thread of its own: the server works the same under sync tests and
+/// under `#[tokio::test]`, whose runtime may be busy or blocked. On drop the
+/// runtime is shut down, which closes every open connection and kills running
+/// backends (with their process groups), and the thread is joined.
 ///
 /// As with any `http-backend`, receive-pack is on for authenticated requests
 /// (`REMOTE_USER` set) and off for anonymous ones.
@@ -254,8 +262,8 @@ pub struct GitHttpServer {
     addr: SocketAddr,
     auth: Option<(String, String)>,
     shared: Arc<Shared>,
-    shutdown: Arc<AtomicBool>,
-    accept_thread: Option<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl GitHttpServer {
@@ -265,27 +273,54 @@ impl GitHttpServer {
         let project_root = project_root
             .canonicalize()
             .unwrap_or_else(|e| panic!("project root {}: {e}", project_root.display()));
+        // Bound here, so the address is known (and connections queue) before
+        // the server thread runs.
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             project_root,
             auth: auth
                 .as_ref()
-                .map(|(user, token)| (user.clone(), base64(format!("{user}:{token}").as_bytes()))),
+                .map(|(user, token)| (user.clone(), BASE64.encode(format!("{user}:{token}")))),
             requests: Mutex::new(Vec::new()),
         });
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let accept_thread = {
-            let shared = Arc::clone(&shared);
-            let shutdown = Arc::clone(&shutdown);
-            thread::spawn(move || accept_loop(listener, &shutdown, &shared))
-        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the git http server");
+        let router = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        let (stop, stopped) = oneshot::channel();
+        let thread = thread::Builder::new()
+            .name("git-http-server".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("register the listener with tokio");
+                    tokio::select! {
+                        served = axum::serve(listener, router).into_future() => {
+                            if let Err(e) = served {
+                                eprintln!("git http test server stopped: {e}");
+                            }
+                        }
+                        _ = stopped => {}
+                    }
+                });
+                // Drops the connection tasks: their sockets close, and the
+                // backends they wait for are killed (`kill_on_drop`, group guard).
+                runtime.shutdown_timeout(STOP_GRACE);
+            })
+            .expect("spawn the git http server thread");
         GitHttpServer {
             addr,
             auth,
             shared,
-            shutdown,
-            accept_thread: Some(accept_thread),
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 
@@ -331,289 +366,138 @@ impl GitHttpServer {
 
 impl Drop for GitHttpServer {
     fn drop(&mut self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        // Unblocks `accept`, which then sees the flag. If even this connection
-        // fails, the listener is gone already and the thread with it.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5));
-        if let Some(thread) = self.accept_thread.take() {
-            let _ = thread.join();
+        if let Some(stop) = self.stop.take() {
+            // Fails only if the server already stopped on its own.
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            eprintln!("git http test server: its thread panicked");
         }
     }
 }
 
-fn accept_loop(listener: TcpListener, shutdown: &AtomicBool, shared: &Arc<Shared>) {
-    // A clone of each live connection, so shutdown can close it under its thread.
-    let mut connections: Vec<(JoinHandle<()>, TcpStream)> = Vec::new();
-    for stream in listener.incoming() {
-        if shutdown.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else { continue };
-        let Ok(peer) = stream.try_clone() else {
-            continue;
-        };
-        let (finished, live) = connections.into_iter().partition(|(t, _)| t.is_finished());
-        connections = live;
-        join_all(finished);
-        let shared = Arc::clone(shared);
-        let thread = thread::spawn(move || handle_connection(stream, &shared));
-        connections.push((thread, peer));
-    }
-    drop(listener);
-    for (_, stream) in &connections {
-        let _ = stream.shutdown(Shutdown::Both);
-    }
-    join_all(connections);
-}
-
-fn join_all(connections: Vec<(JoinHandle<()>, TcpStream)>) {
-    for (thread, _) in connections {
-        if thread.join().is_err() {
-            eprintln!("git http test server: a connection thread panicked");
-        }
-    }
-}
-
-fn handle_connection(stream: TcpStream, shared: &Shared) {
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
-    if let Err(e) = serve(&mut reader, &mut writer, shared) {
-        // Answer malformed requests; anything else is a broken connection.
-        let status = match e.kind() {
-            io::ErrorKind::InvalidData => Some("400 Bad Request"),
-            io::ErrorKind::FileTooLarge => Some("413 Content Too Large"),
-            _ => None,
-        };
-        if let Some(status) = status {
-            let _ = write_response(&mut writer, status, &[], format!("{e}\n").as_bytes());
-        }
-    }
-    // Lingering close: read what the client may still send until it closes,
-    // so that the close does not become a reset that discards the response.
-    let _ = writer.flush();
-    let _ = writer.shutdown(Shutdown::Write);
-    let _ = reader.get_ref().set_read_timeout(Some(DRAIN_TIMEOUT));
-    let _ = io::copy(&mut reader.take(MAX_DRAIN), &mut io::sink());
-}
-
-/// A parsed request line and headers (names lowercased).
-struct Head {
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn is_chunked(&self) -> bool {
-        self.header("transfer-encoding").is_some_and(|te| {
-            te.rsplit(',')
-                .next()
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
-        })
-    }
-
-    fn has_body(&self) -> bool {
-        self.is_chunked() || self.header("content-length").is_some()
-    }
-
-    fn expects_continue(&self) -> bool {
-        self.header("expect")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
-    }
-}
-
-fn serve(
-    reader: &mut BufReader<TcpStream>,
-    writer: &mut TcpStream,
-    shared: &Shared,
-) -> io::Result<()> {
-    let Some(head) = read_head(reader)? else {
-        return Ok(()); // closed before a request, like the shutdown wake-up
-    };
+/// Every request: answered by [`respond`], recorded, and the connection
+/// closed after the response (`Connection: close`): one connection carries
+/// exactly one logged request, and a client that reads to the end of the
+/// connection gets the whole response.
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (head, body) = request.into_parts();
     let mut record = HttpRequest {
-        method: head.method.clone(),
-        path: head.path.clone(),
-        query: head.query.clone(),
+        method: head.method.to_string(),
+        path: head.uri.path().to_owned(),
+        query: head.uri.query().unwrap_or_default().to_owned(),
         status: 0,
         user: None,
-        git_protocol: head.header("git-protocol").map(str::to_owned),
-        content_encoding: head.header("content-encoding").map(str::to_owned),
-        chunked: head.is_chunked(),
+        git_protocol: header(&head.headers, "git-protocol"),
+        content_encoding: header(&head.headers, "content-encoding"),
+        chunked: is_chunked(&head.headers),
         body_len: 0,
     };
+    let mut response = respond(&shared, &head, body, &mut record).await;
+    record.status = response.status().as_u16();
+    shared.record(record);
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+async fn respond(shared: &Shared, head: &Parts, body: Body, record: &mut HttpRequest) -> Response {
     if let Some((user, expected)) = &shared.auth {
-        let authorized = head
-            .header("authorization")
+        let authorized = header(&head.headers, "authorization")
+            .as_deref()
             .and_then(|value| value.split_once(' '))
             .is_some_and(|(scheme, token)| {
                 scheme.eq_ignore_ascii_case("basic") && token.trim() == expected
             });
         if !authorized {
-            // A client waiting for "100 Continue" sends no body; any other body
-            // is read so that the client gets to read the answer.
-            if !head.expects_continue() {
-                record.body_len = read_body(reader, &head)?.len();
+            // A client waiting for "100 Continue" sends no body; any other
+            // body is read, so that closing the connection does not reset it
+            // before the client reads the answer.
+            if !expects_continue(&head.headers)
+                && let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await
+            {
+                record.body_len = body.len();
             }
-            record.status = 401;
-            shared.record(record);
-            return write_response(
-                writer,
-                "401 Unauthorized",
-                &[
-                    ("WWW-Authenticate", "Basic realm=\"canopy-test\""),
-                    ("Content-Type", "text/plain"),
+            return (
+                StatusCode::UNAUTHORIZED,
+                [
+                    (WWW_AUTHENTICATE, "Basic realm=\"canopy-test\""),
+                    (CONTENT_TYPE, "text/plain"),
                 ],
-                b"authentication required\n",
-            );
+                "authentication required\n",
+            )
+                .into_response();
         }
         record.user = Some(user.clone());
     }
-    if head.expects_continue() {
-        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    let declared = header(&head.headers, "content-length").and_then(|n| n.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
-    let body = read_body(reader, &head)?;
+    // Read in full (de-chunked by hyper): CGI wants CONTENT_LENGTH.
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("request body: {e}")),
+    };
     record.body_len = body.len();
-    let (status, headers, response_body) =
-        match run_backend(shared, &head, record.user.as_deref(), &body) {
-            Ok(response) => response,
-            Err(message) => (
-                "502 Bad Gateway".to_owned(),
-                vec![("Content-Type".to_owned(), "text/plain".to_owned())],
-                format!("{message}\n").into_bytes(),
-            ),
-        };
-    record.status = status
-        .split_whitespace()
-        .next()
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    shared.record(record);
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let body = if head.method == "HEAD" {
-        &[][..]
-    } else {
-        &response_body
-    };
-    write_response(writer, &status, &headers, body)
+    match run_backend(shared, head, record.user.as_deref(), &body).await {
+        Ok(response) => response,
+        Err(message) => plain(StatusCode::BAD_GATEWAY, &message),
+    }
 }
 
-fn read_line(reader: &mut BufReader<TcpStream>) -> io::Result<String> {
-    let mut line = Vec::new();
-    reader
-        .by_ref()
-        .take(MAX_HEADER_LINE)
-        .read_until(b'\n', &mut line)?;
-    if line.last() != Some(&b'\n') {
-        let message = if line.is_empty() {
-            "connection closed mid-request"
-        } else {
-            "line too long or unterminated"
-        };
-        return Err(io::Error::new(io::ErrorKind::InvalidData, message));
-    }
-    let line = String::from_utf8(line)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "header is not UTF-8"))?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+fn plain(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "text/plain")],
+        format!("{message}\n"),
+    )
+        .into_response()
 }
 
-fn read_head(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Head>> {
-    if reader.fill_buf()?.is_empty() {
-        return Ok(None);
-    }
-    let request_line = read_line(reader)?;
-    let invalid = |message: &str| io::Error::new(io::ErrorKind::InvalidData, message.to_owned());
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid("malformed request line"));
-    };
-    if !version.starts_with("HTTP/1.") || !target.starts_with('/') {
-        return Err(invalid("unsupported request line"));
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(reader)?;
-        if line.is_empty() {
-            break;
-        }
-        if headers.len() == MAX_HEADERS {
-            return Err(invalid("too many headers"));
-        }
-        let (name, value) = line.split_once(':').ok_or_else(|| invalid("bad header"))?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    Ok(Some(Head {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query: query.to_owned(),
-        headers,
-    }))
+/// A header as text; `None` when absent or not visible ASCII.
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
 }
 
-/// The request body, de-chunked; empty when the request has no body.
-fn read_body(reader: &mut BufReader<TcpStream>, head: &Head) -> io::Result<Vec<u8>> {
-    let too_large = || io::Error::new(io::ErrorKind::FileTooLarge, "request body too large");
-    let invalid = |message: &str| io::Error::new(io::ErrorKind::InvalidData, message.to_owned());
-    let mut body = Vec::new();
-    if head.is_chunked() {
-        loop {
-            let line = read_line(reader)?;
-            let size = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size, 16).map_err(|_| invalid("bad chunk size"))?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                while !read_line(reader)?.is_empty() {}
-                return Ok(body);
-            }
-            if body.len() + size > MAX_BODY {
-                return Err(too_large());
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            reader.read_exact(&mut body[start..])?;
-            if !read_line(reader)?.is_empty() {
-                return Err(invalid("chunk not followed by CRLF"));
-            }
-        }
-    }
-    if let Some(length) = head.header("content-length") {
-        let length: usize = length.parse().map_err(|_| invalid("bad Content-Length"))?;
-        if length > MAX_BODY {
-            return Err(too_large());
-        }
-        body.resize(length, 0);
-        reader.read_exact(&mut body)?;
-    }
-    Ok(body)
+fn is_chunked(headers: &HeaderMap) -> bool {
+    header(headers, "transfer-encoding").is_some_and(|te| {
+        te.rsplit(',')
+            .next()
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+    })
 }
 
-type CgiResponse = (String, Vec<(String, String)>, Vec<u8>);
+fn expects_continue(headers: &HeaderMap) -> bool {
+    header(headers, "expect").is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+}
 
-/// Runs `git http-backend` for one request: its status line, headers and body.
-fn run_backend(
+/// Request headers that are not passed to the backend as `HTTP_*`: the
+/// credentials, and what CGI carries in variables of its own or HTTP handled.
+const NOT_PASSED: [&str; 7] = [
+    "authorization",
+    "proxy-authorization",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "expect",
+];
+
+/// Runs `git http-backend` for one request (RFC 3875 CGI): the response it
+/// writes, or why there is none.
+async fn run_backend(
     shared: &Shared,
-    head: &Head,
+    head: &Parts,
     user: Option<&str>,
     body: &[u8],
-) -> Result<CgiResponse, String> {
+) -> Result<Response, String> {
     let mut command = Command::new("git");
     command.arg("http-backend");
     hermetic(&mut command);
@@ -624,49 +508,76 @@ fn run_backend(
         .env("SERVER_PROTOCOL", "HTTP/1.1")
         .env("SERVER_SOFTWARE", "canopy-test")
         .env("REMOTE_ADDR", "127.0.0.1")
-        .env("REQUEST_METHOD", &head.method)
-        .env("PATH_INFO", percent_decode(&head.path))
-        .env("QUERY_STRING", &head.query);
-    if head.has_body() {
+        .env("REQUEST_METHOD", head.method.as_str())
+        .env(
+            "PATH_INFO",
+            OsString::from_vec(percent_decode_str(head.uri.path()).collect()),
+        )
+        .env("QUERY_STRING", head.uri.query().unwrap_or_default());
+    if is_chunked(&head.headers) || head.headers.contains_key("content-length") {
         // Known even for chunked requests: the body was read in full.
         command.env("CONTENT_LENGTH", body.len().to_string());
     }
-    if let Some(content_type) = head.header("content-type") {
+    if let Some(content_type) = header(&head.headers, "content-type") {
         command.env("CONTENT_TYPE", content_type);
     }
     if let Some(user) = user {
         command.env("AUTH_TYPE", "Basic").env("REMOTE_USER", user);
     }
-    // The remaining headers as HTTP_*: `Git-Protocol` (HTTP_GIT_PROTOCOL) is how
-    // protocol v2 reaches upload-pack, and http-backend inflates gzip bodies
-    // itself when HTTP_CONTENT_ENCODING says so.
+    if let Some(protocol) = header(&head.headers, "git-protocol") {
+        // Protocol v2 reaches upload-pack this way (http-backend would also
+        // derive it from HTTP_GIT_PROTOCOL below).
+        command.env("GIT_PROTOCOL", protocol);
+    }
+    // The other headers as HTTP_*: http-backend inflates gzip bodies itself
+    // when HTTP_CONTENT_ENCODING says so.
     for (name, value) in &head.headers {
-        let skip = [
-            "authorization",
-            "proxy-authorization",
-            "content-type",
-            "content-length",
-            "transfer-encoding",
-            "connection",
-            "expect",
-        ];
-        if !skip.contains(&name.as_str()) {
+        let Ok(value) = value.to_str() else { continue };
+        if !NOT_PASSED.contains(&name.as_str()) {
             command.env(
-                format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_")),
+                format!(
+                    "HTTP_{}",
+                    name.as_str().to_ascii_uppercase().replace('-', "_")
+                ),
                 value,
             );
         }
     }
-    let output = run_with_stdin(&mut command, body, BACKEND_TIMEOUT)?;
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group, so an abandoned backend takes upload-pack with it.
+        .process_group(0);
+    let mut command = tokio::process::Command::from(command);
+    command.kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("spawn git http-backend: {e}"))?;
+    let group = GroupGuard(child.id());
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // Fed while the output is read: the backend may write before it has read
+    // all its input. A write error means it stopped reading; its exit status
+    // tells the rest.
+    let feed = async move {
+        let _ = stdin.write_all(body).await;
+    };
+    let run = async { tokio::join!(feed, child.wait_with_output()).1 };
+    let output = tokio::time::timeout(BACKEND_TIMEOUT, run)
+        .await
+        .map_err(|_| format!("git http-backend killed after {BACKEND_TIMEOUT:?}"))?
+        .map_err(|e| format!("wait for git http-backend: {e}"))?;
+    // Exited and reaped: its process group id may be reused from now on.
+    group.disarm();
     if !output.stderr.is_empty() {
         eprintln!(
             "git http-backend ({} {}): {}",
             head.method,
-            head.path,
+            head.uri.path(),
             String::from_utf8_lossy(&output.stderr).trim_end()
         );
     }
-    parse_cgi(&output.stdout).ok_or_else(|| {
+    cgi_response(&output.stdout).ok_or_else(|| {
         format!(
             "git http-backend exited with {} without a CGI response: {}",
             output.status,
@@ -675,96 +586,53 @@ fn run_backend(
     })
 }
 
-/// Splits CGI output into status line (from `Status:`, else 200), the other
-/// headers (any `Content-Length` dropped: the caller sets its own) and body.
-fn parse_cgi(output: &[u8]) -> Option<CgiResponse> {
-    let (head_len, sep_len) = [&b"\r\n\r\n"[..], &b"\n\n"[..]]
+/// The response a CGI program wrote: its status (from `Status:`, else 200),
+/// its other headers (any `Content-Length` dropped: hyper sets its own) and
+/// its body.
+fn cgi_response(output: &[u8]) -> Option<Response> {
+    let (head_len, separator_len) = [&b"\r\n\r\n"[..], &b"\n\n"[..]]
         .iter()
-        .filter_map(|sep| {
+        .filter_map(|separator| {
             output
-                .windows(sep.len())
-                .position(|w| w == *sep)
-                .map(|at| (at, sep.len()))
+                .windows(separator.len())
+                .position(|w| w == *separator)
+                .map(|at| (at, separator.len()))
         })
         .min()?;
     let head = std::str::from_utf8(&output[..head_len]).ok()?;
-    let mut status = "200 OK".to_owned();
-    let mut headers = Vec::new();
+    let mut response = Response::new(Body::from(output[head_len + separator_len..].to_vec()));
     for line in head.lines() {
         let (name, value) = line.split_once(':')?;
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("status") {
-            status = value.to_owned();
+            let code = value.split_whitespace().next()?.parse().ok()?;
+            *response.status_mut() = StatusCode::from_u16(code).ok()?;
         } else if !name.eq_ignore_ascii_case("content-length") {
-            headers.push((name.to_owned(), value.to_owned()));
+            response.headers_mut().append(
+                HeaderName::try_from(name).ok()?,
+                HeaderValue::try_from(value).ok()?,
+            );
         }
     }
-    Some((status, headers, output[head_len + sep_len..].to_vec()))
+    Some(response)
 }
 
-fn write_response(
-    writer: &mut TcpStream,
-    status: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> io::Result<()> {
-    let mut response = format!("HTTP/1.1 {status}\r\n");
-    for (name, value) in headers {
-        response.push_str(&format!("{name}: {value}\r\n"));
+/// Kills a process group when dropped, unless disarmed: a backend abandoned
+/// mid-request (timeout, server dropped) does not leave upload-pack behind.
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn disarm(mut self) {
+        self.0 = None;
     }
-    response.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut response = response.into_bytes();
-    response.extend_from_slice(body);
-    writer.write_all(&response)?;
-    writer.flush()
 }
 
-fn percent_decode(path: &str) -> OsString {
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                decoded.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                decoded.push(byte);
-                i += 1;
-            }
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            signal_group(group, Signal::KILL);
         }
     }
-    OsString::from_vec(decoded)
-}
-
-/// Standard base64 with padding, for comparing `Authorization: Basic` values.
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -782,17 +650,13 @@ fn hermetic(command: &mut Command) {
         .env("LC_ALL", "C");
 }
 
-/// Sends `signal` to the process group `pgid` with the `kill` program (the
-/// crate forbids the unsafe `libc::kill`). False if no process got it.
-fn signal_group(pgid: u32, signal: &str) -> bool {
-    Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg("--")
-        .arg(format!("-{pgid}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+/// Sends `signal` to the process group `pgid` (rustix: the crate forbids the
+/// unsafe `libc::kill`). False if no process got it.
+fn signal_group(pgid: u32, signal: Signal) -> bool {
+    i32::try_from(pgid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .is_some_and(|group| kill_process_group(group, signal).is_ok())
 }
 
 fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
@@ -809,9 +673,9 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
 /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; the child is reaped.
 fn stop_group(child: &mut Child) {
     let pgid = child.id();
-    signal_group(pgid, "TERM");
+    signal_group(pgid, Signal::TERM);
     if wait_until(child, Instant::now() + STOP_GRACE).is_none() {
-        signal_group(pgid, "KILL");
+        signal_group(pgid, Signal::KILL);
         let _ = child.wait();
     }
 }
@@ -855,7 +719,7 @@ fn run_with_stdin(
         let status = wait_until(&mut child, Instant::now() + timeout);
         if status.is_none() {
             // Killing the group closes the pipes, which ends the threads above.
-            signal_group(pgid, "KILL");
+            signal_group(pgid, Signal::KILL);
             let _ = child.wait();
         }
         let stdout = out.join().unwrap_or_default();
