@@ -16,7 +16,6 @@ use chrono::{DateTime, Utc};
 use common::daemon::{NAMESPACE, TestDaemon};
 use common::eventually_async;
 use common::sink::{Received, Sink};
-use hmac::{Hmac, KeyInit, Mac};
 use redis::Commands;
 use serde_json::Value;
 use sha2::Sha256;
@@ -185,10 +184,9 @@ fn at(offset: chrono::Duration) -> Clock {
     Clock::starting_at(six_am() + offset)
 }
 
+/// The signature header a sink with [`SECRET`] gets for `body`.
 fn hmac_hex(body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).expect("a key");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("sha256={}", common::sign(SECRET, body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,10 +6,9 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::daemon::TestDaemon;
-use hmac::{Hmac, KeyInit, Mac};
+use common::sign;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "topsecret-canary-7f3a";
@@ -27,12 +26,6 @@ const ENV: &[(&str, &str)] = &[
 
 async fn daemon() -> TestDaemon {
     TestDaemon::start(ALL_HOOKS, ENV).await
-}
-
-fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
 }
 
 /// A GitHub delivery: `event`, `delivery` id, body signed with `secret`.

@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 use super::binary::DaemonProcess;
 use super::process::{Capture, Spawned};
 use super::redis::RedisProc;
-use super::{eventually, fixtures, git, git_repo_from, repo_path, write_files};
+use super::{eventually, fixtures, git, git_repo_from, repo_path, sign, write_files};
 
 /// The daemon's write token (for `POST /api/v1/refresh` and artifact reads).
 pub const TOKEN: &str = "agent-test-token";
@@ -169,11 +169,8 @@ impl Stack {
 
     /// A signed GitHub push webhook (`delivery` must be unique): fetch now.
     pub fn github_push(&self, delivery: &str) {
-        use hmac::{Hmac, KeyInit, Mac};
         let body = r#"{"ref":"refs/heads/main"}"#;
-        let mut mac = Hmac::<Sha256>::new_from_slice(GH_SECRET.as_bytes()).expect("any key");
-        mac.update(body.as_bytes());
-        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let signature = format!("sha256={}", sign(GH_SECRET, body.as_bytes()));
         let status = reqwest::blocking::Client::new()
             .post(self.daemon.url("/hooks/github"))
             .header("X-GitHub-Event", "push")

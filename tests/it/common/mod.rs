@@ -93,8 +93,19 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Polls `predicate` (every 10 ms) until it holds or `timeout` passes; whether it
-/// held. For waiting on another process; never a bare sleep.
+/// HMAC-SHA256 of `body` keyed with `secret`, as lowercase hex: how webhook
+/// senders sign a delivery (GitHub's `X-Hub-Signature-256` and the generic
+/// hook put `sha256=` before it, Gitea sends it bare) and how canopy signs the
+/// reports it posts. Computed here with the `hmac` crate, never with canopy's
+/// own code, so a test compares canopy against an independent signature.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit as _, Mac as _};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// How tests connect to their private Redis: no credentials, short timeouts.
 pub fn store_options(url: &str, namespace: &str) -> canopy::store::StoreOptions {
     canopy::store::StoreOptions {
@@ -108,6 +119,8 @@ pub fn store_options(url: &str, namespace: &str) -> canopy::store::StoreOptions 
     }
 }
 
+/// Polls `predicate` (every 10 ms) until it holds or `timeout` passes; whether it
+/// held. For waiting on another process; never a bare sleep.
 pub fn eventually(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -139,4 +152,14 @@ pub async fn eventually_async(timeout: Duration, mut predicate: impl FnMut() -> 
 /// Linux: reads /proc.
 pub fn process_gone(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// [`sign`] is what the webhook and report tests trust: it must be HMAC-SHA256
+/// itself, not merely agree with canopy (RFC 4231, test case 2).
+#[test]
+fn sign_is_hmac_sha256() {
+    assert_eq!(
+        sign("Jefe", b"what do ya want for nothing?"),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
 }
