@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use canopy::layout::{AppName, LayoutOptions};
 use canopy::limits::Limits;
 use canopy::scan::Scan;
-use canopy::tree::{BlobCache, DirTree, GitTree, Tree};
+use canopy::tree::{BlobCache, DirTree, GitTree};
 use common::tree_json::{app, app_names, assert_digested, assert_invalid};
 use common::{canopy, git, stderr, stdout, write_files};
 use serde_json::Value;
@@ -74,20 +74,6 @@ impl Repo {
         commit.extend_from_slice(&["--rev", "main"]);
         [("directory", canopy(&dir)), ("git", canopy(&commit))]
     }
-
-    /// Scans with the library, with `limits`, as a directory and as the commit.
-    fn scan_both(&self, limits: Limits) -> [(&'static str, Scan); 2] {
-        let options = LayoutOptions {
-            limits,
-            ..LayoutOptions::default()
-        };
-        let dir = DirTree::new(&self.path);
-        let commit = GitTree::open(&self.path, "main").expect("open the commit");
-        let scan = |tree: &dyn Tree| {
-            canopy::scan::scan(tree, &options, &BlobCache::default()).expect("scan")
-        };
-        [("directory", scan(&dir)), ("git", scan(&commit))]
-    }
 }
 
 /// Writes a file of `len` bytes that starts with `head` without writing them all
@@ -135,259 +121,359 @@ fn problems_of(scan: &Scan, app: &str) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------
-// Row 24: file size, file count, per-app bytes, non-UTF-8 paths
+// Rows 23 and 24: caps on file size, file count, per-app bytes, app.yaml size
+// and tree entries, one row each
 
-/// A 20 MB file is over the default 8 MiB cap: the error names the file, and the
-/// app next to it is digested as usual.
-#[test]
-fn file_over_the_default_size_cap_is_named_and_others_continue() {
-    let repo = Repo::new();
-    repo.write(&[
-        ("big/app.yaml", "labels: {team: data}\n"),
-        ("big/deployment.yaml", "kind: Deployment\n"),
-        ("small/app.yaml", "wave: 1\n"),
-        ("small/deployment.yaml", "kind: Deployment\n"),
-    ]);
-    sparse_file(&repo.path.join("big/model.bin"), b"weights", 20 << 20);
-    repo.commit();
-
-    for (what, output) in repo.both("validate", &[]) {
-        assert_eq!(output.status.code(), Some(1), "{what}: {}", stderr(&output));
-        assert_eq!(
-            problem_lines(&output),
-            ["big/model.bin: file is 20971520 bytes, over the cap of 8388608 bytes"],
-            "{what}"
-        );
-    }
-    for (what, output) in repo.both("tree", &["--output", "json"]) {
-        let tree = tree_json(&output, what);
-        assert_invalid(&tree, "big", what);
-        assert_digested(&tree, "small", what);
-        assert_digested(&tree, ".", what);
-    }
+/// How a repository over a cap must come out.
+enum Over {
+    /// `app` is refused with exactly `problems` and gets no digest; every app
+    /// of `digested` gets its digest, and no other app has a problem.
+    App {
+        app: &'static str,
+        problems: &'static [&'static str],
+        digested: &'static [&'static str],
+    },
+    /// The whole tree is refused (it is not listed without bound), with an
+    /// error containing `error`.
+    Tree { error: &'static str },
 }
 
-/// With the per-app file cap lowered to 100, an app of 150 files is refused and
-/// one of exactly 100 files (its app.yaml included) is not.
-#[test]
-fn app_over_a_lowered_file_count_cap_is_refused() {
-    let repo = Repo::new();
-    let mut files: Vec<(String, String)> = vec![
-        ("many/app.yaml".into(), "wave: 1\n".into()),
-        ("full/app.yaml".into(), "wave: 1\n".into()),
-        ("few/app.yaml".into(), "wave: 1\n".into()),
-        ("few/a.yaml".into(), "a: 1\n".into()),
-    ];
-    files.extend((0..149).map(|i| (format!("many/f{i:03}.yaml"), format!("n: {i}\n"))));
-    files.extend((0..99).map(|i| (format!("full/f{i:03}.yaml"), format!("n: {i}\n"))));
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    repo.write(&refs);
-    repo.commit();
-
-    let limits = Limits {
-        max_app_files: 100,
-        ..Limits::default()
-    };
-    for (what, scan) in repo.scan_both(limits) {
-        let problems = problems_of(&scan, "many");
-        assert!(
-            problems.contains(&"app many: app has more than 100 files".to_owned()),
-            "{what}: {problems:?}"
-        );
-        assert!(
-            !scan.digests.contains_key(&name("many")),
-            "{what}: many must not get a digest"
-        );
-        assert_eq!(scan.digests[&name("full")].files.len(), 100, "{what}");
-        assert_eq!(scan.digests[&name("few")].files.len(), 2, "{what}");
-        assert!(scan.digests.contains_key(&AppName::root()), "{what}");
-        let others: Vec<_> = scan
-            .apps
-            .all_problems()
-            .into_iter()
-            .filter(|p| p.app.as_deref() != Some("many"))
-            .collect();
-        assert!(others.is_empty(), "{what}: {others:?}");
-    }
+/// One row of the cap table ([`caps!`]).
+struct Cap {
+    /// Writes the repository (committed as `main` afterwards).
+    files: fn(&Repo),
+    /// The caps scanned with: the defaults, or lowered where reaching the
+    /// default would be slow. Rows at the defaults also go through the CLI.
+    limits: Limits,
+    over: Over,
+    /// Further checks on every scan under `limits` (`what` names the scan).
+    also: fn(what: &str, scan: &Scan),
 }
 
-/// One app over the file cap is one problem, however far over it is: with the
-/// default cap of 20,000, a 100,000-file app would otherwise print 80,000 lines.
-#[test]
-fn file_count_cap_is_reported_once() {
-    let repo = Repo::new();
-    let files: Vec<(String, String)> = (0..30)
-        .map(|i| (format!("many/f{i:02}.yaml"), format!("n: {i}\n")))
+/// The cap table: `test_name: Cap { .. },` rows, each becoming a test that runs
+/// [`check_cap`] on its row.
+macro_rules! caps {
+    ($($(#[$doc:meta])* $row:ident: $cap:expr,)*) => {$(
+        $(#[$doc])*
+        #[test]
+        fn $row() {
+            check_cap(stringify!($row), &$cap);
+        }
+    )*};
+}
+
+/// Files `<dir>/fNNN.yaml` (`count` of them).
+fn numbered(repo: &Repo, dir: &str, count: usize) {
+    let files: Vec<(String, String)> = (0..count)
+        .map(|i| (format!("{dir}/f{i:03}.yaml"), format!("n: {i}\n")))
         .collect();
     let refs: Vec<(&str, &str)> = files
         .iter()
         .map(|(p, c)| (p.as_str(), c.as_str()))
         .collect();
     repo.write(&refs);
-    repo.write(&[("many/app.yaml", "wave: 1\n")]);
-    repo.commit();
-    let limits = Limits {
-        max_app_files: 10,
-        ..Limits::default()
-    };
-    for (what, scan) in repo.scan_both(limits) {
-        assert_eq!(
-            problems_of(&scan, "many"),
-            ["app many: app has more than 10 files"],
-            "{what}"
-        );
-    }
 }
 
-/// The per-app byte cap counts the app's files together, each under the file cap.
-#[test]
-fn app_over_a_lowered_byte_cap_is_refused() {
-    let repo = Repo::new();
-    let chunk = "x".repeat(600);
-    repo.write(&[
-        ("heavy/app.yaml", "wave: 1\n"),
-        ("heavy/a.txt", &chunk),
-        ("heavy/b.txt", &chunk),
-        ("light/app.yaml", "wave: 1\n"),
-        ("light/a.txt", &chunk),
-    ]);
-    repo.commit();
-
-    let limits = Limits {
-        max_app_bytes: 1000,
-        max_file_bytes: 700,
-        ..Limits::default()
-    };
-    for (what, scan) in repo.scan_both(limits) {
-        assert_eq!(
-            problems_of(&scan, "heavy"),
-            ["app heavy: app files total 1208 bytes, over the cap of 1000 bytes"],
-            "{what}"
-        );
-        assert!(!scan.digests.contains_key(&name("heavy")), "{what}");
-        assert_eq!(scan.digests[&name("light")].bytes, 608, "{what}");
-    }
+// The rows: one per cap, some caps at two points. Each row is a test of its
+// own, named after what it shows.
+caps! {
+    /// A 20 MB file is over the default 8 MiB cap: the error names the file,
+    /// and the app next to it is digested as usual.
+    file_over_the_default_size_cap_is_named_and_others_continue: Cap {
+        files: |repo| {
+            repo.write(&[
+                ("big/app.yaml", "labels: {team: data}\n"),
+                ("big/deployment.yaml", "kind: Deployment\n"),
+                ("small/app.yaml", "wave: 1\n"),
+                ("small/deployment.yaml", "kind: Deployment\n"),
+            ]);
+            sparse_file(&repo.path.join("big/model.bin"), b"weights", 20 << 20);
+        },
+        limits: Limits::default(),
+        over: Over::App {
+            app: "big",
+            problems: &["big/model.bin: file is 20971520 bytes, over the cap of 8388608 bytes"],
+            digested: &[".", "small"],
+        },
+        also: |_, _| {},
+    },
+    /// A file over a lowered file cap is named, whether or not its hash is
+    /// cached (every row is also scanned with a warm cache).
+    file_over_a_lowered_size_cap_is_named: Cap {
+        files: |repo| {
+            repo.write(&[
+                ("app.yaml", "wave: 0\n"),
+                ("a/app.yaml", "wave: 1\n"),
+                ("a/big.txt", &"y".repeat(2000)),
+                ("b/app.yaml", "wave: 1\n"),
+                ("b/small.txt", "y\n"),
+            ]);
+        },
+        limits: Limits {
+            max_file_bytes: 1000,
+            ..Limits::default()
+        },
+        over: Over::App {
+            app: "a",
+            problems: &["a/big.txt: file is 2000 bytes, over the cap of 1000 bytes"],
+            digested: &[".", "b"],
+        },
+        also: |_, _| {},
+    },
+    /// With the per-app file cap lowered to 100, an app of 150 files is
+    /// refused and one of exactly 100 files (its app.yaml included) is not.
+    app_over_a_lowered_file_count_cap_is_refused: Cap {
+        files: |repo| {
+            repo.write(&[
+                ("many/app.yaml", "wave: 1\n"),
+                ("full/app.yaml", "wave: 1\n"),
+                ("few/app.yaml", "wave: 1\n"),
+                ("few/a.yaml", "a: 1\n"),
+            ]);
+            numbered(repo, "many", 149);
+            numbered(repo, "full", 99);
+        },
+        limits: Limits {
+            max_app_files: 100,
+            ..Limits::default()
+        },
+        over: Over::App {
+            app: "many",
+            problems: &["app many: app has more than 100 files"],
+            digested: &[".", "full", "few"],
+        },
+        also: |what, scan| {
+            assert_eq!(scan.digests[&name("full")].files.len(), 100, "{what}");
+            assert_eq!(scan.digests[&name("few")].files.len(), 2, "{what}");
+        },
+    },
+    /// One app over the file cap is one problem, however far over it is: with
+    /// the default cap of 20,000, a 100,000-file app would otherwise print
+    /// 80,000 lines.
+    file_count_cap_is_reported_once: Cap {
+        files: |repo| {
+            numbered(repo, "many", 30);
+            repo.write(&[("many/app.yaml", "wave: 1\n")]);
+        },
+        limits: Limits {
+            max_app_files: 10,
+            ..Limits::default()
+        },
+        over: Over::App {
+            app: "many",
+            problems: &["app many: app has more than 10 files"],
+            digested: &["."],
+        },
+        also: |_, _| {},
+    },
+    /// The per-app byte cap counts the app's files together, each under the
+    /// file cap.
+    app_over_a_lowered_byte_cap_is_refused: Cap {
+        files: |repo| {
+            let chunk = "x".repeat(600);
+            repo.write(&[
+                ("heavy/app.yaml", "wave: 1\n"),
+                ("heavy/a.txt", &chunk),
+                ("heavy/b.txt", &chunk),
+                ("light/app.yaml", "wave: 1\n"),
+                ("light/a.txt", &chunk),
+            ]);
+        },
+        limits: Limits {
+            max_app_bytes: 1000,
+            max_file_bytes: 700,
+            ..Limits::default()
+        },
+        over: Over::App {
+            app: "heavy",
+            problems: &["app heavy: app files total 1208 bytes, over the cap of 1000 bytes"],
+            digested: &[".", "light"],
+        },
+        also: |what, scan| assert_eq!(scan.digests[&name("light")].bytes, 608, "{what}"),
+    },
+    /// A 50 MB app.yaml is refused by its size before parsing, with the size
+    /// in the message; the other apps are digested.
+    app_yaml_of_50_mb_is_refused_by_size: Cap {
+        files: |repo| {
+            repo.write(&[
+                ("huge/deployment.yaml", "kind: Deployment\n"),
+                ("fine/app.yaml", "wave: 1\n"),
+                ("fine/deployment.yaml", "kind: Deployment\n"),
+            ]);
+            sparse_file(
+                &repo.path.join("huge/app.yaml"),
+                b"labels: {team: huge}\n#",
+                50 << 20,
+            );
+        },
+        limits: Limits::default(),
+        over: Over::App {
+            app: "huge",
+            problems: &[
+                "huge/app.yaml: app.yaml is 52428800 bytes, over the cap of 262144 bytes",
+            ],
+            digested: &[".", "fine"],
+        },
+        also: |_, _| {},
+    },
+    /// Past the whole-tree entry cap the snapshot is refused as a whole, with
+    /// an error naming the cap, instead of being listed without bound.
+    tree_over_a_lowered_entry_cap_is_refused: Cap {
+        files: |repo| {
+            let files: Vec<(String, String)> = (0..20)
+                .map(|i| (format!("f{i:02}.yaml"), "x: 1\n".into()))
+                .collect();
+            let refs: Vec<(&str, &str)> = files
+                .iter()
+                .map(|(p, c)| (p.as_str(), c.as_str()))
+                .collect();
+            repo.write(&refs);
+        },
+        limits: Limits {
+            max_tree_entries: 10,
+            ..Limits::default()
+        },
+        over: Over::Tree {
+            error: "more than 10 entries",
+        },
+        also: |_, _| {},
+    },
+    /// Paths that cannot be entries (not UTF-8) still count toward the entry
+    /// cap: otherwise a tree of a million such names is listed without bound.
+    unusable_paths_count_toward_the_entry_cap: Cap {
+        files: |repo| {
+            repo.write(&[("app.yaml", "wave: 0\n")]);
+            for i in 0..20u8 {
+                std::fs::write(
+                    repo.path
+                        .join(std::ffi::OsStr::from_bytes(&[b'f', 0xff, b'a' + i])),
+                    "x",
+                )
+                .expect("write");
+            }
+        },
+        limits: Limits {
+            max_tree_entries: 10,
+            ..Limits::default()
+        },
+        over: Over::Tree {
+            error: "more than 10 entries",
+        },
+        also: |_, _| {},
+    },
 }
 
-/// A file over a lowered file cap is named, whether or not its hash is cached.
-#[test]
-fn file_over_a_lowered_size_cap_is_named() {
+/// One row of the cap table: each row's repository is read as a directory, as
+/// a commit, and as a commit whose blob hashes are all cached already (a warm
+/// cache must not bypass a cap); rows at the default caps also through
+/// `canopy validate` and `canopy tree` on the directory and the commit. Every
+/// failure message starts with `row`.
+fn check_cap(row: &str, cap: &Cap) {
     let repo = Repo::new();
-    repo.write(&[
-        ("app.yaml", "wave: 0\n"),
-        ("a/app.yaml", "wave: 1\n"),
-        ("a/big.txt", &"y".repeat(2000)),
-        ("b/app.yaml", "wave: 1\n"),
-        ("b/small.txt", "y\n"),
-    ]);
+    (cap.files)(&repo);
     repo.commit();
-    let limits = Limits {
-        max_file_bytes: 1000,
-        ..Limits::default()
-    };
-    let options = LayoutOptions {
+    let commit = GitTree::open(&repo.path, "main").expect("open the commit");
+    let at = |limits: Limits| LayoutOptions {
         limits,
         ..LayoutOptions::default()
     };
-    let commit = GitTree::open(&repo.path, "main").expect("open");
-    // A warm cache (the hash of every blob already known) must not bypass the cap.
-    let cache = BlobCache::default();
-    let cold = canopy::scan::scan(&commit, &LayoutOptions::default(), &cache).expect("scan");
-    assert!(
-        cold.digests.contains_key(&name("a")),
-        "a is fine under the default caps"
-    );
-    assert!(!cache.is_empty());
-    for (what, scan) in [
+
+    // Under the default caps first: it fills the cache, and for a lowered
+    // cap it shows that the cap, nothing else, is what the row is about.
+    let warm = BlobCache::default();
+    let relaxed = canopy::scan::scan(&commit, &LayoutOptions::default(), &warm)
+        .unwrap_or_else(|e| panic!("{row}: under the default caps: {e}"));
+    assert!(!warm.is_empty(), "{row}: the cache is warm");
+    let lowered = cap.limits != Limits::default();
+    if let (true, Over::App { app, .. }) = (lowered, &cap.over) {
+        assert!(
+            relaxed.digests.contains_key(&name(app)),
+            "{row}: {app} is fine under the default caps"
+        );
+    }
+
+    let options = at(cap.limits);
+    let scans = [
         (
-            "git, warm cache",
-            canopy::scan::scan(&commit, &options, &cache).expect("scan"),
+            "directory",
+            canopy::scan::scan(&DirTree::new(&repo.path), &options, &BlobCache::default()),
         ),
         (
             "git",
-            canopy::scan::scan(&commit, &options, &BlobCache::default()).expect("scan"),
+            canopy::scan::scan(&commit, &options, &BlobCache::default()),
         ),
         (
-            "directory",
-            canopy::scan::scan(&DirTree::new(&repo.path), &options, &BlobCache::default())
-                .expect("scan"),
+            "git, warm cache",
+            canopy::scan::scan(&commit, &options, &warm),
         ),
-    ] {
-        assert_eq!(
-            problems_of(&scan, "a"),
-            ["a/big.txt: file is 2000 bytes, over the cap of 1000 bytes"],
-            "{what}"
-        );
-        assert!(scan.digests.contains_key(&name("b")), "{what}");
-        assert!(scan.digests.contains_key(&AppName::root()), "{what}");
+    ];
+    for (how, scan) in scans {
+        let what = format!("{row} ({how})");
+        match &cap.over {
+            Over::App {
+                app,
+                problems,
+                digested,
+            } => {
+                let scan = scan.unwrap_or_else(|e| panic!("{what}: scan: {e}"));
+                assert_eq!(problems_of(&scan, app), *problems, "{what}");
+                assert!(
+                    !scan.digests.contains_key(&name(app)),
+                    "{what}: {app} must not get a digest"
+                );
+                for other in *digested {
+                    assert!(
+                        scan.digests.contains_key(&name(other)),
+                        "{what}: {other} must get its digest"
+                    );
+                }
+                let others: Vec<_> = scan
+                    .apps
+                    .all_problems()
+                    .into_iter()
+                    .filter(|p| p.app.as_deref() != Some(app))
+                    .collect();
+                assert!(others.is_empty(), "{what}: {others:?}");
+                (cap.also)(&what, &scan);
+            }
+            Over::Tree { error } => match scan {
+                Ok(_) => panic!(
+                    "{what}: listed over a cap of {}",
+                    cap.limits.max_tree_entries
+                ),
+                Err(e) => assert!(e.to_string().contains(error), "{what}: {e}"),
+            },
+        }
+    }
+
+    let Over::App {
+        app,
+        problems,
+        digested,
+    } = &cap.over
+    else {
+        return;
+    };
+    if lowered {
+        return;
+    }
+    for (how, output) in repo.both("validate", &[]) {
+        let what = format!("{row} (validate, {how})");
+        assert_eq!(output.status.code(), Some(1), "{what}: {}", stderr(&output));
+        assert_eq!(problem_lines(&output), *problems, "{what}");
+    }
+    for (how, output) in repo.both("tree", &["--output", "json"]) {
+        let what = format!("{row} (tree, {how})");
+        let tree = tree_json(&output, &what);
+        assert_invalid(&tree, app, &what);
+        for other in *digested {
+            assert_digested(&tree, other, &what);
+        }
     }
 }
 
-/// Past the whole-tree entry cap the snapshot is refused as a whole, with an
-/// error naming the cap, instead of being listed without bound.
-#[test]
-fn tree_over_a_lowered_entry_cap_is_refused() {
-    let repo = Repo::new();
-    let files: Vec<(String, String)> = (0..20)
-        .map(|i| (format!("f{i:02}.yaml"), "x: 1\n".into()))
-        .collect();
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    repo.write(&refs);
-    repo.commit();
-    let options = LayoutOptions {
-        limits: Limits {
-            max_tree_entries: 10,
-            ..Limits::default()
-        },
-        ..LayoutOptions::default()
-    };
-    let commit = GitTree::open(&repo.path, "main").expect("open");
-    let dir = DirTree::new(&repo.path);
-    for (what, tree) in [("directory", &dir as &dyn Tree), ("git", &commit)] {
-        let error =
-            canopy::scan::scan(tree, &options, &BlobCache::default()).expect_err("over the cap");
-        assert!(
-            error.to_string().contains("more than 10 entries"),
-            "{what}: {error}"
-        );
-    }
-}
-
-/// Paths that cannot be entries (not UTF-8, FIFOs) still count toward the entry
-/// cap: otherwise a tree of a million such names is listed without bound.
-#[test]
-fn unusable_paths_count_toward_the_entry_cap() {
-    let repo = Repo::new();
-    repo.write(&[("app.yaml", "wave: 0\n")]);
-    for i in 0..20u8 {
-        std::fs::write(
-            repo.path
-                .join(std::ffi::OsStr::from_bytes(&[b'f', 0xff, b'a' + i])),
-            "x",
-        )
-        .expect("write");
-    }
-    repo.commit();
-    let options = LayoutOptions {
-        limits: Limits {
-            max_tree_entries: 10,
-            ..Limits::default()
-        },
-        ..LayoutOptions::default()
-    };
-    let commit = GitTree::open(&repo.path, "main").expect("open");
-    let dir = DirTree::new(&repo.path);
-    for (what, tree) in [("directory", &dir as &dyn Tree), ("git", &commit)] {
-        let result = canopy::scan::scan(tree, &options, &BlobCache::default());
-        assert!(result.is_err(), "{what}: 21 paths listed under a cap of 10");
-    }
-}
+// ---------------------------------------------------------------------------
+// Row 24: non-UTF-8 paths
 
 /// A file whose name is not UTF-8 makes its app invalid with a problem naming the
 /// app and the file; no panic, the other apps are fine.
@@ -438,39 +524,7 @@ fn non_utf8_file_name_is_a_problem_of_its_app() {
 }
 
 // ---------------------------------------------------------------------------
-// Row 23: YAML size, nesting
-
-/// A 50 MB app.yaml is refused by its size before parsing, with the size in the
-/// message; the other apps are digested.
-#[test]
-fn app_yaml_of_50_mb_is_refused_by_size() {
-    let repo = Repo::new();
-    repo.write(&[
-        ("huge/deployment.yaml", "kind: Deployment\n"),
-        ("fine/app.yaml", "wave: 1\n"),
-        ("fine/deployment.yaml", "kind: Deployment\n"),
-    ]);
-    sparse_file(
-        &repo.path.join("huge/app.yaml"),
-        b"labels: {team: huge}\n#",
-        50 << 20,
-    );
-    repo.commit();
-
-    for (what, output) in repo.both("validate", &[]) {
-        assert_eq!(output.status.code(), Some(1), "{what}: {}", stderr(&output));
-        assert_eq!(
-            problem_lines(&output),
-            ["huge/app.yaml: app.yaml is 52428800 bytes, over the cap of 262144 bytes"],
-            "{what}"
-        );
-    }
-    for (what, output) in repo.both("tree", &["--output", "json"]) {
-        let tree = tree_json(&output, what);
-        assert_invalid(&tree, "huge", what);
-        assert_digested(&tree, "fine", what);
-    }
-}
+// Row 23: YAML nesting (its size is a cap, above)
 
 /// The flow-depth check runs before the YAML parser because the parser is
 /// quadratic in flow nesting. An apostrophe inside a plain scalar (`it's`) must

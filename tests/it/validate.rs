@@ -213,22 +213,43 @@ fn check_apps(case: &Case, tree: &Value, what: &str) {
     }
 }
 
-#[test]
-fn unknown_key() {
-    run_case(&Case::new(
-        "unknown-key",
-        &[".", "orders"],
-        &["billing", "catalog"],
-    ));
+/// The table of `fixtures/invalid/`: `test_name: Case { .. },` rows, each
+/// becoming a test that runs [`run_case`] on its row, and [`CASES`], every row.
+macro_rules! cases {
+    ($($row:ident: $case:expr,)*) => {
+        /// Every row of the table.
+        const CASES: &[Case] = &[$($case,)*];
+        $(
+            #[test]
+            fn $row() {
+                run_case(&$case);
+            }
+        )*
+    };
 }
 
-#[test]
-fn yaml_syntax() {
-    run_case(&Case::new(
-        "yaml-syntax",
-        &[".", "ok"],
-        &["indent", "unclosed"],
-    ));
+// One row per fixture; failure messages start with the fixture's name.
+cases! {
+    unknown_key: Case::new("unknown-key", &[".", "orders"], &["billing", "catalog"]),
+    yaml_syntax: Case::new("yaml-syntax", &[".", "ok"], &["indent", "unclosed"]),
+    bad_name: Case {
+        rejected: &["Payments", "apps/Legacy"],
+        ..Case::new("bad-name", &[".", "apps/orders", "shipping"], &[])
+    },
+    bad_glob: Case::new("bad-glob", &[".", "ok"], &["exports", "reports"]),
+    depends_unknown: Case::new("depends-unknown", &[".", "api"], &["web"]),
+    depends_cycle: Case::new("depends-cycle", &[".", "c"], &["a", "b"]),
+    config_not_scalar: Case::new("config-not-scalar", &[".", "api"], &["worker"]),
+    symlink_escape: Case {
+        secret: &["/etc/passwd", "passwd", "outside", ".git/config"],
+        ..Case::new(
+            "symlink-escape",
+            &[".", "linked"],
+            &["leaky", "linked-marker"],
+        )
+    },
+    alias_bomb: Case::new("alias-bomb", &[".", "ok"], &["bomb"]),
+    deep_nesting: Case::new("deep-nesting", &[".", "ok"], &["block", "flow"]),
 }
 
 /// A problem line gives its location once, in the `file:line:column:` prefix.
@@ -261,14 +282,6 @@ fn yaml_syntax_errors_give_their_location_once() {
     );
 }
 
-#[test]
-fn bad_name() {
-    run_case(&Case {
-        rejected: &["Payments", "apps/Legacy"],
-        ..Case::new("bad-name", &[".", "apps/orders", "shipping"], &[])
-    });
-}
-
 /// The files of a directory rejected for its name are claimed and ignored: they
 /// do not fall to the parent, whose digest would otherwise change.
 #[test]
@@ -284,42 +297,6 @@ fn bad_name_files_do_not_fall_to_the_parent() {
     );
     let orders = app(&tree, "apps/orders").expect("generated app");
     assert_eq!(orders["generated"], true);
-}
-
-#[test]
-fn bad_glob() {
-    run_case(&Case::new(
-        "bad-glob",
-        &[".", "ok"],
-        &["exports", "reports"],
-    ));
-}
-
-#[test]
-fn depends_unknown() {
-    run_case(&Case::new("depends-unknown", &[".", "api"], &["web"]));
-}
-
-#[test]
-fn depends_cycle() {
-    run_case(&Case::new("depends-cycle", &[".", "c"], &["a", "b"]));
-}
-
-#[test]
-fn config_not_scalar() {
-    run_case(&Case::new("config-not-scalar", &[".", "api"], &["worker"]));
-}
-
-#[test]
-fn symlink_escape() {
-    run_case(&Case {
-        secret: &["/etc/passwd", "passwd", "outside", ".git/config"],
-        ..Case::new(
-            "symlink-escape",
-            &[".", "linked"],
-            &["leaky", "linked-marker"],
-        )
-    });
 }
 
 /// The in-repo symlink is part of its app, hashed as its target text.
@@ -346,16 +323,6 @@ fn in_repo_symlink_is_part_of_its_app() {
     }
 }
 
-#[test]
-fn alias_bomb() {
-    run_case(&Case::new("alias-bomb", &[".", "ok"], &["bomb"]));
-}
-
-#[test]
-fn deep_nesting() {
-    run_case(&Case::new("deep-nesting", &[".", "ok"], &["block", "flow"]));
-}
-
 /// The fixtures are small on purpose: the hostile parts are structure, not size.
 #[test]
 fn deep_nesting_fixtures_stay_small() {
@@ -369,22 +336,10 @@ fn deep_nesting_fixtures_stay_small() {
     }
 }
 
-/// Every case directory has a test above, and every test a directory.
+/// Every case directory has a row in [`CASES`], and every row a directory.
 #[test]
 fn every_fixture_is_tested() {
-    let tested: BTreeSet<&str> = [
-        "unknown-key",
-        "yaml-syntax",
-        "bad-name",
-        "bad-glob",
-        "depends-unknown",
-        "depends-cycle",
-        "config-not-scalar",
-        "symlink-escape",
-        "alias-bomb",
-        "deep-nesting",
-    ]
-    .into();
+    let tested: BTreeSet<&str> = CASES.iter().map(|case| case.name).collect();
     let present: BTreeSet<String> = std::fs::read_dir(fixtures().join("invalid"))
         .expect("fixtures/invalid")
         .map(|e| {
