@@ -8,8 +8,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::eventually;
 use common::git_server::{GitDaemon, GitHttpServer, HttpRequest, bare_clone, git_client};
 
 /// A fixture repository (`source`, with work tree) and its bare copy
@@ -390,20 +391,6 @@ fn git_daemon_refuses_pushes() {
         common::stderr(&output)
     );
     assert_eq!(rev_parse(&served.bare, "main"), before);
-}
-
-/// Polls `predicate` until it holds or `timeout` passes; whether it held.
-fn eventually(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if predicate() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Live (not zombie) processes in process group `pgid`, from /proc.
