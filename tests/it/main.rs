@@ -7,8 +7,11 @@
 //! harness is process-global, so tests of different files do not interfere.
 //!
 //! A new test file is a new `mod` line below. Snapshots live in `snapshots/`
-//! next to this file, named `it__<module>__<name>.snap`; proptest regressions
-//! in `<module>.proptest-regressions` next to the module's file.
+//! next to this file, named `it__<module>__<name>.snap`. Proptest regressions
+//! live in `<module>.proptest-regressions` next to the module's file only if
+//! its config says `FileFailurePersistence::WithSource` (see incremental.rs):
+//! because of this `main.rs`, proptest's default looks in
+//! `tests/proptest-regressions/` instead.
 
 mod common;
 
