@@ -373,10 +373,6 @@ fn check_cap(row: &str, cap: &Cap) {
     (cap.files)(&repo);
     repo.commit();
     let commit = GitTree::open(&repo.path, "main").expect("open the commit");
-    let at = |limits: Limits| LayoutOptions {
-        limits,
-        ..LayoutOptions::default()
-    };
 
     // Under the default caps first: it fills the cache, and for a lowered
     // cap it shows that the cap, nothing else, is what the row is about.
@@ -392,7 +388,10 @@ fn check_cap(row: &str, cap: &Cap) {
         );
     }
 
-    let options = at(cap.limits);
+    let options = LayoutOptions {
+        limits: cap.limits,
+        ..LayoutOptions::default()
+    };
     let scans = [
         (
             "directory",
@@ -446,6 +445,7 @@ fn check_cap(row: &str, cap: &Cap) {
         }
     }
 
+    // At the default caps, the real binary too.
     let Over::App {
         app,
         problems,
