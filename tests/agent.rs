@@ -16,6 +16,7 @@ use common::{eventually, process_gone};
 
 const INGRESS: &str = "platform/ingress";
 const ORDERS: &str = "search/indexers/orders";
+const PRODUCTS: &str = "search/indexers/products";
 
 /// `'<path>'` for a hook command (temp paths hold no quote).
 fn q(path: &Path) -> String {
@@ -484,6 +485,91 @@ fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
     );
     assert!(!agent.dir.join("versions").join(hex_of(&bad)).exists());
     assert!(stack.acknowledged(INGRESS));
+}
+
+/// Every path under `root` (relative, `/` for directories), not following
+/// symlinks: what an agent's directory holds, to see that nothing was added.
+fn paths_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let rel = path.strip_prefix(root).expect("under root").display();
+            if std::fs::symlink_metadata(&path).expect("lstat").is_dir() {
+                out.push(format!("{rel}/"));
+                dirs.push(path);
+            } else {
+                out.push(rel.to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// RELIABILITY row 21 across the wire: `search/indexers/orders`, three levels
+/// deep, links `../../../platform/namespaces.yaml`. Inside the repository, but
+/// once unpacked in an agent's `versions/<hex>/` it would name whatever lies
+/// three levels up. The daemon refuses the app, so nothing is signalled and its
+/// last good state stays desired; the sibling's in-app link syncs and is
+/// applied as a link.
+#[test]
+fn a_link_out_of_its_app_is_never_signalled_and_a_sibling_in_app_link_syncs() {
+    let stack = Stack::start("links");
+    let runs = stack.path("runs");
+    let hook = format!("echo \"$CANOPY_APP $CANOPY_DIGEST\" >> {}", q(&runs));
+    let orders = stack.agent(ORDERS, "orders-1", &hook, &[]);
+    let products = stack.agent(PRODUCTS, "products-1", &hook, &[]);
+    assert!(
+        eventually(WAIT, || stack.synced(ORDERS) && stack.synced(PRODUCTS)),
+        "{}",
+        stack.explain(ORDERS, &[&orders, &products])
+    );
+    let (orders_before, products_before) =
+        (stack.desired_digest(ORDERS), stack.desired_digest(PRODUCTS));
+    let orders_versions = paths_under(&orders.dir.join("versions"));
+
+    let link = |target: &str, path: &str| {
+        std::os::unix::fs::symlink(target, stack.repo.join(path)).expect("symlink");
+    };
+    link(
+        "../../../platform/namespaces.yaml",
+        &format!("{ORDERS}/peek.yaml"),
+    );
+    link("cronjob.yaml", &format!("{PRODUCTS}/latest.yaml"));
+    stack.commit(&[]);
+    stack.refresh();
+    assert!(
+        eventually(WAIT, || stack.desired_digest(PRODUCTS) != products_before
+            && stack.synced(PRODUCTS)),
+        "{}",
+        stack.explain(PRODUCTS, &[&products])
+    );
+    assert_applied(&stack, &products, PRODUCTS);
+    let version = products.current().expect("current");
+    assert_eq!(
+        std::fs::read_link(version.join("latest.yaml")).expect("a symlink"),
+        Path::new("cronjob.yaml")
+    );
+
+    // The same cycle left orders alone: no signal, no new version.
+    assert_eq!(stack.desired_digest(ORDERS), orders_before);
+    assert!(
+        stack.synced(ORDERS),
+        "{}",
+        stack.explain(ORDERS, &[&orders])
+    );
+    assert_eq!(
+        lines(&runs)
+            .iter()
+            .filter(|l| l.starts_with(&format!("{ORDERS} ")))
+            .count(),
+        1,
+        "{:?}",
+        lines(&runs)
+    );
+    assert_eq!(paths_under(&orders.dir.join("versions")), orders_versions);
 }
 
 #[test]
