@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::agent::{AgentProcess, Stack, TamperProxy, WAIT, files_under, hex_of};
 use common::{eventually, process_gone};
+use sha2::Digest as _;
 
 const INGRESS: &str = "platform/ingress";
 const ORDERS: &str = "search/indexers/orders";
@@ -570,6 +571,102 @@ fn a_link_out_of_its_app_is_never_signalled_and_a_sibling_in_app_link_syncs() {
         lines(&runs)
     );
     assert_eq!(paths_under(&orders.dir.join("versions")), orders_versions);
+}
+
+/// Defence in depth: the agent checks every link again, whatever the daemon
+/// says. A forged signal whose digest matches a hand-built tar (so the digest
+/// check passes) that holds `escape -> ../../escape` (the agent's own
+/// directory, seen from `versions/<hex>/`) is refused as an unsafe entry naming
+/// the link, before anything is written: the agent's directory is as it was,
+/// the hook never runs, and the signal is dead-lettered.
+#[test]
+fn a_tar_with_a_link_out_of_its_version_directory_is_refused_before_anything_is_written() {
+    let stack = Stack::start("unsafe-link");
+    let proxy = TamperProxy::start(stack.daemon.addr);
+    let runs = stack.path("runs");
+    let hook = format!("echo \"$CANOPY_DIGEST\" >> {}", q(&runs));
+    let agent = stack.agent_via(
+        &proxy.url(),
+        INGRESS,
+        "ingress-1",
+        &hook,
+        &["--max-attempts", "2"],
+    );
+    assert!(
+        eventually(WAIT, || stack.synced(INGRESS)),
+        "{}",
+        stack.explain(INGRESS, &[&agent])
+    );
+    let good = stack.desired_digest(INGRESS);
+    let before = paths_under(&agent.dir);
+
+    let controller = b"replicas: 1\n";
+    let mut tar = ::tar::Builder::new(Vec::new());
+    let mut header = ::tar::Header::new_gnu();
+    header.set_mode(0o644);
+    header.set_size(controller.len() as u64);
+    tar.append_data(&mut header, "controller.yaml", &controller[..])
+        .expect("append");
+    let mut header = ::tar::Header::new_gnu();
+    header.set_entry_type(::tar::EntryType::Symlink);
+    header.set_size(0);
+    tar.append_link(&mut header, "escape", "../../escape")
+        .expect("append the link");
+    let tar = tar.into_inner().expect("tar");
+    let sha = |bytes: &[u8]| hex::encode(sha2::Sha256::digest(bytes));
+    let manifest = format!(
+        "{}  controller.yaml\n{}  escape\n",
+        sha(controller),
+        sha(b"../../escape")
+    );
+    let forged = format!("sha256:{}", sha(manifest.as_bytes()));
+    proxy.replace(tar, &forged);
+
+    // The daemon's last signal, with the forged digest.
+    let events = stack.key(INGRESS, "events");
+    let mut redis = stack.redis.conn();
+    let last: ::redis::streams::StreamRangeReply =
+        ::redis::Commands::xrevrange_count(&mut redis, &events, "+", "-", 1).expect("XREVRANGE");
+    let payload: String = last.ids[0].get("payload").expect("payload");
+    let mut signal: serde_json::Value = serde_json::from_str(&payload).expect("JSON");
+    signal["digest"] = forged.clone().into();
+    signal["previous_digest"] = good.clone().into();
+    let fields = [
+        ("kind", "sync".to_owned()),
+        ("app", INGRESS.to_owned()),
+        ("generation", signal["generation"].to_string()),
+        ("payload", signal.to_string()),
+    ];
+    let _: String = ::redis::Commands::xadd(&mut redis, &events, "*", &fields).expect("XADD");
+
+    assert!(
+        eventually(WAIT, || !stack.dead(INGRESS).is_empty()
+            || stack.observed_is(INGRESS, "synced", &forged)),
+        "{}",
+        stack.explain(INGRESS, &[&agent])
+    );
+    let observed = stack.observed(INGRESS);
+    assert_eq!(observed["status"], "failed", "{observed:#?}");
+    assert_eq!(observed["digest"], good, "reports the digest it still runs");
+    for text in [&observed["message"], &stack.dead(INGRESS)[0]["error"]] {
+        assert!(
+            text.contains("unsafe entry \"escape\": symlink target leaves its app's directory"),
+            "names the link: {text}"
+        );
+        assert!(!text.contains("../../escape"), "never the target: {text}");
+    }
+    assert!(
+        proxy.tampered() >= 2,
+        "each delivery got the hand-built tar"
+    );
+    assert_eq!(
+        lines(&runs),
+        vec![good.clone()],
+        "the hook never ran for it"
+    );
+    assert_eq!(paths_under(&agent.dir), before, "nothing was written");
+    assert!(std::fs::symlink_metadata(agent.dir.join("escape")).is_err());
+    assert!(stack.acknowledged(INGRESS));
 }
 
 #[test]
