@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -437,9 +437,18 @@ fn an_agent_catches_up_from_the_stream_while_its_pubsub_connection_is_killed() {
     assert_eq!(lines(&runs).len(), 2, "{:?}", lines(&runs));
 }
 
-#[test]
-fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
-    let stack = Stack::start("tamper");
+/// The ingress agent, downloading through a [`TamperProxy`] (two attempts per
+/// signal), synced through it while it is honest. Its hook appends each digest
+/// it runs to `runs`.
+struct Proxied {
+    proxy: TamperProxy,
+    agent: AgentProcess,
+    runs: PathBuf,
+    /// The digest it runs.
+    good: String,
+}
+
+fn ingress_behind_a_proxy(stack: &Stack) -> Proxied {
     let proxy = TamperProxy::start(stack.daemon.addr);
     let runs = stack.path("runs");
     let hook = format!("echo \"$CANOPY_DIGEST\" >> {}", q(&runs));
@@ -456,36 +465,59 @@ fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
         stack.explain(INGRESS, &[&agent])
     );
     let good = stack.desired_digest(INGRESS);
+    Proxied {
+        proxy,
+        agent,
+        runs,
+        good,
+    }
+}
 
-    proxy.tamper(true);
+/// What a refused artifact leaves once dead-lettered: each delivery came
+/// through the proxy's fault, `failed` is reported with the digest still run,
+/// the report and the dead letter both say why (`says`), the hook never ran
+/// again, and the entry is acknowledged.
+fn assert_refused(stack: &Stack, proxied: &Proxied, says: &dyn Fn(&str) -> bool) {
+    assert!(proxied.proxy.tampered() >= 2, "each delivery got the fault");
+    let observed = stack.observed(INGRESS);
+    assert_eq!(observed["status"], "failed", "{observed:#?}");
+    assert_eq!(
+        observed["digest"], proxied.good,
+        "reports the digest it still runs"
+    );
+    for text in [&observed["message"], &stack.dead(INGRESS)[0]["error"]] {
+        assert!(says(text), "says why: {text}");
+    }
+    assert_eq!(lines(&proxied.runs), vec![proxied.good.clone()]);
+    assert!(stack.acknowledged(INGRESS));
+}
+
+#[test]
+fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
+    let stack = Stack::start("tamper");
+    let proxied = ingress_behind_a_proxy(&stack);
+    let (agent, good) = (&proxied.agent, &proxied.good);
+
+    proxied.proxy.tamper(true);
     stack.commit(&[("platform/ingress/controller.yaml", "replicas: 11\n")]);
     stack.refresh();
     assert!(
         eventually(WAIT, || !stack.dead(INGRESS).is_empty()),
         "{}",
-        stack.explain(INGRESS, &[&agent])
+        stack.explain(INGRESS, &[agent])
     );
     let bad = stack.desired_digest(INGRESS);
-    assert_ne!(bad, good);
-    assert!(proxy.tampered() >= 2, "each delivery downloaded tampered");
-    let observed = stack.observed(INGRESS);
-    assert_eq!(observed["status"], "failed", "{observed:#?}");
-    assert_eq!(observed["digest"], good, "reports the digest it still runs");
-    for text in [&observed["message"], &stack.dead(INGRESS)[0]["error"]] {
-        assert!(
-            text.contains("have digest sha256:") && text.contains(&format!("expected {bad}")),
-            "names the digest mismatch: {text}"
-        );
-    }
+    assert_ne!(&bad, good);
+    assert_refused(&stack, &proxied, &|text| {
+        text.contains("have digest sha256:") && text.contains(&format!("expected {bad}"))
+    });
     assert_eq!(stack.status_of(INGRESS), "failed");
-    // The hook never ran for it, nothing was unpacked, `current` never moved.
-    assert_eq!(lines(&runs), vec![good.clone()]);
+    // Nothing was unpacked, `current` never moved.
     assert_eq!(
         agent.current(),
-        Some(agent.dir.join("versions").join(hex_of(&good)))
+        Some(agent.dir.join("versions").join(hex_of(good)))
     );
     assert!(!agent.dir.join("versions").join(hex_of(&bad)).exists());
-    assert!(stack.acknowledged(INGRESS));
 }
 
 /// Every path under `root` (relative, `/` for directories), not following
@@ -582,22 +614,8 @@ fn a_link_out_of_its_app_is_never_signalled_and_a_sibling_in_app_link_syncs() {
 #[test]
 fn a_tar_with_a_link_out_of_its_version_directory_is_refused_before_anything_is_written() {
     let stack = Stack::start("unsafe-link");
-    let proxy = TamperProxy::start(stack.daemon.addr);
-    let runs = stack.path("runs");
-    let hook = format!("echo \"$CANOPY_DIGEST\" >> {}", q(&runs));
-    let agent = stack.agent_via(
-        &proxy.url(),
-        INGRESS,
-        "ingress-1",
-        &hook,
-        &["--max-attempts", "2"],
-    );
-    assert!(
-        eventually(WAIT, || stack.synced(INGRESS)),
-        "{}",
-        stack.explain(INGRESS, &[&agent])
-    );
-    let good = stack.desired_digest(INGRESS);
+    let proxied = ingress_behind_a_proxy(&stack);
+    let (agent, good) = (&proxied.agent, &proxied.good);
     let before = paths_under(&agent.dir);
 
     let controller = b"replicas: 1\n";
@@ -620,7 +638,7 @@ fn a_tar_with_a_link_out_of_its_version_directory_is_refused_before_anything_is_
         sha(b"../../escape")
     );
     let forged = format!("sha256:{}", sha(manifest.as_bytes()));
-    proxy.replace(tar, &forged);
+    proxied.proxy.replace(tar, &forged);
 
     // The daemon's last signal, with the forged digest.
     let events = stack.key(INGRESS, "events");
@@ -643,30 +661,14 @@ fn a_tar_with_a_link_out_of_its_version_directory_is_refused_before_anything_is_
         eventually(WAIT, || !stack.dead(INGRESS).is_empty()
             || stack.observed_is(INGRESS, "synced", &forged)),
         "{}",
-        stack.explain(INGRESS, &[&agent])
+        stack.explain(INGRESS, &[agent])
     );
-    let observed = stack.observed(INGRESS);
-    assert_eq!(observed["status"], "failed", "{observed:#?}");
-    assert_eq!(observed["digest"], good, "reports the digest it still runs");
-    for text in [&observed["message"], &stack.dead(INGRESS)[0]["error"]] {
-        assert!(
-            text.contains("unsafe entry \"escape\": symlink target leaves its app's directory"),
-            "names the link: {text}"
-        );
-        assert!(!text.contains("../../escape"), "never the target: {text}");
-    }
-    assert!(
-        proxy.tampered() >= 2,
-        "each delivery got the hand-built tar"
-    );
-    assert_eq!(
-        lines(&runs),
-        vec![good.clone()],
-        "the hook never ran for it"
-    );
+    assert_refused(&stack, &proxied, &|text| {
+        text.contains("unsafe entry \"escape\": symlink target leaves its app's directory")
+            && !text.contains("../../escape")
+    });
     assert_eq!(paths_under(&agent.dir), before, "nothing was written");
     assert!(std::fs::symlink_metadata(agent.dir.join("escape")).is_err());
-    assert!(stack.acknowledged(INGRESS));
 }
 
 #[test]

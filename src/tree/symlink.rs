@@ -150,33 +150,34 @@ mod tests {
 
     #[test]
     fn targets_stay_inside_the_app_directory_at_every_step() {
-        assert_eq!(
-            check_in("a/b", "a/b/c/link", "../x.yaml").as_deref(),
-            Ok("a/b/x.yaml")
-        );
-        assert_eq!(
-            check_in("a/b", "a/b/link", "../x.yaml"),
-            Err(SymlinkError::Escapes)
-        );
-        // Back into the app, but the way out and in is another directory once
-        // unpacked elsewhere.
-        assert_eq!(
-            check_in("a/b", "a/b/link", "../b/x.yaml"),
-            Err(SymlinkError::Escapes)
-        );
-        // `a` is not `a/b`'s prefix as a string only: `a/bc` is outside it.
-        assert_eq!(
-            check_in("a/b", "a/bc/link", "x.yaml"),
-            Err(SymlinkError::Escapes)
-        );
-        assert_eq!(
-            check_in("a", "a/link", "child/x.yaml"),
-            Err(SymlinkError::IntoNestedApp)
-        );
-        assert_eq!(
-            check_in("a", "a/link", "other/../child"),
-            Err(SymlinkError::IntoNestedApp)
-        );
+        for (dir, link, target, want) in [
+            ("a/b", "a/b/c/link", "../x.yaml", Ok("a/b/x.yaml")),
+            ("a/b", "a/b/link", "../x.yaml", Err(SymlinkError::Escapes)),
+            // Back into the app, but the way out and in is another directory
+            // once unpacked elsewhere.
+            ("a/b", "a/b/link", "../b/x.yaml", Err(SymlinkError::Escapes)),
+            // `a/b` is a prefix of `a/bc` as a string only.
+            ("a/b", "a/bc/link", "x.yaml", Err(SymlinkError::Escapes)),
+            (
+                "a",
+                "a/link",
+                "child/x.yaml",
+                Err(SymlinkError::IntoNestedApp),
+            ),
+            (
+                "a",
+                "a/link",
+                "other/../child",
+                Err(SymlinkError::IntoNestedApp),
+            ),
+        ] {
+            let got = check_in(dir, link, target);
+            assert_eq!(
+                got.as_deref(),
+                want.as_deref(),
+                "{link} -> {target} in {dir}"
+            );
+        }
     }
 
     #[test]
