@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use canopy::digest::digest_apps;
+use canopy::digest::{Surroundings, digest_apps};
 use canopy::layout::{App, AppName, AppSpec, LayoutOptions, discover};
 use canopy::scan::{Scan, scan};
 use canopy::tree::{BlobCache, Entry, EntryKind, FileHash, GitTree, Tree, par_map};
@@ -681,8 +681,9 @@ fn measure_phases(repo: &Path, runs: usize) -> Result<Vec<(&'static str, Stats)>
         lap.mark("discover (reads app.yaml)");
         let valid: Vec<&App> = apps.apps.values().filter(|a| a.is_valid()).collect();
         let is_symlink = |p: &str| entries.get(p).is_some_and(|e| e.kind == EntryKind::Symlink);
+        let surroundings = Surroundings::of(&is_symlink, &options, &apps);
         let digests =
-            digest_apps(&tree, &is_symlink, &valid, &cache, &options.limits).map_err(fail)?;
+            digest_apps(&tree, &surroundings, &valid, &cache, &options.limits).map_err(fail)?;
         lap.mark("digest_apps (other 5 files)");
         drop((digests, apps));
         lap.skip();

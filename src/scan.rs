@@ -12,12 +12,12 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::digest::{AppDigest, digest_apps};
+use crate::digest::{AppDigest, Surroundings, digest_apps};
 use crate::layout::paths::{ancestors, join, root_relative, split_last};
 use crate::layout::{
     App, AppName, AppSpec, AppTree, Filter, LayoutOptions, Problem, discover, read_spec,
 };
-use crate::tree::{self, BlobCache, Change, Entry, EntryKind, Tree, Unusable, hash_entry};
+use crate::tree::{self, BlobCache, Bounds, Change, Entry, EntryKind, Tree, Unusable, hash_entry};
 
 /// The apps of a snapshot and the digest of every valid one.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,7 +281,8 @@ impl Scan {
             None => self.is_symlink(p),
         };
         let refs: Vec<&App> = candidates.iter().collect();
-        let mut results = digest_apps(tree, &is_symlink, &refs, cache, &options.limits)?;
+        let surroundings = Surroundings::of(&is_symlink, options, &self.apps);
+        let mut results = digest_apps(tree, &surroundings, &refs, cache, &options.limits)?;
 
         // Nothing below can fail: the snapshot moves as a whole.
         apply_to_entries(&mut self.entries, changes);
@@ -333,17 +334,19 @@ impl Scan {
 
         let mut reused = BTreeMap::new();
         let mut stale: Vec<&App> = Vec::new();
+        let same_rejected = self.apps.rejected == apps.rejected;
         for app in apps.apps.values().filter(|a| a.is_valid()) {
             let old = self.apps.apps.get(&app.name);
             match (old, self.digests.get(&app.name)) {
-                (Some(old), Some(digest)) if same_content(old, app) => {
+                (Some(old), Some(digest)) if same_content(old, app, same_rejected) => {
                     reused.insert(app.name.clone(), digest.clone());
                 }
                 _ => stale.push(app),
             }
         }
         let is_symlink = |p: &str| entries.get(p).is_some_and(|e| e.kind == EntryKind::Symlink);
-        let results = digest_apps(tree, &is_symlink, &stale, cache, &options.limits)?;
+        let surroundings = Surroundings::of(&is_symlink, options, &apps);
+        let results = digest_apps(tree, &surroundings, &stale, cache, &options.limits)?;
 
         let mut digests = reused;
         file_results(results, &mut digests, &mut apps);
@@ -396,10 +399,16 @@ fn apply(files: &mut Vec<Entry>, change: &Change) {
 }
 
 /// Same files (path, kind, blob) and config: the digest cannot differ. Entries
-/// without blob ids (directories) never count as unchanged.
-fn same_content(old: &App, new: &App) -> bool {
+/// without blob ids (directories) never count as unchanged. Whether a symlink
+/// is acceptable also depends on where nested apps are (see [`Surroundings`]):
+/// an app with one is unchanged only if its children and the rejected
+/// directories are too, since a nested app may appear in a directory that held
+/// none of the app's files.
+fn same_content(old: &App, new: &App, same_rejected: bool) -> bool {
+    let has_link = || new.files.iter().any(|f| f.kind == EntryKind::Symlink);
     old.spec.config == new.spec.config
         && old.files.len() == new.files.len()
+        && ((old.children == new.children && same_rejected) || !has_link())
         && old
             .files
             .iter()
@@ -456,7 +465,7 @@ fn prehash(
             return;
         }
         for entry in chunk.iter().filter(worth_it) {
-            let _ = hash_entry(reader.as_mut(), entry, cache, max, &|_| false, &mut buf);
+            let _ = hash_entry(reader.as_mut(), entry, cache, max, Bounds::TREE, &mut buf);
         }
     }
 }
@@ -491,7 +500,8 @@ pub fn scan(
     })?;
     let valid: Vec<&App> = apps.apps.values().filter(|a| a.is_valid()).collect();
     let is_symlink = |p: &str| entries.get(p).is_some_and(|e| e.kind == EntryKind::Symlink);
-    let results = digest_apps(tree, &is_symlink, &valid, cache, &options.limits)?;
+    let surroundings = Surroundings::of(&is_symlink, options, &apps);
+    let results = digest_apps(tree, &surroundings, &valid, cache, &options.limits)?;
     let mut digests = BTreeMap::new();
     file_results(results, &mut digests, &mut apps);
     Ok(Scan {

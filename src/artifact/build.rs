@@ -355,9 +355,9 @@ mod tests {
         )
         .unwrap();
         let files = unpack(&artifact.tar);
-        let link = files.iter().find(|f| f.0 == "api-service.yaml").unwrap();
+        let link = files.iter().find(|f| f.0 == "schema.sql").unwrap();
         assert_eq!(link.1, tar::EntryType::Symlink);
-        assert_eq!(link.3, b"../api/service.yaml");
+        assert_eq!(link.3, b"migrations.sql");
         let regular = files.iter().find(|f| f.0 == "statefulset.yaml").unwrap();
         assert_eq!((regular.1, regular.2), (tar::EntryType::Regular, 0o644));
         assert_eq!(digest_of(&files), artifact.digest.to_string());

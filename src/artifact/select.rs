@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use super::ArtifactError;
-use crate::digest::{AppDigest, Sha256Digest, digest_apps};
+use crate::digest::{AppDigest, Sha256Digest, Surroundings, digest_apps};
 use crate::layout::paths::join;
 use crate::layout::{App, AppName, LayoutOptions, discover};
 use crate::tree::{self, BlobCache, Entry, EntryKind, GitTree, Tree};
@@ -135,7 +135,8 @@ pub(super) fn from_layout(
         .map(|e| &*e.path)
         .collect();
     let is_symlink = |path: &str| symlinks.contains(path);
-    let digest: AppDigest = digest_apps(tree, &is_symlink, &[app], &cache, &layout.limits)
+    let surroundings = Surroundings::of(&is_symlink, layout, &apps);
+    let digest: AppDigest = digest_apps(tree, &surroundings, &[app], &cache, &layout.limits)
         .map_err(ArtifactError::Mirror)?
         .remove(name)
         .and_then(Result::ok)

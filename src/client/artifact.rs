@@ -3,9 +3,10 @@
 //!
 //! The whole tar is read into memory (capped at the per-app size limit), every
 //! entry is checked (relative paths, no `..`, regular files and symlinks only,
-//! no path under another entry), and the digest is recomputed from the bytes
-//! exactly as the daemon defines it. Only then can [`Files::write_to`] put them
-//! on disk, symlinks last, so no entry is ever written through a symlink.
+//! no path under another entry, symlink targets that stay inside the app's
+//! directory), and the digest is recomputed from the bytes exactly as the
+//! daemon defines it. Only then can [`Files::write_to`] put them on disk,
+//! symlinks last, so no entry is ever written through a symlink.
 
 use std::collections::HashSet;
 use std::io::Read as _;
@@ -16,7 +17,7 @@ use super::{Client, ClientError};
 use crate::digest::{ManifestLine, Sha256Digest, manifest_text};
 use crate::limits::Limits;
 use crate::protocol::ROOT_ALIAS;
-use crate::tree::{EntryKind, FileHash};
+use crate::tree::{Bounds, EntryKind, FileHash, SymlinkError, resolve_symlink};
 
 #[derive(Debug, Clone)]
 struct FileEntry {
@@ -76,7 +77,9 @@ impl Files {
     }
 
     /// Writes the files into `dir`, which must not exist yet (it is created,
-    /// mode 0755). Executables get mode 0755, other files 0644.
+    /// mode 0755). Executables get mode 0755, other files 0644. Every link was
+    /// checked to stay inside `dir` when the files were unpacked: `Files` come
+    /// from nowhere else.
     pub fn write_to(&self, dir: &Path) -> Result<(), ClientError> {
         use std::os::unix::fs::{OpenOptionsExt as _, symlink};
         let io = |action, path: &Path| {
@@ -221,11 +224,11 @@ fn unpack(app: &str, revision: &str, tar: &[u8]) -> Result<Files, ClientError> {
         revision: revision.to_owned(),
         source,
     };
-    let unsafe_entry = |path: &str, why| ClientError::UnsafeEntry {
+    let unsafe_entry = |path: &str, why: &'static str| ClientError::UnsafeEntry {
         app: app.to_owned(),
         revision: revision.to_owned(),
         path: path.to_owned(),
-        why,
+        why: why.into(),
     };
     let limits = Limits::default();
     let mut archive = tar::Archive::new(tar);
@@ -290,6 +293,37 @@ fn unpack(app: &str, revision: &str, tar: &[u8]) -> Result<Files, ClientError> {
             }
         }
     }
+    // The daemon confines links to their app, but whatever it sent, a link is
+    // checked again here: resolved from its own directory, it must stay inside
+    // the directory the files are unpacked into, at every step, and never go
+    // through another of the links (lexical resolution would be unsound). A
+    // nested app's directory cannot be told apart here, and needs no check: its
+    // files are not in the tar, so a link into it dangles.
+    let links: HashSet<&str> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Symlink)
+        .map(|e| e.path.as_str())
+        .collect();
+    let check = |path: &str| {
+        if links.contains(path) {
+            return Err(SymlinkError::Chain);
+        }
+        Ok(())
+    };
+    for entry in entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
+        let bounds = Bounds {
+            dir: "",
+            check: &check,
+        };
+        resolve_symlink(&entry.path, &entry.bytes, bounds).map_err(|e| {
+            ClientError::UnsafeEntry {
+                app: app.to_owned(),
+                revision: revision.to_owned(),
+                path: entry.path.clone(),
+                why: e.to_string().into(),
+            }
+        })?;
+    }
     let mut files = Files {
         revision: revision.to_owned(),
         digest: Sha256Digest([0; 32]),
@@ -328,19 +362,17 @@ mod tests {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(*kind);
             header.set_mode(0o644);
+            // Bypass the crate's own path checks: hostile tars are the point.
+            let name = &mut header.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
             if *kind == tar::EntryType::Symlink {
                 header.set_size(0);
-                header
-                    .set_link_name(std::str::from_utf8(bytes).expect("utf-8"))
-                    .expect("link name");
-                header.set_path(path).expect("path");
+                let link = &mut header.as_old_mut().linkname;
+                link[..bytes.len()].copy_from_slice(bytes);
                 header.set_cksum();
                 builder.append(&header, std::io::empty()).expect("append");
             } else {
                 header.set_size(bytes.len() as u64);
-                // Bypass the crate's own path checks: hostile tars are the point.
-                let name = &mut header.as_old_mut().name;
-                name[..path.len()].copy_from_slice(path.as_bytes());
                 header.set_cksum();
                 builder.append(&header, *bytes).expect("append");
             }
@@ -377,6 +409,8 @@ mod tests {
     fn hostile_entries_are_refused() {
         for (path, kind, why) in [
             ("../x", tar::EntryType::Regular, "contains . or .."),
+            ("a/../../x", tar::EntryType::Regular, "contains . or .."),
+            ("../../x", tar::EntryType::Symlink, "contains . or .."),
             (
                 "/etc/x",
                 tar::EntryType::Regular,
@@ -395,6 +429,49 @@ mod tests {
         ]);
         let err = unpack("app", "r", &through_link).expect_err("under a symlink");
         assert!(err.to_string().contains("lies under another"), "{err}");
+    }
+
+    /// Whatever the daemon checked, a link whose target is absolute, enters
+    /// `.git`, goes through another link or leaves the version directory at
+    /// any step refuses the whole artifact, by the link's path, before anything
+    /// is written. In-app links, `..` included, are fine.
+    #[test]
+    fn links_that_leave_the_version_directory_are_refused_before_writing() {
+        for (link, target, why) in [
+            ("escape", "../../escape", "leaves its app's directory"),
+            ("a/up", "../../x", "leaves its app's directory"),
+            ("a/back", "../../v/a/x.yaml", "leaves its app's directory"),
+            ("absolute", "/etc/passwd", "absolute"),
+            ("a/git", "../.git/config", ".git"),
+            ("a/chain", "hop/x.yaml", "another symlink"),
+        ] {
+            let tar = tar_of(&[
+                ("a/x.yaml", tar::EntryType::Regular, b"x\n"),
+                ("a/hop", tar::EntryType::Symlink, b"."),
+                (link, tar::EntryType::Symlink, target.as_bytes()),
+            ]);
+            let err = unpack("app", "r", &tar).expect_err(target);
+            match &err {
+                ClientError::UnsafeEntry {
+                    path, why: said, ..
+                } => {
+                    assert_eq!(path, link, "{target}");
+                    assert!(said.contains(why), "{target}: {err}");
+                }
+                other => panic!("{target}: {other}"),
+            }
+            assert!(!err.to_string().contains(target), "{err}");
+        }
+        let fine = tar_of(&[
+            ("a/x.yaml", tar::EntryType::Regular, b"x\n"),
+            ("a/b/up", tar::EntryType::Symlink, b"../x.yaml"),
+            ("top", tar::EntryType::Symlink, b"a/./b/../x.yaml"),
+        ]);
+        let files = unpack("app", "r", &fine).expect("in-app links");
+        let dir = tempfile::tempdir().expect("tempdir");
+        files.write_to(&dir.path().join("v")).expect("written");
+        let read = std::fs::read(dir.path().join("v/a/b/up")).expect("through the link");
+        assert_eq!(read, b"x\n");
     }
 
     #[test]

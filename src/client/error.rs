@@ -1,6 +1,7 @@
 //! What can go wrong on the child side. Messages name the app, the revision and
 //! the daemon URL (never a token); causes go in `source`.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use crate::protocol::{ConnectError, RecordError};
@@ -75,12 +76,14 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// Refused before anything is written. `path` is the entry's; for a symlink,
+    /// `why` never holds its target (it may name a secret path).
     #[error("the files of app {app} at {revision} hold an unsafe entry {path:?}: {why}")]
     UnsafeEntry {
         app: String,
         revision: String,
         path: String,
-        why: &'static str,
+        why: Cow<'static, str>,
     },
     #[error("failed to {action} {}", path.display())]
     Io {

@@ -7,16 +7,19 @@
 
 mod manifest;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use sha2::{Digest as _, Sha256};
 
 pub use manifest::{ManifestLine, manifest_text};
 
-use crate::layout::{App, AppName, Problem};
+use crate::layout::paths::root_relative;
+use crate::layout::{App, AppName, AppTree, LayoutOptions, Problem};
 use crate::limits::Limits;
-use crate::tree::{self, BlobCache, Entry, ReadError, Tree, hash_entry, par_map};
+use crate::tree::{
+    self, BlobCache, Bounds, Entry, ReadError, SymlinkError, Tree, hash_entry, par_map,
+};
 
 /// A sha256 digest, written `sha256:<hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,13 +71,66 @@ pub fn config_digest(
     Sha256Digest::of(&json)
 }
 
+/// What confining an app's symlinks to its own files needs to know of the rest
+/// of the snapshot: which paths are links, and where nested apps are.
+///
+/// A link must resolve inside its app's directory minus the directories of
+/// nested apps (valid or not) and of would-be apps whose name is invalid: their
+/// files are not the app's, so they are not in its artifact, and a link to them
+/// would dangle where the app is unpacked. This applies to the root app too,
+/// whose directory is the root app's directory of the layout, minus every app.
+pub struct Surroundings<'a> {
+    /// Whether a tree path is a symlink, whoever owns it (chains are refused).
+    is_symlink: &'a (dyn Fn(&str) -> bool + Sync),
+    /// The root app's directory inside the tree (`LayoutOptions::root`, without
+    /// surrounding `/`).
+    root: &'a str,
+    /// Directories whose app name is invalid ([`AppTree::rejected`]).
+    rejected: &'a BTreeSet<String>,
+}
+
+impl<'a> Surroundings<'a> {
+    /// The surroundings of the apps of `tree`, laid out with `options`.
+    pub fn of(
+        is_symlink: &'a (dyn Fn(&str) -> bool + Sync),
+        options: &'a LayoutOptions,
+        tree: &'a AppTree,
+    ) -> Self {
+        Surroundings {
+            is_symlink,
+            root: options.root.trim_matches('/'),
+            rejected: &tree.rejected,
+        }
+    }
+
+    /// Refuses `path`, below `app`'s directory, as a step of one of its links.
+    /// The app's own child list says where its nested apps are, so this holds
+    /// for an app restored alone from a snapshot as well.
+    fn check(&self, app: &App, path: &str) -> Result<(), SymlinkError> {
+        if (self.is_symlink)(path) {
+            return Err(SymlinkError::Chain);
+        }
+        let nested = root_relative(self.root, path).is_some_and(|dir| {
+            self.rejected.contains(dir)
+                || app
+                    .children
+                    .binary_search_by(|child| child.as_str().cmp(dir))
+                    .is_ok()
+        });
+        if nested {
+            return Err(SymlinkError::IntoNestedApp);
+        }
+        Ok(())
+    }
+}
+
 /// Digests `apps`, reading only files whose blob is not in `cache`. Apps with
 /// problems are skipped; an app whose files cannot be read gets problems instead
-/// of a digest, without affecting the others. `is_symlink` tells whether a tree
-/// path is a symlink (symlink chains are refused).
+/// of a digest, without affecting the others. A symlink that leaves its app's
+/// files (see [`Surroundings`]) is such a problem, named by the link's path.
 pub fn digest_apps(
     tree: &dyn Tree,
-    is_symlink: &(dyn Fn(&str) -> bool + Sync),
+    surroundings: &Surroundings<'_>,
     apps: &[&App],
     cache: &BlobCache,
     limits: &Limits,
@@ -85,8 +141,14 @@ pub fn digest_apps(
         .filter(|(_, app)| app.is_valid())
         .flat_map(|(i, app)| app.files.iter().map(move |entry| (i, entry)))
         .collect();
-    let hashes = par_map(tree, &work, |reader, buf, (_, entry)| {
-        hash_entry(reader, entry, cache, limits.max_file_bytes, is_symlink, buf)
+    let hashes = par_map(tree, &work, |reader, buf, &(i, entry)| {
+        let app = apps[i];
+        let check = |path: &str| surroundings.check(app, path);
+        let bounds = Bounds {
+            dir: &app.dir,
+            check: &check,
+        };
+        hash_entry(reader, entry, cache, limits.max_file_bytes, bounds, buf)
     })?;
 
     let mut results: Vec<Result<AppDigest, Vec<Problem>>> =

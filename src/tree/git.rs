@@ -247,7 +247,7 @@ impl Reader for GitReader {
         let len = data.data.len();
         buf.truncate(len);
         if entry.kind == EntryKind::Symlink {
-            symlink::resolve(&entry.path, buf, &|_| false)?;
+            symlink::resolve(&entry.path, buf, symlink::Bounds::TREE)?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gix::hashtable::hash_table::{self, HashTable};
 use sha2::{Digest as _, Sha256};
 
-use super::symlink::resolve;
+use super::symlink::{Bounds, resolve};
 use super::{BlobId, Entry, EntryKind, ReadError, Reader};
 
 /// The sha256 and size of one entry's bytes.
@@ -142,14 +142,15 @@ impl BlobCache {
 
 /// Hashes one entry: from the cache when its blob id is known, else by reading it.
 /// Symlinks bypass the cache because whether a target is acceptable depends on
-/// where the link is and on which other paths are links, not only on its text;
-/// `is_symlink` answers the latter (see [`super::symlink::resolve`]).
+/// where the link is, which app owns it and which other paths are links or
+/// nested apps, not only on its text; `bounds` says (see
+/// [`super::symlink::resolve`]). Other entries never look at `bounds`.
 pub fn hash_entry(
     reader: &mut dyn Reader,
     entry: &Entry,
     cache: &BlobCache,
     max_bytes: u64,
-    is_symlink: &dyn Fn(&str) -> bool,
+    bounds: Bounds<'_>,
     buf: &mut Vec<u8>,
 ) -> Result<FileHash, ReadError> {
     let cacheable = entry.kind != EntryKind::Symlink;
@@ -166,7 +167,7 @@ pub fn hash_entry(
     }
     reader.read(entry, max_bytes, buf)?;
     if !cacheable {
-        resolve(&entry.path, buf, is_symlink)?;
+        resolve(&entry.path, buf, bounds)?;
     }
     let hash = FileHash::of(buf);
     if let (true, Some(id)) = (cacheable, entry.blob) {

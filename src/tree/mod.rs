@@ -6,6 +6,8 @@
 //! result through the same code. This module owns the guarantee that no read ever
 //! follows a symlink: a symlink's bytes are its target text, and a target that is
 //! absolute, escapes the tree or points into `.git` is refused before anyone sees it.
+//! Which app a link belongs to is not this module's knowledge: the digest step
+//! confines each link to its app's directory through [`Bounds`].
 //!
 //! Directories are not entries: they are implied by file paths, exactly as in Git,
 //! so an empty directory on disk is invisible in both implementations.
@@ -25,7 +27,7 @@ pub use git::{GitTree, full_commit_id};
 pub use hash::{BlobCache, FileHash, hash_entry};
 pub use mem::MemTree;
 pub use parallel::par_map;
-pub use symlink::SymlinkError;
+pub use symlink::{Bounds, SymlinkError, resolve as resolve_symlink};
 
 /// Object id of a Git blob; present for entries read from Git.
 pub type BlobId = gix::ObjectId;

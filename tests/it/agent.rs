@@ -6,16 +6,18 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::agent::{AgentProcess, Stack, TamperProxy, WAIT, files_under, hex_of};
 use common::{eventually, process_gone};
+use sha2::Digest as _;
 
 const INGRESS: &str = "platform/ingress";
 const ORDERS: &str = "search/indexers/orders";
+const PRODUCTS: &str = "search/indexers/products";
 
 /// `'<path>'` for a hook command (temp paths hold no quote).
 fn q(path: &Path) -> String {
@@ -435,9 +437,18 @@ fn an_agent_catches_up_from_the_stream_while_its_pubsub_connection_is_killed() {
     assert_eq!(lines(&runs).len(), 2, "{:?}", lines(&runs));
 }
 
-#[test]
-fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
-    let stack = Stack::start("tamper");
+/// The ingress agent, downloading through a [`TamperProxy`] (two attempts per
+/// signal), synced through it while it is honest. Its hook appends each digest
+/// it runs to `runs`.
+struct Proxied {
+    proxy: TamperProxy,
+    agent: AgentProcess,
+    runs: PathBuf,
+    /// The digest it runs.
+    good: String,
+}
+
+fn ingress_behind_a_proxy(stack: &Stack) -> Proxied {
     let proxy = TamperProxy::start(stack.daemon.addr);
     let runs = stack.path("runs");
     let hook = format!("echo \"$CANOPY_DIGEST\" >> {}", q(&runs));
@@ -454,36 +465,210 @@ fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
         stack.explain(INGRESS, &[&agent])
     );
     let good = stack.desired_digest(INGRESS);
+    Proxied {
+        proxy,
+        agent,
+        runs,
+        good,
+    }
+}
 
-    proxy.tamper(true);
+/// What a refused artifact leaves once dead-lettered: each delivery came
+/// through the proxy's fault, `failed` is reported with the digest still run,
+/// the report and the dead letter both say why (`says`), the hook never ran
+/// again, and the entry is acknowledged.
+fn assert_refused(stack: &Stack, proxied: &Proxied, says: &dyn Fn(&str) -> bool) {
+    assert!(proxied.proxy.tampered() >= 2, "each delivery got the fault");
+    let observed = stack.observed(INGRESS);
+    assert_eq!(observed["status"], "failed", "{observed:#?}");
+    assert_eq!(
+        observed["digest"], proxied.good,
+        "reports the digest it still runs"
+    );
+    for text in [&observed["message"], &stack.dead(INGRESS)[0]["error"]] {
+        assert!(says(text), "says why: {text}");
+    }
+    assert_eq!(lines(&proxied.runs), vec![proxied.good.clone()]);
+    assert!(stack.acknowledged(INGRESS));
+}
+
+#[test]
+fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
+    let stack = Stack::start("tamper");
+    let proxied = ingress_behind_a_proxy(&stack);
+    let (agent, good) = (&proxied.agent, &proxied.good);
+
+    proxied.proxy.tamper(true);
     stack.commit(&[("platform/ingress/controller.yaml", "replicas: 11\n")]);
     stack.refresh();
     assert!(
         eventually(WAIT, || !stack.dead(INGRESS).is_empty()),
         "{}",
-        stack.explain(INGRESS, &[&agent])
+        stack.explain(INGRESS, &[agent])
     );
     let bad = stack.desired_digest(INGRESS);
-    assert_ne!(bad, good);
-    assert!(proxy.tampered() >= 2, "each delivery downloaded tampered");
-    let observed = stack.observed(INGRESS);
-    assert_eq!(observed["status"], "failed", "{observed:#?}");
-    assert_eq!(observed["digest"], good, "reports the digest it still runs");
-    for text in [&observed["message"], &stack.dead(INGRESS)[0]["error"]] {
-        assert!(
-            text.contains("have digest sha256:") && text.contains(&format!("expected {bad}")),
-            "names the digest mismatch: {text}"
-        );
-    }
+    assert_ne!(&bad, good);
+    assert_refused(&stack, &proxied, &|text| {
+        text.contains("have digest sha256:") && text.contains(&format!("expected {bad}"))
+    });
     assert_eq!(stack.status_of(INGRESS), "failed");
-    // The hook never ran for it, nothing was unpacked, `current` never moved.
-    assert_eq!(lines(&runs), vec![good.clone()]);
+    // Nothing was unpacked, `current` never moved.
     assert_eq!(
         agent.current(),
-        Some(agent.dir.join("versions").join(hex_of(&good)))
+        Some(agent.dir.join("versions").join(hex_of(good)))
     );
     assert!(!agent.dir.join("versions").join(hex_of(&bad)).exists());
-    assert!(stack.acknowledged(INGRESS));
+}
+
+/// Every path under `root` (relative, `/` for directories), not following
+/// symlinks: what an agent's directory holds, to see that nothing was added.
+fn paths_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let rel = path.strip_prefix(root).expect("under root").display();
+            if std::fs::symlink_metadata(&path).expect("lstat").is_dir() {
+                out.push(format!("{rel}/"));
+                dirs.push(path);
+            } else {
+                out.push(rel.to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// RELIABILITY row 21 across the wire: `search/indexers/orders`, three levels
+/// deep, links `../../../platform/namespaces.yaml`. Inside the repository, but
+/// once unpacked in an agent's `versions/<hex>/` it would name whatever lies
+/// three levels up. The daemon refuses the app, so nothing is signalled and its
+/// last good state stays desired; the sibling's in-app link syncs and is
+/// applied as a link.
+#[test]
+fn a_link_out_of_its_app_is_never_signalled_and_a_sibling_in_app_link_syncs() {
+    let stack = Stack::start("links");
+    let runs = stack.path("runs");
+    let hook = format!("echo \"$CANOPY_APP $CANOPY_DIGEST\" >> {}", q(&runs));
+    let orders = stack.agent(ORDERS, "orders-1", &hook, &[]);
+    let products = stack.agent(PRODUCTS, "products-1", &hook, &[]);
+    assert!(
+        eventually(WAIT, || stack.synced(ORDERS) && stack.synced(PRODUCTS)),
+        "{}",
+        stack.explain(ORDERS, &[&orders, &products])
+    );
+    let (orders_before, products_before) =
+        (stack.desired_digest(ORDERS), stack.desired_digest(PRODUCTS));
+    let orders_versions = paths_under(&orders.dir.join("versions"));
+
+    let link = |target: &str, path: &str| {
+        std::os::unix::fs::symlink(target, stack.repo.join(path)).expect("symlink");
+    };
+    link(
+        "../../../platform/namespaces.yaml",
+        &format!("{ORDERS}/peek.yaml"),
+    );
+    link("cronjob.yaml", &format!("{PRODUCTS}/latest.yaml"));
+    stack.commit(&[]);
+    stack.refresh();
+    assert!(
+        eventually(WAIT, || stack.desired_digest(PRODUCTS) != products_before
+            && stack.synced(PRODUCTS)),
+        "{}",
+        stack.explain(PRODUCTS, &[&products])
+    );
+    assert_applied(&stack, &products, PRODUCTS);
+    let version = products.current().expect("current");
+    assert_eq!(
+        std::fs::read_link(version.join("latest.yaml")).expect("a symlink"),
+        Path::new("cronjob.yaml")
+    );
+
+    // The same cycle left orders alone: no signal, no new version.
+    assert_eq!(stack.desired_digest(ORDERS), orders_before);
+    assert!(
+        stack.synced(ORDERS),
+        "{}",
+        stack.explain(ORDERS, &[&orders])
+    );
+    assert_eq!(
+        lines(&runs)
+            .iter()
+            .filter(|l| l.starts_with(&format!("{ORDERS} ")))
+            .count(),
+        1,
+        "{:?}",
+        lines(&runs)
+    );
+    assert_eq!(paths_under(&orders.dir.join("versions")), orders_versions);
+}
+
+/// Defence in depth: the agent checks every link again, whatever the daemon
+/// says. A forged signal whose digest matches a hand-built tar (so the digest
+/// check passes) that holds `escape -> ../../escape` (the agent's own
+/// directory, seen from `versions/<hex>/`) is refused as an unsafe entry naming
+/// the link, before anything is written: the agent's directory is as it was,
+/// the hook never runs, and the signal is dead-lettered.
+#[test]
+fn a_tar_with_a_link_out_of_its_version_directory_is_refused_before_anything_is_written() {
+    let stack = Stack::start("unsafe-link");
+    let proxied = ingress_behind_a_proxy(&stack);
+    let (agent, good) = (&proxied.agent, &proxied.good);
+    let before = paths_under(&agent.dir);
+
+    let controller = b"replicas: 1\n";
+    let mut tar = ::tar::Builder::new(Vec::new());
+    let mut header = ::tar::Header::new_gnu();
+    header.set_mode(0o644);
+    header.set_size(controller.len() as u64);
+    tar.append_data(&mut header, "controller.yaml", &controller[..])
+        .expect("append");
+    let mut header = ::tar::Header::new_gnu();
+    header.set_entry_type(::tar::EntryType::Symlink);
+    header.set_size(0);
+    tar.append_link(&mut header, "escape", "../../escape")
+        .expect("append the link");
+    let tar = tar.into_inner().expect("tar");
+    let sha = |bytes: &[u8]| hex::encode(sha2::Sha256::digest(bytes));
+    let manifest = format!(
+        "{}  controller.yaml\n{}  escape\n",
+        sha(controller),
+        sha(b"../../escape")
+    );
+    let forged = format!("sha256:{}", sha(manifest.as_bytes()));
+    proxied.proxy.replace(tar, &forged);
+
+    // The daemon's last signal, with the forged digest.
+    let events = stack.key(INGRESS, "events");
+    let mut redis = stack.redis.conn();
+    let last: ::redis::streams::StreamRangeReply =
+        ::redis::Commands::xrevrange_count(&mut redis, &events, "+", "-", 1).expect("XREVRANGE");
+    let payload: String = last.ids[0].get("payload").expect("payload");
+    let mut signal: serde_json::Value = serde_json::from_str(&payload).expect("JSON");
+    signal["digest"] = forged.clone().into();
+    signal["previous_digest"] = good.clone().into();
+    let fields = [
+        ("kind", "sync".to_owned()),
+        ("app", INGRESS.to_owned()),
+        ("generation", signal["generation"].to_string()),
+        ("payload", signal.to_string()),
+    ];
+    let _: String = ::redis::Commands::xadd(&mut redis, &events, "*", &fields).expect("XADD");
+
+    assert!(
+        eventually(WAIT, || !stack.dead(INGRESS).is_empty()
+            || stack.observed_is(INGRESS, "synced", &forged)),
+        "{}",
+        stack.explain(INGRESS, &[agent])
+    );
+    assert_refused(&stack, &proxied, &|text| {
+        text.contains("unsafe entry \"escape\": symlink target leaves its app's directory")
+            && !text.contains("../../escape")
+    });
+    assert_eq!(paths_under(&agent.dir), before, "nothing was written");
+    assert!(std::fs::symlink_metadata(agent.dir.join("escape")).is_err());
 }
 
 #[test]

@@ -211,11 +211,11 @@ async fn an_older_revision_serves_the_old_files_and_digest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_symlink_comes_out_as_a_symlink() {
     let daemon = TestDaemon::start("", &[]).await;
-    // fixtures/example/payments/db/api-service.yaml -> ../api/service.yaml
+    // fixtures/example/payments/db/schema.sql -> migrations.sql
     let db = fetch(&daemon, "payments/db", None).await;
     assert_eq!(
-        db.files["api-service.yaml"],
-        Content::Symlink(b"../api/service.yaml".to_vec())
+        db.files["schema.sql"],
+        Content::Symlink(b"migrations.sql".to_vec())
     );
     assert!(matches!(db.files["statefulset.yaml"], Content::File(_)));
     assert_eq!(digest_of(&db.files), db.digest);

@@ -179,9 +179,9 @@ fn symlinks_are_hashed_by_their_target_text() {
     let link = db
         .files
         .iter()
-        .find(|f| f.path() == "api-service.yaml")
+        .find(|f| f.path() == "schema.sql")
         .expect("the symlink is in the manifest");
-    let target = std::fs::read_link(example.join("payments/db/api-service.yaml")).unwrap();
+    let target = std::fs::read_link(example.join("payments/db/schema.sql")).unwrap();
     assert_eq!(
         link.hash,
         canopy::tree::FileHash::of(target.to_str().unwrap().as_bytes())

@@ -74,6 +74,22 @@ impl Repo {
         commit.extend_from_slice(&["--rev", "main"]);
         [("directory", canopy(&dir)), ("git", canopy(&commit))]
     }
+
+    /// A scan of the work tree and one of the commit, with `limits`.
+    fn scan_both(&self, limits: Limits) -> [(&'static str, Scan); 2] {
+        let options = LayoutOptions {
+            limits,
+            ..LayoutOptions::default()
+        };
+        let scan = |tree: &dyn canopy::tree::Tree| {
+            canopy::scan::scan(tree, &options, &BlobCache::default()).expect("scan")
+        };
+        let commit = GitTree::open(&self.path, "main").expect("open the commit");
+        [
+            ("directory", scan(&DirTree::new(&self.path))),
+            ("git", scan(&commit)),
+        ]
+    }
 }
 
 /// Writes a file of `len` bytes that starts with `head` without writing them all
@@ -556,7 +572,7 @@ const CANARY: &str = "canary-target-7f3a";
 
 /// Hostile symlinks whose targets exist (so following one would succeed) are
 /// refused; their target text never reaches stdout, stderr or logs, in any
-/// command or format. The in-repo link next to them works.
+/// command or format. The in-app link next to them works.
 #[test]
 fn symlink_targets_never_appear_in_any_output() {
     let repo = Repo::new();
@@ -566,7 +582,9 @@ fn symlink_targets_never_appear_in_any_output() {
     repo.write(&[
         ("leaky/app.yaml", "wave: 1\n"),
         ("linked/app.yaml", "wave: 1\n"),
+        ("linked/shared/base.yaml", "kind: ConfigMap\n"),
         ("shared/base.yaml", "kind: ConfigMap\n"),
+        (&format!("shared/{CANARY}.yaml"), "kind: Secret\n"),
     ]);
     let leaky = repo.path.join("leaky");
     symlink(secret_dir.join("secret.txt"), leaky.join("absolute"));
@@ -574,15 +592,21 @@ fn symlink_targets_never_appear_in_any_output() {
     symlink(format!("../.git/{CANARY}"), leaky.join("into-git"));
     symlink("../shared", leaky.join("hop"));
     symlink(format!("hop/{CANARY}.yaml"), leaky.join("chain"));
-    symlink("../shared/base.yaml", repo.path.join("linked/base.yaml"));
+    symlink(format!("../shared/{CANARY}.yaml"), leaky.join("sideways"));
+    symlink(
+        "../shared/base.yaml",
+        repo.path.join("linked/overlay/base.yaml"),
+    );
     repo.commit();
     std::fs::write(repo.path.join(".git").join(CANARY), "[core]\n").expect("write into .git");
 
     let expected = [
         "leaky/absolute: symlink target is an absolute path",
         "leaky/chain: symlink target goes through another symlink (chains are not allowed)",
-        "leaky/escape: symlink target escapes the repository",
+        "leaky/escape: symlink target leaves its app's directory",
+        "leaky/hop: symlink target leaves its app's directory",
         "leaky/into-git: symlink target points into .git",
+        "leaky/sideways: symlink target leaves its app's directory",
     ];
     let commands: [&[&str]; 4] = [
         &["validate"],
@@ -637,7 +661,8 @@ fn symlink_targets_never_appear_in_any_output() {
 
 /// A symlink to a directory is one entry, hashed as its target text: canopy never
 /// descends into it, so an `app.yaml` behind it makes no app. A link to a
-/// directory outside the repo is refused.
+/// directory outside the repo is refused, and so is one to another app's
+/// directory.
 #[test]
 fn symlinked_directory_is_not_descended_into() {
     let repo = Repo::new();
@@ -650,17 +675,21 @@ fn symlinked_directory_is_not_descended_into() {
         ("real/app.yaml", "wave: 1\n"),
         ("real/deployment.yaml", "kind: Deployment\n"),
         ("viewer/app.yaml", "wave: 2\n"),
+        ("viewer/base/deployment.yaml", "kind: Deployment\n"),
         ("peeker/app.yaml", "wave: 2\n"),
+        ("crosser/app.yaml", "wave: 2\n"),
     ]);
-    symlink("../real", repo.path.join("viewer/mirror"));
+    symlink("base", repo.path.join("viewer/mirror"));
     symlink(&outside, repo.path.join("peeker/view"));
+    symlink("../real", repo.path.join("crosser/view"));
     repo.commit();
 
-    // What `sha256sum` prints in viewer/ if `mirror` is a file holding "../real".
+    // What `sha256sum` prints in viewer/ if `mirror` is a file holding "base".
     let manifest = format!(
-        "{}  app.yaml\n{}  mirror\n",
+        "{}  app.yaml\n{}  base/deployment.yaml\n{}  mirror\n",
         hex::encode(Sha256::digest(b"wave: 2\n")),
-        hex::encode(Sha256::digest(b"../real"))
+        hex::encode(Sha256::digest(b"kind: Deployment\n")),
+        hex::encode(Sha256::digest(b"base"))
     );
     let expected = format!(
         "sha256:{}",
@@ -671,22 +700,159 @@ fn symlinked_directory_is_not_descended_into() {
         let tree = tree_json(&output, what);
         assert_eq!(
             app_names(&tree),
-            BTreeSet::from([".", "peeker", "real", "viewer"].map(String::from)),
+            BTreeSet::from([".", "crosser", "peeker", "real", "viewer"].map(String::from)),
             "{what}: no app behind a symlink"
         );
         let viewer = app(&tree, "viewer").expect("viewer");
-        assert_eq!(viewer["files"], 2, "{what}: {viewer}");
+        assert_eq!(viewer["files"], 3, "{what}: {viewer}");
         assert_eq!(viewer["digest"], expected.as_str(), "{what}: {viewer}");
         assert_digested(&tree, "real", what);
         assert_invalid(&tree, "peeker", what);
+        assert_invalid(&tree, "crosser", what);
     }
     for (what, output) in repo.both("validate", &[]) {
         assert_eq!(
             problem_lines(&output),
-            ["peeker/view: symlink target is an absolute path"],
+            [
+                "crosser/view: symlink target leaves its app's directory",
+                "peeker/view: symlink target is an absolute path"
+            ],
             "{what}"
         );
     }
+}
+
+/// `validate` prints exactly `expected` (by link path, never the target),
+/// `tree` marks each of `invalid` INVALID and gives each of `digested` a digest;
+/// as a directory and as a commit alike.
+fn assert_links_refused(repo: &Repo, expected: &[&str], invalid: &[&str], digested: &[&str]) {
+    for (what, output) in repo.both("validate", &[]) {
+        assert_eq!(output.status.code(), Some(1), "{what}: {}", stderr(&output));
+        assert_eq!(problem_lines(&output), expected, "{what}");
+    }
+    for (what, output) in repo.both("tree", &[]) {
+        let text = stdout(&output);
+        for app in invalid {
+            let line = text
+                .lines()
+                .find(|l| {
+                    l.trim_start_matches(['│', '├', '└', '─', ' '])
+                        .starts_with(&format!("{app} "))
+                })
+                .unwrap_or_else(|| panic!("{what}: no line for {app}:\n{text}"));
+            assert!(line.contains("INVALID"), "{what}: {line}");
+        }
+        for line in expected {
+            let path = line.split(':').next().expect("path");
+            assert!(
+                stderr(&output).contains(path),
+                "{what}: {path} not reported"
+            );
+        }
+    }
+    for (what, output) in repo.both("tree", &["--output", "json"]) {
+        let tree = tree_json(&output, what);
+        for app in invalid {
+            assert_invalid(&tree, app, what);
+        }
+        for app in digested {
+            assert_digested(&tree, app, what);
+        }
+    }
+}
+
+/// A link is confined to its own app's directory, not to the repository: on
+/// the agent side the app's files live in `<dir>/versions/<hex>/`, so `a/b/c`
+/// shipping `../../../outside` (a file of the root app here) would reach the
+/// agent's own files or a sibling agent's. Leaving the app's directory at any
+/// step counts, even to come back into it (`../c/...` leaves the version
+/// directory once unpacked). The sibling whose link climbs with `..` without
+/// leaving its app still gets its digest.
+#[test]
+fn a_link_that_leaves_its_app_is_refused_even_inside_the_repo() {
+    let repo = Repo::new();
+    repo.write(&[
+        ("outside", "kind: Secret\n"),
+        ("a/b/c/app.yaml", "wave: 1\n"),
+        ("a/b/c/deployment.yaml", "kind: Deployment\n"),
+        ("a/b/d/app.yaml", "wave: 1\n"),
+        ("a/b/d/base/deployment.yaml", "kind: Deployment\n"),
+    ]);
+    symlink("../../../outside", repo.path.join("a/b/c/x"));
+    symlink("../c/deployment.yaml", repo.path.join("a/b/c/y"));
+    symlink(
+        "../base/deployment.yaml",
+        repo.path.join("a/b/d/overlay/deployment.yaml"),
+    );
+    repo.commit();
+
+    assert_links_refused(
+        &repo,
+        &[
+            "a/b/c/x: symlink target leaves its app's directory",
+            "a/b/c/y: symlink target leaves its app's directory",
+        ],
+        &["a/b/c"],
+        &[".", "a/b/d"],
+    );
+    for (what, scan) in repo.scan_both(Limits::default()) {
+        let d = &scan.digests[&name("a/b/d")];
+        let link = d
+            .files
+            .iter()
+            .find(|f| f.path() == "overlay/deployment.yaml");
+        assert_eq!(
+            link.map(|f| f.hash),
+            Some(canopy::tree::FileHash::of(b"../base/deployment.yaml")),
+            "{what}: the in-app link is hashed as its target text"
+        );
+    }
+}
+
+/// A parent's link into a nested app's directory is refused: it stays inside
+/// the parent's directory tree, but those files are the child's, not in the
+/// parent's artifact, so the link would dangle (or worse) where the parent is
+/// applied. The same holds for a directory whose app name is invalid (its files
+/// belong to no app), and for the root app, whose own directory is the whole
+/// repository minus its children.
+#[test]
+fn a_link_into_a_nested_app_is_refused() {
+    let repo = Repo::new();
+    repo.write(&[
+        ("docs/index.yaml", "kind: ConfigMap\n"),
+        ("parent/app.yaml", "wave: 1\n"),
+        ("parent/deployment.yaml", "kind: Deployment\n"),
+        ("parent/child/app.yaml", "wave: 2\n"),
+        ("parent/child/secret.yaml", "kind: Secret\n"),
+        ("parent/Bad/app.yaml", "wave: 2\n"),
+        ("parent/Bad/secret.yaml", "kind: Secret\n"),
+        ("team/app.yaml", "wave: 1\n"),
+        ("team/deployment.yaml", "kind: Deployment\n"),
+    ]);
+    symlink("child/secret.yaml", repo.path.join("parent/peek"));
+    symlink("child", repo.path.join("parent/door"));
+    symlink("sub/../child/secret.yaml", repo.path.join("parent/detour"));
+    symlink("Bad/secret.yaml", repo.path.join("parent/rejected"));
+    symlink("deployment.yaml", repo.path.join("parent/fine"));
+    // The root app: its own file deep down is fine, a child's file is not.
+    symlink("docs/index.yaml", repo.path.join("index.yaml"));
+    symlink("team/deployment.yaml", repo.path.join("peek"));
+    repo.commit();
+
+    let bad_name = "parent/Bad/app.yaml: app name \"parent/Bad\": segment \"Bad\" must be 1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit, and must not contain '..'";
+    assert_links_refused(
+        &repo,
+        &[
+            bad_name,
+            "parent/detour: symlink target points into the directory of a nested app",
+            "parent/door: symlink target points into the directory of a nested app",
+            "parent/peek: symlink target points into the directory of a nested app",
+            "parent/rejected: symlink target points into the directory of a nested app",
+            "peek: symlink target points into the directory of a nested app",
+        ],
+        &[".", "parent"],
+        &["parent/child", "team"],
+    );
 }
 
 // ---------------------------------------------------------------------------

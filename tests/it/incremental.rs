@@ -29,6 +29,9 @@ const SPECS: &[&str] = &[
     "depends_on: [d]\n",
     "bad_key: 1\n",
 ];
+/// Whether a link is acceptable depends on where nested apps are: the
+/// directories below `a`, `d`, `gen` and the root may become apps (or
+/// rejected ones, `Bad`) and stop being so, with or without files.
 const TARGETS: &[&str] = &[
     "f1.yaml",
     "../f1.yaml",
@@ -36,6 +39,10 @@ const TARGETS: &[&str] = &[
     "../../../../x",
     "link",
     "f2.md",
+    "b/f1.yaml",
+    "e/../f1.yaml",
+    "x/f1.yaml",
+    "Bad/f1.yaml",
 ];
 
 #[derive(Debug, Clone)]
@@ -356,4 +363,44 @@ fn removing_an_app_plans_a_prune_and_moves_its_files_to_the_parent() {
         changes,
         [(".", AppChange::Modified), ("svc", AppChange::Removed)]
     );
+}
+
+/// A link may not point into a nested app, and a nested app can appear in a
+/// directory that held none of the parent's files: the parent's files do not
+/// change, yet its link becomes invalid, and valid again when the child goes.
+/// The update must see it as a full scan does, and plan it.
+#[test]
+fn a_nested_app_appearing_under_a_link_target_invalidates_the_parent() {
+    let options = LayoutOptions::default();
+    let cache = BlobCache::default();
+    let mut tree = MemTree::new();
+    tree.put("team/app.yaml", EntryKind::File, b"");
+    tree.put("team/deploy.yaml", EntryKind::File, b"x");
+    tree.put("team/link", EntryKind::Symlink, b"db/schema.sql");
+    let mut snapshot = scan(&tree, &options, &cache).unwrap();
+    let team = canopy::layout::AppName::parse("team").unwrap();
+    assert!(
+        snapshot.digests.contains_key(&team),
+        "a dangling in-app link"
+    );
+
+    let mut with_child = tree.clone();
+    with_child.put("team/db/app.yaml", EntryKind::File, b"");
+    with_child.put("team/db/schema.sql", EntryKind::File, b"create");
+    let update = snapshot
+        .update(&with_child, &tree.diff(&with_child), &options, &cache)
+        .unwrap();
+    assert_eq!(snapshot, scan(&with_child, &options, &cache).unwrap());
+    assert!(!snapshot.digests.contains_key(&team));
+    let plan = Plan::after(&update, &snapshot);
+    let change = plan.apps.iter().find(|a| a.name == team).map(|a| a.change);
+    assert_eq!(change, Some(AppChange::Invalid));
+
+    let update = snapshot
+        .update(&tree, &with_child.diff(&tree), &options, &cache)
+        .unwrap();
+    assert_eq!(snapshot, scan(&tree, &options, &cache).unwrap());
+    let plan = Plan::after(&update, &snapshot);
+    let change = plan.apps.iter().find(|a| a.name == team).map(|a| a.change);
+    assert_eq!(change, Some(AppChange::Added), "valid again: signalled");
 }

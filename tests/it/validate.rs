@@ -244,8 +244,8 @@ cases! {
         secret: &["/etc/passwd", "passwd", "outside", ".git/config"],
         ..Case::new(
             "symlink-escape",
-            &[".", "linked"],
-            &["leaky", "linked-marker"],
+            &[".", "linked", "nested/inner"],
+            &["leaky", "linked-marker", "nested"],
         )
     },
     alias_bomb: Case::new("alias-bomb", &[".", "ok"], &["bomb"]),
@@ -299,21 +299,36 @@ fn bad_name_files_do_not_fall_to_the_parent() {
     assert_eq!(orders["generated"], true);
 }
 
-/// The in-repo symlink is part of its app, hashed as its target text.
+/// The in-app symlink is part of its app, hashed as its target text. It climbs
+/// with `..` within its app; the very same target text one level up
+/// (`leaky/hop`, where `../shared` is the root app's) is refused.
 #[test]
-fn in_repo_symlink_is_part_of_its_app() {
+fn in_app_symlink_is_part_of_its_app() {
     let dir = fixtures().join("invalid/symlink-escape");
     let output = canopy(&["tree", dir.to_str().expect("UTF-8"), "--output", "json"]);
     let tree: Value = serde_json::from_slice(&output.stdout).expect("tree JSON");
     let linked = app(&tree, "linked").expect("linked app");
     assert_eq!(
-        linked["files"], 3,
-        "app.yaml, base.yaml (a symlink), deployment.yaml: {linked}"
+        linked["files"], 4,
+        "app.yaml, deployment.yaml, overlay/base.yaml (a symlink), shared/base.yaml: {linked}"
     );
     let target = "../shared/base.yaml";
     assert_eq!(
+        std::fs::read_link(dir.join("linked/overlay/base.yaml")).expect("a symlink"),
+        Path::new(target)
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("leaky/hop")).expect("a symlink"),
+        Path::new(target)
+    );
+    assert_eq!(
         linked["bytes"].as_u64(),
-        Some(size_of("linked/app.yaml") + target.len() as u64 + size_of("linked/deployment.yaml"))
+        Some(
+            size_of("linked/app.yaml")
+                + size_of("linked/deployment.yaml")
+                + target.len() as u64
+                + size_of("linked/shared/base.yaml")
+        )
     );
 
     fn size_of(path: &str) -> u64 {

@@ -389,36 +389,41 @@ pub fn hex_of(digest: &str) -> &str {
 }
 
 /// An HTTP proxy in front of the daemon for the agents' downloads: while
-/// [`tamper`](Self::tamper) is on, it flips one byte of the tar's file content
-/// (the `Digest` header is passed on unchanged). One request per connection.
+/// [`tamper`](Self::tamper) is on, it flips one byte of the tar's file content;
+/// while [`replace`](Self::replace) holds a tar, it serves that one instead,
+/// with the `Digest` header given (a daemon, or a man in the middle, that
+/// sends what it likes). Otherwise the `Digest` header is passed on unchanged.
+/// One request per connection.
 pub struct TamperProxy {
     pub addr: SocketAddr,
-    tamper: Arc<AtomicBool>,
-    /// Artifact responses served tampered.
-    pub tampered: Arc<Mutex<u32>>,
+    faults: Faults,
 }
 
 impl TamperProxy {
     pub fn start(upstream: SocketAddr) -> TamperProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().expect("address");
-        let tamper = Arc::new(AtomicBool::new(false));
-        let tampered = Arc::new(Mutex::new(0));
-        let (flag, count) = (tamper.clone(), tampered.clone());
+        let faults = Faults::default();
+        let shared = faults.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let (flag, count) = (flag.clone(), count.clone());
+                let faults = shared.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(stream, upstream, &flag, &count);
+                    let _ = serve(stream, upstream, &faults);
                 });
             }
         });
-        TamperProxy {
-            addr,
-            tamper,
-            tampered,
-        }
+        TamperProxy { addr, faults }
+    }
+
+    /// Serves `tar` with the `Digest` header `digest` as every artifact from
+    /// now on.
+    pub fn replace(&self, tar: Vec<u8>, digest: &str) {
+        *self.faults.replacement.lock().unwrap() = Some(Replacement {
+            tar,
+            digest: digest.to_owned(),
+        });
     }
 
     pub fn url(&self) -> String {
@@ -426,22 +431,33 @@ impl TamperProxy {
     }
 
     pub fn tamper(&self, on: bool) {
-        self.tamper.store(on, Ordering::SeqCst);
+        self.faults.tamper.store(on, Ordering::SeqCst);
     }
 
     pub fn tampered(&self) -> u32 {
-        *self.tampered.lock().unwrap()
+        *self.faults.tampered.lock().unwrap()
     }
+}
+
+/// What the proxy does to artifacts (shared with its connection threads).
+#[derive(Clone, Default)]
+struct Faults {
+    tamper: Arc<AtomicBool>,
+    replacement: Arc<Mutex<Option<Replacement>>>,
+    /// Artifact responses served tampered or replaced.
+    tampered: Arc<Mutex<u32>>,
+}
+
+/// A tar served instead of the daemon's, with its `Digest` header.
+#[derive(Clone)]
+struct Replacement {
+    tar: Vec<u8>,
+    digest: String,
 }
 
 /// Reads one request (head only: the agent sends GETs), replays it upstream with
 /// reqwest, and answers with `Connection: close`.
-fn serve(
-    mut stream: TcpStream,
-    upstream: SocketAddr,
-    tamper: &AtomicBool,
-    tampered: &Mutex<u32>,
-) -> std::io::Result<()> {
+fn serve(mut stream: TcpStream, upstream: SocketAddr, faults: &Faults) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -468,7 +484,7 @@ fn serve(
     }
     let response = request.send().map_err(std::io::Error::other)?;
     let status = response.status();
-    let headers: Vec<(String, String)> = response
+    let mut headers: Vec<(String, String)> = response
         .headers()
         .iter()
         .filter(|(name, _)| {
@@ -485,12 +501,22 @@ fn serve(
         })
         .collect();
     let mut body = response.bytes().map_err(std::io::Error::other)?.to_vec();
-    if tamper.load(Ordering::SeqCst) && target.contains("/artifact") && status.is_success() {
+    let artifact = target.contains("/artifact") && status.is_success();
+    let replacement = faults.replacement.lock().unwrap().clone();
+    if let Some(replacement) = replacement.filter(|_| artifact) {
+        body = replacement.tar;
+        for (name, value) in &mut headers {
+            if name == "digest" {
+                value.clone_from(&replacement.digest);
+            }
+        }
+        *faults.tampered.lock().unwrap() += 1;
+    } else if faults.tamper.load(Ordering::SeqCst) && artifact {
         // The first file's content starts after its 512-byte header (the
         // daemon's tars hold files and symlinks only, no directories).
         if let Some(byte) = body.get_mut(512) {
             *byte ^= 0x01;
-            *tampered.lock().unwrap() += 1;
+            *faults.tampered.lock().unwrap() += 1;
         }
     }
     let mut out = format!(
