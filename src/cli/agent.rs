@@ -92,14 +92,13 @@ pub fn run(args: AgentArgs) -> Result<ExitCode, CliError> {
     .map_err(CliError::Client)?;
     let runtime = runtime()?;
     runtime.block_on(async {
+        let signals = super::run::StopSignals::install();
         let client = Client::connect(options).await.map_err(CliError::Client)?;
         tracing::info!(app = %args.app, consumer = %client.options().consumer, dir = %args.dir.display(), "following");
         let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
-        tokio::spawn(super::run::stop_on_signal(
-            shutdown.clone(),
-            abort.clone(),
-            "the running hook",
-        ));
+        if let Some(signals) = signals {
+            tokio::spawn(signals.stop(shutdown.clone(), abort.clone(), "the running hook"));
+        }
         let grace = args.grace;
         tokio::select! {
             () = client::follow(&client, &mut agent, shutdown.clone()) => {}

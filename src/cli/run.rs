@@ -155,6 +155,9 @@ async fn serve(
     let redis = &config.redis;
     let options = store_options(url, config.namespace.as_str(), Some(&config.redis));
     let store = Store::connect(&options).await?;
+    // Caught before "listening" is logged: whoever waits for it may stop the
+    // daemon at once. `--once` keeps the default action (a cron job's kill).
+    let signals = if once { None } else { StopSignals::install() };
     // The daemon binds its port before claiming the namespace: a second daemon
     // that cannot listen must not fence the running one.
     let listener = match once {
@@ -203,11 +206,9 @@ async fn serve(
         CancellationToken::new(),
         CancellationToken::new(),
     );
-    tokio::spawn(stop_on_signal(
-        shutdown.clone(),
-        abort.clone(),
-        "the current cycle",
-    ));
+    if let Some(signals) = signals {
+        tokio::spawn(signals.stop(shutdown.clone(), abort.clone(), "the current cycle"));
+    }
     let server = tokio::spawn(server::serve(listener, shared.clone(), stop_server.clone()));
     // Beside the loop, never in `--once`: a schedule needs a running daemon.
     let mut reports = report::spawn(
@@ -265,27 +266,46 @@ async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, C
     Ok(listener)
 }
 
-/// The first SIGTERM or SIGINT stops the loop after the current cycle (a cycle
-/// writes each app atomically, so stopping between cycles loses nothing) or the
-/// agent after its running hook; a second one abandons it. Either way the embedded Redis is stopped on the way out.
-pub(super) async fn stop_on_signal(
-    shutdown: CancellationToken,
-    abort: CancellationToken,
-    finishing: &'static str,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot listen for SIGTERM/SIGINT; stop canopy with SIGKILL");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("stopping after {finishing} (signal again to exit at once)");
-    shutdown.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    abort.cancel();
+/// SIGTERM and SIGINT, caught from the moment this is made: made before a
+/// process says it is up ("listening", "following"), a signal that follows can
+/// never meet the default action (death by signal, no graceful stop).
+pub(super) struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// `None` (with a warning) when the handlers cannot be installed.
+    pub(super) fn install() -> Option<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some(StopSignals { term, int }),
+            _ => {
+                tracing::warn!("cannot listen for SIGTERM/SIGINT; stop canopy with SIGKILL");
+                None
+            }
+        }
+    }
+
+    /// The first signal stops the loop after the current cycle (a cycle writes
+    /// each app atomically, so stopping between cycles loses nothing) or the
+    /// agent after its running hook; a second one abandons it. Either way the
+    /// embedded Redis is stopped on the way out.
+    pub(super) async fn stop(
+        mut self,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+        finishing: &'static str,
+    ) {
+        tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
+        tracing::info!("stopping after {finishing} (signal again to exit at once)");
+        shutdown.cancel();
+        tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
+        abort.cancel();
+    }
 }
 
 /// Logs a turn of the loop and feeds health and metrics with it.
