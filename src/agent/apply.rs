@@ -129,19 +129,17 @@ impl Handler for Agent {
         })
     }
 
-    /// Refresh `config.json` (and `secrets.json`) and run the hook in the current
-    /// version: no new files. Without a current version, this is a sync.
+    /// Installs the signal's files and runs the hook with `CANOPY_KIND=config`,
+    /// which tells it a reload is enough. The files are installed all the same:
+    /// `app.yaml` is one of the app's files, so a config change is a new digest,
+    /// and reporting a digest whose files are not in place (the old `app.yaml`,
+    /// or older files still after a dead-lettered sync) would show Synced on
+    /// what does not run.
     async fn config(&mut self, client: &Client, signal: &Signal) -> Result<Applied, HandlerError> {
-        let Some(current) = self.releases.current() else {
-            return self.sync(client, signal).await;
-        };
-        let digest = signal.digest.clone().ok_or("the signal names no digest")?;
-        let env = self.environment(client, signal, &current).await?;
-        self.hook.run(&current, &env).await?;
-        self.succeeded(&digest)?;
+        let applied = self.sync(client, signal).await?;
         Ok(Applied {
             message: format!("reloaded the config at {}", short(&signal.revision)),
-            manifest: None,
+            ..applied
         })
     }
 

@@ -837,3 +837,40 @@ fn push_to_synced_latency() {
         ms(times[19])
     );
 }
+
+/// A config-only change is still a new digest (`app.yaml` is one of the app's
+/// files): the agent reports it synced only once that digest's files are what
+/// `current` holds, and tells the hook it is a config change.
+#[test]
+fn a_config_change_is_reported_only_once_its_files_are_installed() {
+    let stack = Stack::start("config");
+    let log = stack.path("ingress-env");
+    let agent = stack.agent(INGRESS, "ingress-1", &env_hook(&log), &[]);
+    assert!(
+        eventually(WAIT, || stack.synced(INGRESS)),
+        "synced after the first cycle:\n{}",
+        stack.explain(INGRESS, &[&agent])
+    );
+    let first = stack.desired_digest(INGRESS);
+
+    stack.commit(&[(
+        "platform/ingress/app.yaml",
+        "config: {CLASS: nginx, REPLICAS: \"2\"}\n",
+    )]);
+    stack.refresh();
+    assert!(
+        eventually(WAIT, || stack.desired_digest(INGRESS) != first
+            && stack.synced(INGRESS)),
+        "synced after the config change:\n{}",
+        stack.explain(INGRESS, &[&agent])
+    );
+    assert_applied(&stack, &agent, INGRESS);
+    let runs = hook_runs(&log);
+    assert_eq!(
+        runs.last()
+            .and_then(|env| env.get("CANOPY_KIND"))
+            .map(String::as_str),
+        Some("config"),
+        "{runs:#?}"
+    );
+}
