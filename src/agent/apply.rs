@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Hook, Releases};
 use crate::client::{Applied, Client, ClientError, Handler, HandlerError, Signal};
+use crate::protocol::Secret;
 
 /// Defaults of `canopy agent`, in one place.
 pub mod defaults {
@@ -24,6 +25,9 @@ pub struct AgentOptions {
     pub exec: String,
     pub hook_timeout: Duration,
     pub keep: usize,
+    /// The agent's credentials (Redis password, API token): never in the
+    /// hook's environment, redacted from what it prints into a report.
+    pub secrets: Vec<Secret>,
 }
 
 pub struct Agent {
@@ -39,7 +43,8 @@ impl Agent {
         let releases = Releases::open(&options.dir)?;
         let running = releases.applied();
         let hook = Hook::new(options.exec.clone(), options.hook_timeout)
-            .with_pid_file(releases.hook_pid_file());
+            .with_pid_file(releases.hook_pid_file())
+            .with_secrets(options.secrets.clone());
         if let Some(pid) = hook.reap_abandoned() {
             tracing::warn!(pid, "killed a hook that a previous agent left running");
         }
@@ -55,15 +60,17 @@ impl Agent {
         &self.releases
     }
 
-    /// The hook's environment for `signal`, with `dir` as `CANOPY_DIR`.
+    /// The hook's environment for `signal`, with `dir` as `CANOPY_DIR`, and the
+    /// app's secret values (to redact from the hook's stderr).
     async fn environment(
         &self,
         client: &Client,
         signal: &Signal,
         dir: &Path,
-    ) -> Result<Vec<(&'static str, String)>, HandlerError> {
+    ) -> Result<(Vec<(&'static str, String)>, Vec<String>), HandlerError> {
         let config = client.config().await?;
         let secrets = client.secrets().await?;
+        let values: Vec<String> = secrets.iter().flatten().map(|(_, v)| v.clone()).collect();
         let (config_path, secrets_path) = {
             let releases = self.releases.clone();
             tokio::task::spawn_blocking(move || releases.write_config(&config, secrets.as_ref()))
@@ -81,7 +88,7 @@ impl Agent {
         if let Some(path) = secrets_path {
             env.push(("CANOPY_APP_SECRETS", path.display().to_string()));
         }
-        Ok(env)
+        Ok((env, values))
     }
 
     fn succeeded(&mut self, digest: &str) -> Result<(), HandlerError> {
@@ -109,8 +116,8 @@ impl Handler for Agent {
         };
         let previous = self.releases.current();
         self.releases.switch(&version)?;
-        let env = self.environment(client, signal, &version).await?;
-        if let Err(error) = self.hook.run(&version, &env).await {
+        let (env, secrets) = self.environment(client, signal, &version).await?;
+        if let Err(error) = self.hook.run(&version, &env, &secrets).await {
             match previous.filter(|p| p != &version) {
                 Some(previous) => self.releases.switch(&previous)?,
                 None => tracing::info!(app = %signal.app, "no previous version to return to"),
@@ -146,8 +153,8 @@ impl Handler for Agent {
     /// Run the hook (when something was applied), then remove everything.
     async fn prune(&mut self, client: &Client, signal: &Signal) -> Result<(), HandlerError> {
         if let Some(current) = self.releases.current() {
-            let env = self.environment(client, signal, &current).await?;
-            self.hook.run(&current, &env).await?;
+            let (env, secrets) = self.environment(client, signal, &current).await?;
+            self.hook.run(&current, &env, &secrets).await?;
         }
         let releases = self.releases.clone();
         tokio::task::spawn_blocking(move || releases.remove_all()).await??;

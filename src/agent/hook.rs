@@ -9,13 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process_group};
+
+use crate::protocol::Secret;
 use tokio::io::AsyncReadExt as _;
 
 /// Bytes of stderr kept for the report (`canopy_report` keeps 4096 of a message).
 const STDERR_TAIL: usize = 2048;
 
-/// The agent's own secrets, never passed on to the hook.
+/// The agent's own credential variables, never passed on to the hook (nor is
+/// any other variable holding one of its secrets, whatever its name).
 const WITHHELD: [&str; 3] = ["CANOPY_TOKEN", "CANOPY_REDIS_PASSWORD", "CANOPY_REDIS_URL"];
+
+/// What replaces a secret value in the stderr kept for the report.
+const REDACTED: &str = "***";
 
 #[derive(Debug, Clone)]
 pub struct Hook {
@@ -25,6 +31,9 @@ pub struct Hook {
     /// restarted after a SIGKILL stops a hook its predecessor left running
     /// instead of running a second one beside it ([`Hook::reap_abandoned`]).
     pid_file: Option<PathBuf>,
+    /// The agent's credentials (Redis password, API token): withheld from the
+    /// hook's environment by value and redacted from its stderr.
+    secrets: Vec<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +107,15 @@ impl Hook {
             command: command.into(),
             timeout,
             pid_file: None,
+            secrets: Vec::new(),
         }
+    }
+
+    /// The agent's credentials, which the hook must never see or echo into a
+    /// report (the report's message is shown by the API, reports and Slack).
+    pub fn with_secrets(mut self, secrets: Vec<Secret>) -> Hook {
+        self.secrets = secrets;
+        self
     }
 
     /// Records each running hook's process group in `file`.
@@ -124,26 +141,35 @@ impl Hook {
         kill_process_group(group, Signal::KILL).ok().map(|()| pid)
     }
 
-    /// Runs the hook in `dir` with `env` added; `Ok` when it exits 0.
+    /// Runs the hook in `dir` with `env` added; `Ok` when it exits 0. Values in
+    /// `also_secret` (the app's secrets of this run) are redacted from its
+    /// stderr like the agent's own.
     pub async fn run(
         &self,
         dir: &std::path::Path,
         env: &[(&str, String)],
+        also_secret: &[String],
     ) -> Result<(), HookError> {
+        let secrets: Vec<&str> = self
+            .secrets
+            .iter()
+            .map(Secret::expose)
+            .chain(also_secret.iter().map(String::as_str))
+            .filter(|s| !s.is_empty())
+            .collect();
         let mut command = tokio::process::Command::new("sh");
         command
             .arg("-c")
             .arg(&self.command)
             .current_dir(dir)
+            .env_clear()
+            .envs(inherited(std::env::vars_os(), &self.secrets))
             .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        for name in WITHHELD {
-            command.env_remove(name);
-        }
         let mut child = command.spawn().map_err(|source| HookError::Spawn {
             command: self.command.clone(),
             source,
@@ -164,7 +190,7 @@ impl Hook {
         let waited = tokio::time::timeout(self.timeout, child.wait()).await;
         let stderr = || {
             let bytes = tail.lock().map(|t| t.clone()).unwrap_or_default();
-            String::from_utf8_lossy(&bytes).trim().to_owned()
+            redact(String::from_utf8_lossy(&bytes).trim(), &secrets)
         };
         match waited {
             Err(_) => {
@@ -203,6 +229,31 @@ impl Hook {
     }
 }
 
+/// The agent's environment as the hook may see it: without the credential
+/// variables, and without any variable whose value holds one of `secrets` (a
+/// password named by a config's `password_env`, a URL with userinfo).
+fn inherited(
+    parent: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    secrets: &[Secret],
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    parent
+        .filter(|(name, value)| {
+            let value = value.to_string_lossy();
+            !WITHHELD.iter().any(|w| name == w)
+                && !secrets
+                    .iter()
+                    .any(|s| !s.expose().is_empty() && value.contains(s.expose()))
+        })
+        .collect()
+}
+
+/// `text` with every occurrence of each secret replaced by [`REDACTED`].
+fn redact(text: &str, secrets: &[&str]) -> String {
+    secrets.iter().fold(text.to_owned(), |text, secret| {
+        text.replace(secret, REDACTED)
+    })
+}
+
 /// Copies the hook's stderr to the agent's, keeping the last [`STDERR_TAIL`]
 /// bytes. Ends when every holder of the pipe closed it.
 async fn forward_stderr(mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec<u8>>>) {
@@ -239,15 +290,17 @@ mod tests {
             Duration::from_secs(10),
         );
         let err = hook
-            .run(dir.path(), &[("CANOPY_KIND", "sync".to_owned())])
+            .run(dir.path(), &[("CANOPY_KIND", "sync".to_owned())], &[])
             .await
             .expect_err("exit 3");
         let text = err.to_string();
         assert!(text.contains("exited with status 3"), "{text}");
         assert!(text.contains("bad sync"), "{text}");
-        hook.run(dir.path(), &[]).await.expect_err("still fails");
+        hook.run(dir.path(), &[], &[])
+            .await
+            .expect_err("still fails");
         Hook::new("test \"$(pwd)\" = \"$PWD\"", Duration::from_secs(10))
-            .run(dir.path(), &[])
+            .run(dir.path(), &[], &[])
             .await
             .expect("runs in the directory");
     }
@@ -259,7 +312,7 @@ mod tests {
         let command = format!("(sleep 2; touch {}) & sleep 30", marker.display());
         let started = std::time::Instant::now();
         let err = Hook::new(command, Duration::from_millis(300))
-            .run(dir.path(), &[])
+            .run(dir.path(), &[], &[])
             .await
             .expect_err("timed out");
         assert!(matches!(err, HookError::TimedOut { .. }), "{err}");
@@ -281,7 +334,7 @@ mod tests {
         // The agent "dies" mid-hook: the run is leaked without its guard running
         // (as under SIGKILL), leaving the group and the pid file behind.
         let run_dir = dir.path().to_path_buf();
-        let running = Box::pin(async move { hook.run(&run_dir, &[]).await });
+        let running = Box::pin(async move { hook.run(&run_dir, &[], &[]).await });
         let mut running = tokio::spawn(running);
         let recorded = async {
             while !pid_file.exists() {
@@ -305,5 +358,51 @@ mod tests {
         assert!(outcome.is_err(), "killed by signal");
         assert!(!marker.exists(), "the abandoned hook never finished");
         assert_eq!(restarted.reap_abandoned(), None, "nothing left to reap");
+    }
+}
+
+#[cfg(test)]
+mod secrets {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    #[test]
+    fn credential_variables_are_withheld_by_name_and_by_value() {
+        let parent = vars(&[
+            ("PATH", "/usr/bin"),
+            ("CANOPY_TOKEN", "t0ken"),
+            ("CANOPY_REDIS_URL", "redis://h/0"),
+            ("MY_REDIS_PW", "s3cret-pw"),
+            ("DSN", "redis://:s3cret-pw@h:6379/0"),
+            ("HOME", "/home/agent"),
+        ]);
+        let kept = inherited(parent.into_iter(), &[Secret::new("s3cret-pw")]);
+        assert_eq!(kept, vars(&[("PATH", "/usr/bin"), ("HOME", "/home/agent")]));
+    }
+
+    #[tokio::test]
+    async fn secrets_printed_by_the_hook_never_reach_the_report() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hook = Hook::new(
+            "echo \"auth s3cret-pw failed, db=app-secret-1\" >&2; exit 1",
+            Duration::from_secs(10),
+        )
+        .with_secrets(vec![Secret::new("s3cret-pw")]);
+        let error = hook
+            .run(dir.path(), &[], &["app-secret-1".to_owned()])
+            .await
+            .expect_err("fails")
+            .to_string();
+        assert!(
+            error.contains("auth *** failed, db=***") && !error.contains("s3cret"),
+            "{error}"
+        );
     }
 }

@@ -83,11 +83,20 @@ pub fn run(args: AgentArgs) -> Result<ExitCode, CliError> {
     options.max_attempts = args.max_attempts.max(1);
     options.retry_delay = args.retry_delay;
     options.poll = args.poll;
+    let secrets = [
+        options.redis.password.clone(),
+        options.redis.url.password(),
+        options.token.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut agent = Agent::new(&AgentOptions {
         dir: args.dir.clone(),
         exec: args.exec.clone(),
         hook_timeout: args.hook_timeout,
         keep: args.keep,
+        secrets,
     })
     .map_err(CliError::Client)?;
     let runtime = runtime()?;

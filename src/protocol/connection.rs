@@ -120,6 +120,14 @@ impl RedisUrl {
         &self.0
     }
 
+    /// The password in the URL's userinfo, if any (to keep it out of what the
+    /// process passes on, like any other credential).
+    pub fn password(&self) -> Option<Secret> {
+        let info = self.userinfo()?;
+        let (_, password) = info.split_once(':')?;
+        (!password.is_empty()).then(|| Secret::new(password))
+    }
+
     /// True if the URL carries a password (`redis://:pw@host` or `redis://u:pw@host`).
     pub fn has_password(&self) -> bool {
         self.userinfo().is_some_and(|info| info.contains(':'))
