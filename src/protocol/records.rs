@@ -139,6 +139,13 @@ impl DesiredRecord {
         Self::decode(key, &Fetched { names, values })
     }
 
+    /// Only the generation of a `:desired` hash, read as `canopy_apply` reads it
+    /// for its conflict check: what a write must expect even when the rest of
+    /// the hash is unreadable. `None` when absent.
+    pub fn generation_of(key: &str, hash: &dyn Fields) -> Result<Option<u64>, RecordError> {
+        Reader { key, hash }.optional("generation", number)
+    }
+
     /// The digest an app in Git wants; `None` for a tombstone.
     pub fn digest(&self) -> Option<&str> {
         self.app.as_ref().map(|app| app.digest.as_str())

@@ -106,7 +106,17 @@ impl Store {
                 let keys = self.keys.app(app);
                 let (desired, observed) = (next(&mut replies), next(&mut replies));
                 let (desired_key, observed_key) = (keys.desired(), keys.observed());
-                let desired = fetched(desired, &desired_key).and_then(|values| {
+                let desired = fetched(desired, &desired_key);
+                let readable_generation = desired.as_ref().ok().and_then(|values| {
+                    let fields = records::Fetched {
+                        names: DesiredRecord::FIELDS,
+                        values,
+                    };
+                    DesiredRecord::generation_of(&desired_key, &fields)
+                        .ok()
+                        .flatten()
+                });
+                let desired = desired.and_then(|values| {
                     DesiredRecord::from_fetched(&desired_key, &values).map_err(|e| e.to_string())
                 });
                 let observed = fetched(observed, &observed_key).and_then(|values| {
@@ -116,7 +126,11 @@ impl Store {
                     };
                     ObservedRecord::generation_of(&observed_key, &fields).map_err(|e| e.to_string())
                 });
-                out.push(StoredDesired::from_records(desired, observed));
+                out.push(StoredDesired::from_records(
+                    desired,
+                    readable_generation,
+                    observed,
+                ));
             }
         }
         Ok(out)

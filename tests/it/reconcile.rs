@@ -990,3 +990,26 @@ async fn the_functions_library_is_loaded_by_daemons_only_and_never_downgraded() 
     let version = setup.redis.cmd(&["FCALL_RO", "canopy_version", "0"]);
     assert_eq!(version, ::redis::Value::Int(canopy::store::LIBRARY_VERSION));
 }
+
+/// A desired hash that is unreadable (written around canopy) is rewritten from
+/// Git on the next change, expecting the generation canopy_apply finds there:
+/// no conflict every cycle, and the generation keeps growing.
+#[tokio::test]
+async fn an_unreadable_desired_hash_is_rewritten_not_fought_over() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let desired = app_key("platform/ingress", "desired");
+    setup
+        .redis
+        .cmd(&["HSET", &desired, "wave", "x", "generation", "4"]);
+    setup.commit(
+        &[("platform/ingress/deployment.yaml", "replicas: 5\n")],
+        "five",
+    );
+    let report = reconciler.cycle().await.expect("no conflict");
+    assert_eq!(report.written, 1, "{report:?}");
+    let hash = setup.hash(&desired);
+    assert_eq!(hash["generation"], "5", "{hash:?}");
+    assert_eq!(hash["wave"], "0", "rewritten from Git: {hash:?}");
+}
