@@ -101,8 +101,15 @@ pub fn run(args: AgentArgs) -> Result<ExitCode, CliError> {
     .map_err(CliError::Client)?;
     let runtime = runtime()?;
     runtime.block_on(async {
-        let signals = super::run::StopSignals::install();
-        let client = Client::connect(options).await.map_err(CliError::Client)?;
+        let mut signals = super::run::StopSignals::install();
+        let connect = super::run::patiently("Redis", || Client::connect(options.clone()));
+        let client = match &mut signals {
+            Some(signals) => tokio::select! {
+                client = connect => client,
+                () = signals.received() => return Ok(()),
+            },
+            None => connect.await,
+        };
         tracing::info!(app = %args.app, consumer = %client.options().consumer, dir = %args.dir.display(), "following");
         let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
         if let Some(signals) = signals {

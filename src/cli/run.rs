@@ -154,10 +154,21 @@ async fn serve(
     let poller = Poller::new(mirror, repo.layout_options());
     let redis = &config.redis;
     let options = store_options(url, config.namespace.as_str(), Some(&config.redis));
-    let store = Store::connect(&options).await?;
     // Caught before "listening" is logged: whoever waits for it may stop the
     // daemon at once. `--once` keeps the default action (a cron job's kill).
-    let signals = if once { None } else { StopSignals::install() };
+    let mut signals = if once { None } else { StopSignals::install() };
+    // `--once` fails fast (its scheduler retries); a daemon waits for Redis
+    // instead of exiting into a crash loop, and a signal still stops it.
+    let store = match (&mut signals, once) {
+        (Some(signals), false) => {
+            let connect = patiently("Redis", || Store::connect(&options));
+            tokio::select! {
+                store = connect => store,
+                () = signals.received() => return Ok(ExitCode::from(EXIT_OK)),
+            }
+        }
+        _ => Store::connect(&options).await?,
+    };
     // The daemon binds its port before claiming the namespace: a second daemon
     // that cannot listen must not fence the running one.
     let listener = match once {
@@ -266,6 +277,36 @@ async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, C
     Ok(listener)
 }
 
+/// Tries `connect` until it succeeds, backing off (1 s doubling to 30 s) and
+/// saying why each time: a dependency that is down at start is waited for,
+/// never a reason to exit and be restarted in a loop.
+pub(super) async fn patiently<T, E, F>(what: &str, mut connect: impl FnMut() -> F) -> T
+where
+    E: std::error::Error,
+    F: Future<Output = Result<T, E>>,
+{
+    let mut failures = 0;
+    loop {
+        match connect().await {
+            Ok(done) => return done,
+            Err(error) => {
+                failures += 1;
+                let wait = crate::backoff::exponential(
+                    std::time::Duration::from_secs(1),
+                    failures,
+                    std::time::Duration::from_secs(30),
+                );
+                tracing::warn!(
+                    error = %crate::error_chain(&error),
+                    retry_in_ms = wait.as_millis() as u64,
+                    "{what} unreachable; waiting for it"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
 /// SIGTERM and SIGINT, caught from the moment this is made: made before a
 /// process says it is up ("listening", "following"), a signal that follows can
 /// never meet the default action (death by signal, no graceful stop).
@@ -288,6 +329,11 @@ impl StopSignals {
                 None
             }
         }
+    }
+
+    /// Completes at the next SIGTERM or SIGINT.
+    pub(super) async fn received(&mut self) {
+        tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
     }
 
     /// The first signal stops the loop after the current cycle (a cycle writes

@@ -540,3 +540,28 @@ fn a_second_daemon_that_cannot_listen_does_not_fence_the_first() {
     let after: u64 = ::redis::Commands::get(&mut setup.redis.conn(), "canopy:e2e:epoch").unwrap();
     assert_eq!(after, epoch, "the running daemon keeps its epoch");
 }
+
+/// A daemon started while Redis is down waits for it, backing off, instead of
+/// exiting into a crash loop; once Redis is there it goes on as usual.
+#[test]
+fn a_daemon_started_while_redis_is_down_waits_for_it() {
+    let mut setup = Setup::new();
+    setup.redis.kill();
+    let config = setup.dir.path().join("canopy.yaml");
+    let daemon = std::thread::scope(|scope| {
+        let redis = &mut setup.redis;
+        scope.spawn(move || {
+            // The outage the daemon starts into: long enough for a few tries.
+            std::thread::sleep(Duration::from_secs(3));
+            redis.restart(common::redis::Persistence::Keep);
+        });
+        DaemonProcess::start(&config, &[], &[("GH_SECRET", GH_SECRET)])
+    });
+    assert!(
+        daemon.log().contains("Redis unreachable; waiting for it"),
+        "{}",
+        daemon.log()
+    );
+    wait_ready(&daemon);
+    assert!(!setup.signals().is_empty(), "the first cycle wrote");
+}
