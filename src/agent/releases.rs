@@ -94,6 +94,7 @@ impl Releases {
         let scratch = self.scratch(VERSIONS);
         files.write_to(&scratch)?;
         std::fs::rename(&scratch, &version).map_err(io_error("rename into place", &version))?;
+        self.sync(VERSIONS)?;
         Ok(version)
     }
 
@@ -104,7 +105,15 @@ impl Releases {
         std::os::unix::fs::symlink(relative, &link)
             .map_err(io_error("create the symlink", &link))?;
         let current = self.dir.join(CURRENT);
-        std::fs::rename(&link, &current).map_err(io_error("repoint", &current))
+        std::fs::rename(&link, &current).map_err(io_error("repoint", &current))?;
+        self.sync("")
+    }
+
+    /// Flushes the entries of `under` (the agent's directory for ""): a rename
+    /// into place is durable only once its directory is.
+    fn sync(&self, under: &str) -> Result<(), ClientError> {
+        let dir = self.dir.join(under);
+        crate::client::sync_dir(&dir).map_err(io_error("sync", &dir))
     }
 
     /// Replaces `config.json` and, when given, `secrets.json` (mode 0600).
@@ -190,7 +199,8 @@ impl Releases {
             .and_then(|()| file.sync_all())
             .map_err(io_error("write", &scratch))?;
         let path = self.dir.join(name);
-        std::fs::rename(&scratch, &path).map_err(io_error("replace", &path))
+        std::fs::rename(&scratch, &path).map_err(io_error("replace", &path))?;
+        self.sync("")
     }
 }
 

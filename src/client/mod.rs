@@ -26,6 +26,7 @@ pub use crate::protocol::{DesiredRecord, RedisOptions, Signal, SignalKind};
 pub use crate::status::ReportedState;
 pub use crate::tree::EntryKind;
 pub use artifact::Files;
+pub(crate) use artifact::sync_dir;
 pub use error::ClientError;
 pub use follow::{Applied, Handler, HandlerError, follow};
 pub use session::defaults;
