@@ -32,12 +32,6 @@ impl<S: std::hash::BuildHasher> Fields for std::collections::HashMap<String, Str
     }
 }
 
-impl Fields for std::collections::BTreeMap<String, String> {
-    fn get(&self, field: &str) -> Option<&str> {
-        std::collections::BTreeMap::get(self, field).map(String::as_str)
-    }
-}
-
 /// The reply of `HMGET key <names...>`, field by field.
 pub struct Fetched<'a> {
     pub names: &'a [&'static str],
@@ -139,13 +133,6 @@ impl DesiredRecord {
         Self::decode(key, &Fetched { names, values })
     }
 
-    /// Only the generation of a `:desired` hash, read as `canopy_apply` reads it
-    /// for its conflict check: what a write must expect even when the rest of
-    /// the hash is unreadable. `None` when absent.
-    pub fn generation_of(key: &str, hash: &dyn Fields) -> Result<Option<u64>, RecordError> {
-        Reader { key, hash }.optional("generation", number)
-    }
-
     /// The digest an app in Git wants; `None` for a tombstone.
     pub fn digest(&self) -> Option<&str> {
         self.app.as_ref().map(|app| app.digest.as_str())
@@ -198,9 +185,7 @@ impl ObservedRecord {
             at: field.required("at", number)?,
         }))
     }
-}
 
-impl ObservedRecord {
     /// [`ObservedRecord::decode`] of the reply to `HMGET key` [`ObservedRecord::FIELDS`].
     pub fn from_fetched(
         key: &str,
@@ -209,12 +194,14 @@ impl ObservedRecord {
         let names = Self::FIELDS;
         Self::decode(key, &Fetched { names, values })
     }
+}
 
-    /// Only the generation of an `:observed` hash, for a reader that needs no
-    /// more (the daemon's next generation must exceed it); `None` when absent.
-    pub fn generation_of(key: &str, hash: &dyn Fields) -> Result<Option<u64>, RecordError> {
-        Reader { key, hash }.optional("generation", number)
-    }
+/// Only the `generation` of a `:desired` or `:observed` hash, parsed as the
+/// record decoders and canopy.lua parse it, for a reader that needs no more:
+/// what a write must expect even when the rest of `:desired` is unreadable, and
+/// the report generation the next write must exceed. `None` when absent.
+pub fn generation_of(key: &str, hash: &dyn Fields) -> Result<Option<u64>, RecordError> {
+    Reader { key, hash }.optional("generation", number)
 }
 
 struct Reader<'a> {
@@ -272,7 +259,7 @@ fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
 }
 
 /// `sha256:` and 64 lowercase hex digits, as canopy writes every digest.
-pub fn is_digest(text: &str) -> bool {
+fn is_digest(text: &str) -> bool {
     text.strip_prefix("sha256:").is_some_and(|hex| {
         hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     })

@@ -112,9 +112,7 @@ impl Store {
                         names: DesiredRecord::FIELDS,
                         values,
                     };
-                    DesiredRecord::generation_of(&desired_key, &fields)
-                        .ok()
-                        .flatten()
+                    records::generation_of(&desired_key, &fields).ok().flatten()
                 });
                 let desired = desired.and_then(|values| {
                     DesiredRecord::from_fetched(&desired_key, &values).map_err(|e| e.to_string())
@@ -124,7 +122,7 @@ impl Store {
                         names: GENERATION,
                         values: &values,
                     };
-                    ObservedRecord::generation_of(&observed_key, &fields).map_err(|e| e.to_string())
+                    records::generation_of(&observed_key, &fields).map_err(|e| e.to_string())
                 });
                 out.push(StoredDesired::from_records(
                     desired,
