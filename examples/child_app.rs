@@ -3,8 +3,9 @@
 //! when a `config` signal arrives, and prints what it runs.
 //!
 //! ```console
-//! $ cargo run --example child_app -- --app platform/ingress \
-//!     --redis-url redis+unix:///tmp/canopy/redis/redis.sock --server http://127.0.0.1:8080
+//! $ CANOPY_TOKEN=<a read token scoped to the app> cargo run --example child_app -- \
+//!     --app platform/ingress --redis-url redis+unix:///tmp/canopy/redis/redis.sock \
+//!     --server http://127.0.0.1:8080
 //! ```
 //!
 //! Stop it with Ctrl-C. `canopy status` shows the app `synced` while it runs and
@@ -32,6 +33,10 @@ struct Args {
     /// The daemon's base URL, for the app's files.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
+    /// A bearer token for the daemon's API (role `read`, scoped to the app is
+    /// enough): artifacts need one unless the daemon opened reads.
+    #[arg(long, env = "CANOPY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// What the service runs: the files of one digest, and the config.
@@ -107,6 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut options = ClientOptions::new(redis, args.app, "child-app-example".to_owned());
     options.server = Some(args.server);
+    options.token = args.token.map(Secret::new);
     let client = Client::connect(options).await?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

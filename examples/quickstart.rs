@@ -27,6 +27,8 @@ type Error = Box<dyn std::error::Error>;
 const APP: &str = "platform/ingress";
 /// A write token for the daemon's API; the config holds only its sha256.
 const TOKEN: &str = "quickstart-token";
+/// The agent's token: it reads its own app's files, and nothing else.
+const AGENT_TOKEN: &str = "quickstart-agent-token";
 
 /// The quickstart's own commit: fixed identity and date, and none of the user's Git
 /// configuration (hooks, signing), like `fixtures/make-repo.sh`.
@@ -64,8 +66,9 @@ async fn quickstart() -> Result<(), Error> {
         .arg(&repo))?;
 
     // 2. A config: the repository, a loopback port for the API, a write token
-    //    (its sha256), an hour between polls (the API triggers them here). No
-    //    redis.url: the daemon starts its own redis-server in the state dir.
+    //    and a read token scoped to the agent's app (their sha256), an hour
+    //    between polls (the API triggers them here). No redis.url: the daemon
+    //    starts its own redis-server in the state dir.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -74,10 +77,13 @@ async fn quickstart() -> Result<(), Error> {
         &config,
         format!(
             "state_dir: {state}\nrepo:\n  url: file://{repo}\n  ref: main\n  poll_interval: 1h\n\
-             server:\n  listen: 127.0.0.1:{port}\n  tokens: [{{name: quickstart, role: write, sha256: \"{sha}\"}}]\n",
+             server:\n  listen: 127.0.0.1:{port}\n  tokens:\n\
+             \x20   - {{name: quickstart, role: write, sha256: \"{sha}\"}}\n\
+             \x20   - {{name: agent, role: read, sha256: \"{agent_sha}\", apps: [{APP}]}}\n",
             state = state.display(),
             repo = repo.display(),
             sha = hex::encode(Sha256::digest(TOKEN)),
+            agent_sha = hex::encode(Sha256::digest(AGENT_TOKEN)),
         ),
     )?;
     println!(
@@ -124,6 +130,8 @@ async fn quickstart() -> Result<(), Error> {
         agent_dir.to_str().ok_or("path")?,
         "--consumer",
         "quickstart",
+        "--token",
+        AGENT_TOKEN,
         "--exec",
         HOOK,
     ])?;
@@ -247,7 +255,8 @@ async fn walkthrough(
   cargo run -- run --repo-url <url> --state-dir /tmp/canopy   # follow your own repo
   cargo run -- status --state-dir /tmp/canopy                 # meanwhile: every app's status
   redis-cli -s /tmp/canopy/redis/redis.sock XREAD BLOCK 0 STREAMS canopy:default:events '$'
-  cargo run -- agent --app <app> --dir /tmp/app --exec ./apply.sh --state-dir /tmp/canopy
+  CANOPY_TOKEN=<a read token for the app, see docs/api.md> \\
+    cargo run -- agent --app <app> --dir /tmp/app --exec ./apply.sh --state-dir /tmp/canopy
   docs/api.md: the HTTP API and push webhooks; docs/protocol.md: write a child app"
     );
 

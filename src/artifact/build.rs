@@ -2,22 +2,21 @@
 //! Git objects, each checked against the hash it must have, packed by the
 //! deterministic tar writer, with the digest of exactly what went in.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::select::{Member, from_layout, from_manifest, open_commit};
+use super::select::{Member, from_layout, from_own_dir, open_commit};
 use super::tarball::{Tarball, clean_path};
 use crate::digest::{ManifestLine, Sha256Digest, manifest_text};
 use crate::layout::{AppName, LayoutOptions};
 use crate::limits::Limits;
-use crate::store::CurrentError;
+use crate::store::StoreError;
 use crate::tree::{self, FileHash, GitTree, ReadError, Tree, full_commit_id};
 
 /// An app's files at one commit, packed.
 #[derive(Debug)]
 pub struct Artifact {
-    /// The uncompressed tar.
-    pub tar: Vec<u8>,
+    /// The uncompressed tar (shared: cached artifacts are served without a copy).
+    pub tar: bytes::Bytes,
     /// The app digest of the tar's files (`sha256:<hex>` of their manifest).
     pub digest: Sha256Digest,
     /// The commit the files come from (40 hex digits).
@@ -38,22 +37,18 @@ pub enum ArtifactError {
     NoApp { app: AppName, revision: String },
     #[error("app {app} is invalid at revision {revision} (`canopy validate` tells why)")]
     Invalid { app: AppName, revision: String },
-    #[error("file {path} of app {app} at revision {revision} does not match the stored manifest")]
+    #[error("file {path} of app {app} at revision {revision} changed while it was packed")]
     Mismatch {
-        app: AppName,
-        path: String,
-        revision: String,
-    },
-    #[error("file {path} of app {app} is in the stored manifest but not at revision {revision}")]
-    Missing {
         app: AppName,
         path: String,
         revision: String,
     },
     #[error("file {path:?} of app {app} has an empty, `.` or `..` component: no tar can hold it")]
     BadPath { app: AppName, path: String },
-    #[error("the stored manifest of app {app} does not match its stored digest")]
-    StoredDigest { app: AppName },
+    #[error(
+        "the files of app {app} at revision {revision} do not give the digest the daemon stored"
+    )]
+    StoredDigest { app: AppName, revision: String },
     #[error(
         "the files of app {app} at revision {revision} do not give the digest its layout computed"
     )]
@@ -72,8 +67,14 @@ pub enum ArtifactError {
         source: ReadError,
     },
     /// The app's current desired state could not be read.
-    #[error(transparent)]
-    Current(#[from] CurrentError),
+    #[error("failed to read the desired state of app {app} from Redis")]
+    Store {
+        app: AppName,
+        #[source]
+        source: StoreError,
+    },
+    #[error("client {client} already has {max} artifact builds in flight; try again")]
+    ClientBusy { client: String, max: usize },
     #[error("failed to write the tar")]
     Tar(#[source] std::io::Error),
     #[error("the artifact build failed")]
@@ -87,41 +88,50 @@ pub fn parse_revision(text: &str) -> Result<gix::ObjectId, ArtifactError> {
 }
 
 /// Packs `app`'s files at `commit` of the repository at `mirror_dir` (opened
-/// read-only from its Git objects). With `manifest` (the app's stored manifest:
-/// path relative to the app directory -> sha256 hex) exactly those files are
-/// packed, each checked against its hash; without, the commit's layout decides
-/// which files make the app, as a poll would (the app must exist and be valid).
-/// Blocking: call it from `spawn_blocking`.
+/// read-only from its Git objects). The commit's layout decides which files make
+/// the app, as a poll would.
+///
+/// With `stored` (the digest the daemon stored for the app at exactly this
+/// commit) the app's own directory is read first, which costs its size only;
+/// the whole tree is laid out only if that does not give `stored` (an
+/// ancestor's generator made apps inside this one). Files whose digest is not
+/// `stored` are an error, never an artifact. Without `stored`, the app must
+/// exist and be valid at `commit`. Blocking: call it from `spawn_blocking`.
 pub fn build_tar(
     mirror_dir: &Path,
     layout: &LayoutOptions,
     commit: gix::ObjectId,
     app: &AppName,
-    manifest: Option<&BTreeMap<String, String>>,
+    stored: Option<&str>,
 ) -> Result<Artifact, ArtifactError> {
     let revision = commit.to_string();
     let tree = open_commit(mirror_dir, commit)?;
-    let (members, expected) = match manifest {
-        Some(manifest) => (
-            from_manifest(&tree, layout, app, manifest, &revision)?,
-            None,
-        ),
-        None => {
-            let (members, digest) = from_layout(&tree, layout, app, &revision)?;
-            (members, Some(digest))
-        }
+    let is_stored = |digest: &Sha256Digest| stored == Some(digest.to_string().as_str());
+    let own = match stored {
+        Some(_) => from_own_dir(&tree, layout, app)?.filter(|(_, digest)| is_stored(digest)),
+        None => None,
     };
+    let (members, expected) = match own {
+        Some(found) => found,
+        None => from_layout(&tree, layout, app, &revision)?,
+    };
+    if stored.is_some() && !is_stored(&expected) {
+        return Err(ArtifactError::StoredDigest {
+            app: app.clone(),
+            revision,
+        });
+    }
     let (tar, digest) = pack(&tree, members, &layout.limits, app, &revision)?;
     // Git objects do not change, so this holds unless the code is wrong; it is
     // checked because a child would refuse an artifact whose digest lies.
-    if expected.is_some_and(|expected| expected != digest) {
+    if digest != expected {
         return Err(ArtifactError::Unstable {
             app: app.clone(),
             revision,
         });
     }
     Ok(Artifact {
-        tar,
+        tar: tar.into(),
         digest,
         revision,
     })
@@ -266,14 +276,6 @@ mod tests {
         scan.digests[&name(app)].clone()
     }
 
-    fn manifest_of(digest: &AppDigest) -> BTreeMap<String, String> {
-        digest
-            .files
-            .iter()
-            .map(|l| (l.path().to_owned(), l.hash.hex()))
-            .collect()
-    }
-
     #[test]
     fn an_app_is_its_own_files_with_the_scans_digest() {
         let dir = example();
@@ -304,42 +306,77 @@ mod tests {
     }
 
     #[test]
-    fn the_stored_manifest_gives_the_same_bytes_and_is_checked() {
+    fn the_stored_digest_gives_the_same_bytes_and_is_checked() {
         let dir = example();
         let repo = dir.path().join("repo");
         let layout = LayoutOptions::default();
         let commit = head(&repo);
-        let app = name("payments/api");
-        let manifest = manifest_of(&scanned(&repo, &layout, "payments/api"));
-        let stored = build_tar(&repo, &layout, commit, &app, Some(&manifest)).unwrap();
-        let again = build_tar(&repo, &layout, commit, &app, Some(&manifest)).unwrap();
-        let scanned = build_tar(&repo, &layout, commit, &app, None).unwrap();
-        assert_eq!(stored.tar, again.tar, "deterministic");
-        assert_eq!(stored.tar, scanned.tar, "both ways give the same tar");
-        assert_eq!(stored.digest, scanned.digest);
-
-        let mut wrong = manifest.clone();
-        wrong.insert("service.yaml".into(), "0".repeat(64));
-        let err = build_tar(&repo, &layout, commit, &app, Some(&wrong)).unwrap_err();
-        assert!(matches!(err, ArtifactError::Mismatch { ref path, .. } if path == "service.yaml"));
-        assert!(err.to_string().contains("service.yaml"), "{err}");
-
-        let mut extra = manifest.clone();
-        extra.insert("gone.yaml".into(), "0".repeat(64));
-        let err = build_tar(&repo, &layout, commit, &app, Some(&extra)).unwrap_err();
-        assert!(matches!(err, ArtifactError::Missing { ref path, .. } if path == "gone.yaml"));
-
-        // Redis is not trusted to hold only paths the layout wrote.
-        for bad in ["../db/app.yaml", "a//b", "./app.yaml", ".git/config", ""] {
-            let mut hostile = manifest.clone();
-            hostile.insert(bad.into(), "0".repeat(64));
-            let err = build_tar(&repo, &layout, commit, &app, Some(&hostile)).unwrap_err();
-            assert!(matches!(err, ArtifactError::Missing { .. }), "{bad}: {err}");
+        for app in ["payments/api", "payments", "search", "."] {
+            let digest = scanned(&repo, &layout, app).digest.to_string();
+            let stored = build_tar(&repo, &layout, commit, &name(app), Some(&digest)).unwrap();
+            let again = build_tar(&repo, &layout, commit, &name(app), Some(&digest)).unwrap();
+            let laid_out = build_tar(&repo, &layout, commit, &name(app), None).unwrap();
+            assert_eq!(stored.tar, again.tar, "{app}: deterministic");
+            assert_eq!(
+                stored.tar, laid_out.tar,
+                "{app}: both ways give the same tar"
+            );
+            assert_eq!(stored.digest.to_string(), digest, "{app}");
         }
+
+        // Redis is not trusted: a stored digest the files do not give is an
+        // error, never an artifact of whatever the store claims.
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        let err =
+            build_tar(&repo, &layout, commit, &name("payments/api"), Some(&wrong)).unwrap_err();
+        assert!(matches!(err, ArtifactError::StoredDigest { .. }), "{err}");
+        assert!(err.to_string().contains("payments/api"), "{err}");
+
         for bad in ["../x", "a//b", "./a", "a/.", ""] {
             assert!(!clean_path(bad), "{bad}");
         }
         assert!(clean_path("a/.b/c..d"));
+    }
+
+    /// An ancestor's generator can make an app inside a generated app: the app's
+    /// own directory alone then claims too much, and the whole layout decides.
+    #[test]
+    fn apps_generated_inside_generated_apps_are_not_packed_with_them() {
+        let src = tempfile::tempdir().unwrap();
+        for (path, text) in [
+            ("apps/x/deploy.yaml", "x: 1\n"),
+            ("apps/x/y/deploy.yaml", "y: 1\n"),
+            ("README.md", "root\n"),
+        ] {
+            let path = src.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let dir = repo_from(src.path());
+        let repo = dir.path().join("repo");
+        let layout = LayoutOptions {
+            root_children: Some(crate::layout::Generator {
+                dirs: vec![
+                    crate::layout::GlobPattern("apps/*".to_owned()),
+                    crate::layout::GlobPattern("apps/*/*".to_owned()),
+                ],
+                exclude: Vec::new(),
+            }),
+            ..LayoutOptions::default()
+        };
+        let commit = head(&repo);
+        for (app, files) in [
+            ("apps/x", vec!["deploy.yaml"]),
+            ("apps/x/y", vec!["deploy.yaml"]),
+            (".", vec!["README.md"]),
+        ] {
+            let digest = scanned(&repo, &layout, app).digest.to_string();
+            let artifact = build_tar(&repo, &layout, commit, &name(app), Some(&digest))
+                .unwrap_or_else(|e| panic!("{app}: {e}"));
+            let paths: Vec<String> = unpack(&artifact.tar).into_iter().map(|f| f.0).collect();
+            assert_eq!(paths, files, "{app}");
+            assert_eq!(artifact.digest.to_string(), digest, "{app}");
+        }
     }
 
     #[test]
@@ -465,8 +502,8 @@ mod tests {
         let commit = head(&repo);
         for app in [".", "db"] {
             let expected = scanned(&repo, &layout, app);
-            let manifest = manifest_of(&expected);
-            let stored = build_tar(&repo, &layout, commit, &name(app), Some(&manifest)).unwrap();
+            let digest = expected.digest.to_string();
+            let stored = build_tar(&repo, &layout, commit, &name(app), Some(&digest)).unwrap();
             let scanned = build_tar(&repo, &layout, commit, &name(app), None).unwrap();
             assert_eq!(stored.digest, expected.digest, "{app}");
             assert_eq!(stored.tar, scanned.tar, "{app}");

@@ -1,15 +1,16 @@
-//! Which files of which commit make an app: the app's stored manifest (its
-//! current desired state, every file then checked against its hash), or the
-//! layout of that commit, discovered as a poll would. Reads Git objects only.
+//! Which files of which commit make an app: the layout of that commit,
+//! discovered as a poll would, from the app's own directory when that is enough
+//! (its current desired state, whose digest is known) or from the whole tree.
+//! Reads Git objects only; nothing here trusts a file list stored in Redis.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::ArtifactError;
-use crate::digest::{AppDigest, Sha256Digest, Surroundings, digest_apps};
+use crate::digest::{Sha256Digest, Surroundings, digest_apps};
 use crate::layout::paths::join;
-use crate::layout::{App, AppName, LayoutOptions, discover};
-use crate::tree::{self, BlobCache, Entry, EntryKind, GitTree, Tree};
+use crate::layout::{App, AppName, AppTree, LayoutOptions, discover};
+use crate::tree::{self, BlobCache, Entry, EntryKind, GitTree, Listing, Tree};
 
 /// One file to pack.
 pub(super) struct Member {
@@ -59,47 +60,6 @@ fn app_dir(layout: &LayoutOptions, app: &AppName) -> String {
     join(layout.root.trim_matches('/'), app.dir())
 }
 
-pub(super) fn from_manifest(
-    tree: &GitTree,
-    layout: &LayoutOptions,
-    app: &AppName,
-    manifest: &BTreeMap<String, String>,
-    revision: &str,
-) -> Result<Vec<Member>, ArtifactError> {
-    let dir = app_dir(layout, app);
-    // One walk of the app's directory (its children's too), not one lookup from
-    // the root per file: the cost stays the directory's size.
-    let listing = tree
-        .list_dir(&dir, layout.limits.max_tree_entries)
-        .map_err(ArtifactError::Mirror)?;
-    let prefix = if dir.is_empty() {
-        String::new()
-    } else {
-        format!("{dir}/")
-    };
-    let mut under: HashMap<&str, &Entry> = listing
-        .entries
-        .iter()
-        .filter_map(|e| Some((e.path.strip_prefix(&prefix)?, e)))
-        .collect();
-    let mut members = Vec::with_capacity(manifest.len());
-    for (relative, sha256) in manifest {
-        let entry = under
-            .remove(relative.as_str())
-            .ok_or_else(|| ArtifactError::Missing {
-                app: app.clone(),
-                path: relative.clone(),
-                revision: revision.to_owned(),
-            })?;
-        members.push(Member {
-            relative: relative.clone(),
-            entry: entry.clone(),
-            sha256: sha256.clone(),
-        });
-    }
-    Ok(members)
-}
-
 /// The app's files and digest at this commit, as a poll computes them. The whole
 /// tree is listed and its layout discovered (which files an app owns depends on
 /// where its children are), but only this app's files are read and hashed: an
@@ -110,13 +70,10 @@ pub(super) fn from_layout(
     name: &AppName,
     revision: &str,
 ) -> Result<(Vec<Member>, Sha256Digest), ArtifactError> {
-    let cache = BlobCache::default();
     let listing = tree
         .list(layout.limits.max_tree_entries)
         .map_err(ArtifactError::Mirror)?;
-    let entries: Vec<&Entry> = listing.entries.iter().collect();
-    let apps = discover(tree, &entries, &listing.unusable, layout, &cache, &|_| None)
-        .map_err(ArtifactError::Mirror)?;
+    let apps = discover_in(tree, &listing, layout)?;
     let invalid = || ArtifactError::Invalid {
         app: name.clone(),
         revision: revision.to_owned(),
@@ -128,6 +85,70 @@ pub(super) fn from_layout(
     if !app.is_valid() {
         return Err(invalid());
     }
+    members_of(tree, layout, &listing, &apps, app)?.ok_or_else(invalid)
+}
+
+/// The same from the app's own directory alone, laid out as if it were the
+/// root: its cost is the directory's size, not the repository's. It is exact
+/// unless an ancestor's generator makes apps inside this (generated) app, so
+/// the caller compares the digest with one computed by a poll and falls back to
+/// [`from_layout`] when they differ. `None` when the directory holds no app
+/// files or they cannot be digested.
+///
+/// The file list never comes from Redis: Git and the layout decide what the
+/// app owns, the stored digest only confirms it.
+pub(super) fn from_own_dir(
+    tree: &GitTree,
+    layout: &LayoutOptions,
+    name: &AppName,
+) -> Result<Option<(Vec<Member>, Sha256Digest)>, ArtifactError> {
+    let dir = app_dir(layout, name);
+    let listing = tree
+        .list_dir(&dir, layout.limits.max_tree_entries)
+        .map_err(ArtifactError::Mirror)?;
+    let own = LayoutOptions {
+        root: dir,
+        // A generator of the configuration belongs to the real root only; any
+        // other app's generator is in its own app.yaml, read as the root's.
+        root_children: name
+            .is_root()
+            .then(|| layout.root_children.clone())
+            .flatten(),
+        ..layout.clone()
+    };
+    let apps = discover_in(tree, &listing, &own)?;
+    match apps.apps.get(&AppName::root()) {
+        Some(app) => members_of(tree, &own, &listing, &apps, app),
+        None => Ok(None),
+    }
+}
+
+fn discover_in(
+    tree: &GitTree,
+    listing: &Listing,
+    layout: &LayoutOptions,
+) -> Result<AppTree, ArtifactError> {
+    let entries: Vec<&Entry> = listing.entries.iter().collect();
+    discover(
+        tree,
+        &entries,
+        &listing.unusable,
+        layout,
+        &BlobCache::default(),
+        &|_| None,
+    )
+    .map_err(ArtifactError::Mirror)
+}
+
+/// `app`'s files with the hashes a digest of them computed, and that digest;
+/// `None` if they cannot be digested (a symlink leaving the app, a cap).
+fn members_of(
+    tree: &GitTree,
+    layout: &LayoutOptions,
+    listing: &Listing,
+    apps: &AppTree,
+    app: &App,
+) -> Result<Option<(Vec<Member>, Sha256Digest)>, ArtifactError> {
     let symlinks: HashSet<&str> = listing
         .entries
         .iter()
@@ -135,12 +156,15 @@ pub(super) fn from_layout(
         .map(|e| &*e.path)
         .collect();
     let is_symlink = |path: &str| symlinks.contains(path);
-    let surroundings = Surroundings::of(&is_symlink, layout, &apps);
-    let digest: AppDigest = digest_apps(tree, &surroundings, &[app], &cache, &layout.limits)
+    let surroundings = Surroundings::of(&is_symlink, layout, apps);
+    let cache = BlobCache::default();
+    let Some(digest) = digest_apps(tree, &surroundings, &[app], &cache, &layout.limits)
         .map_err(ArtifactError::Mirror)?
-        .remove(name)
+        .remove(&app.name)
         .and_then(Result::ok)
-        .ok_or_else(invalid)?;
+    else {
+        return Ok(None);
+    };
     let hashes: HashMap<&str, String> = digest
         .files
         .iter()
@@ -158,5 +182,5 @@ pub(super) fn from_layout(
             }
         })
         .collect();
-    Ok((members, digest.digest))
+    Ok(Some((members, digest.digest)))
 }

@@ -33,7 +33,8 @@ pub struct AgentArgs {
     /// server.listen, else http://127.0.0.1:8080).
     #[arg(long, env = "CANOPY_SERVER")]
     pub server: Option<String>,
-    /// A bearer token for the daemon's API, when reads need one.
+    /// A bearer token for the daemon's API, to fetch artifacts: role `read`,
+    /// scoped to the app, is enough.
     #[arg(long, env = "CANOPY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// This agent's name in the app's consumer group and in its reports. Keep it

@@ -211,6 +211,7 @@ async fn serve(
             layout: repo.layout_options(),
             sync_timeout,
         }),
+        artifacts: Arc::default(),
     };
     let (shutdown, abort, stop_server) = (
         CancellationToken::new(),

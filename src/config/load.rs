@@ -312,7 +312,7 @@ fn resolve(
     let server = ServerConfig {
         listen: f.server.listen.unwrap_or(defaults::LISTEN),
         tokens: f.server.tokens,
-        read_requires_token: f.server.read_requires_token.unwrap_or(false),
+        read_requires_token: f.server.read_requires_token.unwrap_or(true),
     };
 
     let hooks = f.webhooks;

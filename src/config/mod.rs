@@ -21,6 +21,7 @@ mod error;
 mod file;
 mod load;
 mod model;
+mod scope;
 mod value_ref;
 mod values;
 
@@ -32,6 +33,7 @@ pub use model::{
     ApiToken, Config, GitAuth, RedisConfig, RepoConfig, ReportConfig, Role, ServerConfig,
     SinkConfig, SinkFormat, WebhooksConfig,
 };
+pub use scope::AppScope;
 pub use values::{Namespace, SinkUrl, parse_duration};
 
 /// The types of `repo.children` and of the `--children` flags, for the CLI.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::scope::AppScope;
 use super::values::{Namespace, SinkUrl};
 use crate::layout::{Generator, LayoutOptions};
 use crate::protocol::RedisUrl;
@@ -124,8 +125,9 @@ impl RedisConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub tokens: Vec<ApiToken>,
-    /// If true, the read API (`/api/v1/apps...`) needs a token too; health and
-    /// metrics never do.
+    /// If true (the default), the read API (`/api/v1/apps...`, artifacts, the
+    /// report) needs a token too; health and metrics never do. `false` opens
+    /// reads to anyone who reaches the listener, by explicit choice only.
     pub read_requires_token: bool,
 }
 
@@ -140,6 +142,10 @@ pub struct ApiToken {
     pub role: Role,
     #[serde(deserialize_with = "super::values::sha256")]
     pub sha256: [u8; 32],
+    /// The apps the token may read and sync (`apps: ["payments/**"]`); every
+    /// app when omitted. A child's token names its own app only.
+    #[serde(default)]
+    pub apps: AppScope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

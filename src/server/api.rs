@@ -92,15 +92,25 @@ async fn metrics(State(shared): State<Shared>) -> Response {
         .into_response()
 }
 
-async fn list_apps(_: ReadAccess, State(shared): State<Shared>) -> Result<Response, ApiError> {
+/// `GET /api/v1/apps`: the apps the grant covers (a scoped token sees its own).
+async fn list_apps(
+    ReadAccess(grant): ReadAccess,
+    State(shared): State<Shared>,
+) -> Result<Response, ApiError> {
     let mut store = shared.store.clone();
     let now = chrono::Utc::now();
-    let overview = view::overview(&mut store, now, shared.settings.sync_timeout).await?;
+    let mut overview = view::overview(&mut store, now, shared.settings.sync_timeout).await?;
+    overview.apps.retain(|status| grant.allows(&status.app));
     Ok(Json(overview).into_response())
 }
 
 /// `GET /api/v1/report`: the newest stored report, as stored (docs/reports.md).
-async fn latest_report(_: ReadAccess, State(shared): State<Shared>) -> Result<Response, ApiError> {
+async fn latest_report(
+    ReadAccess(grant): ReadAccess,
+    State(shared): State<Shared>,
+) -> Result<Response, ApiError> {
+    // A report names every app that drifted: only an unscoped grant reads it.
+    grant.check_all()?;
     let mut store = shared.store.clone();
     let report = store.latest_report().await?;
     let report = report.ok_or_else(|| ApiError::NoReport {
@@ -159,13 +169,14 @@ fn unknown_app(shared: &Shared, app: AppName) -> ApiError {
 
 /// `GET /api/v1/apps/<app>[/diff|/artifact]`.
 async fn get_app(
-    _: ReadAccess,
+    ReadAccess(grant): ReadAccess,
     State(shared): State<Shared>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<super::artifact::ArtifactQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (name, action) = target(path)?;
     let app = app_name(&name)?;
+    grant.check(&app)?;
     let mut store = shared.store.clone();
     match action {
         Action::Detail => {
@@ -181,7 +192,7 @@ async fn get_app(
         }
         Action::Artifact => {
             let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-            super::artifact::handle(shared, app, query).await
+            super::artifact::handle(shared, &grant, app, query).await
         }
         Action::Sync => Err(ApiError::MethodNotAllowed { allow: "POST" }),
     }
@@ -189,7 +200,7 @@ async fn get_app(
 
 /// `POST /api/v1/apps/<app>/sync`: the only POST under `/api/v1/apps/`.
 async fn post_app(
-    access: WriteAccess,
+    WriteAccess(grant): WriteAccess,
     State(shared): State<Shared>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -198,6 +209,7 @@ async fn post_app(
     if action != Action::Sync {
         return Err(ApiError::MethodNotAllowed { allow: "GET" });
     }
+    grant.check(&app)?;
     let now = chrono::Utc::now().timestamp_millis();
     let signal = shared
         .store
@@ -215,15 +227,15 @@ async fn post_app(
             kind: signal.kind.as_str().to_owned(),
         })
         .inc();
-    tracing::info!(%app, token = %access.token, generation = signal.generation, "sync signalled on request");
+    tracing::info!(%app, token = grant.client(), generation = signal.generation, "sync signalled on request");
     Ok((StatusCode::ACCEPTED, Json(signal)).into_response())
 }
 
 /// `POST /api/v1/refresh`: poll now. Requests that arrive while a cycle runs
 /// collapse into one more cycle after it.
-async fn refresh(access: WriteAccess, State(shared): State<Shared>) -> Response {
+async fn refresh(WriteAccess(grant): WriteAccess, State(shared): State<Shared>) -> Response {
     shared.trigger.fire();
-    tracing::info!(token = %access.token, "refresh requested");
+    tracing::info!(token = grant.client(), "refresh requested");
     (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({"status": "refresh requested"})),

@@ -1,8 +1,13 @@
 //! Bearer tokens for the API (DESIGN sections 7 and 8), as axum extractors: a
 //! handler that takes [`WriteAccess`] runs only for a `write` token, one that
-//! takes [`ReadAccess`] only for a `read` or `write` token when
-//! `server.read_requires_token` is set (else for anyone). Health, readiness and
-//! metrics take neither.
+//! takes [`ReadAccess`] only for a `read` or `write` token, unless
+//! `server.read_requires_token` is explicitly `false` (then for anyone). Health,
+//! readiness and metrics take neither.
+//!
+//! A token may be scoped to some apps (`apps: ["payments/**"]`): both accesses
+//! carry the scope, and a handler asks [`ReadAccess::check`] (or filters a list
+//! by [`ReadAccess::allows`]) before it touches an app. So a child's token reads
+//! its own app's artifacts and state, and nothing else.
 //!
 //! The config holds only each token's sha256: a presented token is hashed and
 //! compared with every configured digest in constant time, so neither the answer
@@ -18,28 +23,84 @@ use sha2::{Digest, Sha256};
 
 use super::Shared;
 use super::error::ApiError;
-use crate::config::{ApiToken, Role};
+use crate::config::{ApiToken, AppScope, Role};
+use crate::layout::AppName;
 
-/// The request may read the API.
-#[derive(Debug)]
-pub struct ReadAccess;
-
-/// The request carries a `write` token: it may ask for a refresh or a sync.
-#[derive(Debug)]
-pub struct WriteAccess {
-    /// The configured name of the token used, for audit logs.
-    pub token: String,
+/// Who is asking, and for which apps: what a request's credential grants.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The configured name of the token used; `None` for an anonymous read
+    /// (only when reads are explicitly open).
+    pub token: Option<String>,
+    pub apps: AppScope,
 }
+
+impl Grant {
+    /// The name logs and per-client limits know the caller by.
+    pub fn client(&self) -> &str {
+        self.token.as_deref().unwrap_or("anonymous")
+    }
+
+    pub fn allows(&self, app: &AppName) -> bool {
+        self.apps.allows(app)
+    }
+
+    /// `Ok` if the grant covers `app`, else a 403 naming the token and its scope.
+    pub fn check(&self, app: &AppName) -> Result<(), ApiError> {
+        if self.allows(app) {
+            return Ok(());
+        }
+        Err(ApiError::Denied(Denied::OutOfScope {
+            token: self.client().to_owned(),
+            app: app.clone(),
+            scope: self.apps.to_string(),
+        }))
+    }
+
+    /// `Ok` if the grant covers every app (what a whole-namespace answer, such
+    /// as the drift report, needs).
+    pub fn check_all(&self) -> Result<(), ApiError> {
+        if self.apps.is_all() {
+            return Ok(());
+        }
+        Err(ApiError::Denied(Denied::NotEveryApp {
+            token: self.client().to_owned(),
+            scope: self.apps.to_string(),
+        }))
+    }
+
+    fn of(token: &ApiToken) -> Grant {
+        Grant {
+            token: Some(token.name.clone()),
+            apps: token.apps.clone(),
+        }
+    }
+}
+
+/// The request may read the API, within its grant.
+#[derive(Debug)]
+pub struct ReadAccess(pub Grant);
+
+/// The request carries a `write` token: it may ask for a refresh, or a sync of
+/// the apps its grant covers.
+#[derive(Debug)]
+pub struct WriteAccess(pub Grant);
 
 impl FromRequestParts<Shared> for ReadAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
         let server = &shared.settings.server;
-        if server.read_requires_token {
-            authorize(&parts.headers, &server.tokens, Role::Read)?;
+        // Open reads still honour a presented token: its scope applies, and a
+        // wrong one is refused rather than silently ignored.
+        if !server.read_requires_token && !parts.headers.contains_key(AUTHORIZATION) {
+            return Ok(ReadAccess(Grant {
+                token: None,
+                apps: AppScope::all(),
+            }));
         }
-        Ok(ReadAccess)
+        let token = authorize(&parts.headers, &server.tokens, Role::Read)?;
+        Ok(ReadAccess(Grant::of(token)))
     }
 }
 
@@ -48,9 +109,7 @@ impl FromRequestParts<Shared> for WriteAccess {
 
     async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
         let token = authorize(&parts.headers, &shared.settings.server.tokens, Role::Write)?;
-        Ok(WriteAccess {
-            token: token.name.clone(),
-        })
+        Ok(WriteAccess(Grant::of(token)))
     }
 }
 
@@ -65,6 +124,14 @@ pub enum Denied {
     Unknown,
     /// A known token whose role is too weak: 403.
     Forbidden { token: String, needed: Role },
+    /// A known token whose app scope does not cover `app`: 403.
+    OutOfScope {
+        token: String,
+        app: AppName,
+        scope: String,
+    },
+    /// A scoped token asked for an answer that covers every app: 403.
+    NotEveryApp { token: String, scope: String },
 }
 
 /// The configured token presented in `headers`, if its role allows `needed`.
@@ -123,6 +190,7 @@ mod tests {
             name: name.to_owned(),
             role,
             sha256: Sha256::digest(secret.as_bytes()).into(),
+            apps: AppScope::all(),
         }
     }
 

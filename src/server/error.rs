@@ -21,7 +21,7 @@ use crate::artifact::ArtifactError;
 use crate::config::Role;
 use crate::error_chain;
 use crate::layout::AppName;
-use crate::store::{CurrentError, StoreError};
+use crate::store::StoreError;
 
 /// A request the server refuses or cannot serve.
 #[derive(Debug)]
@@ -117,8 +117,12 @@ impl ApiError {
             ApiError::Denied(denied) => denied_answer(denied),
             ApiError::Artifact(error) => {
                 let answer = Answer::new(artifact_status(error), artifact_message(error));
-                // Saturated or changing: worth trying again in a moment.
-                if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+                // Saturated, or this client's builds are: worth trying again
+                // in a moment.
+                if matches!(
+                    answer.status,
+                    StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+                ) {
                     answer.with(RETRY_AFTER, "1")
                 } else {
                     answer
@@ -149,6 +153,16 @@ fn denied_answer(denied: &Denied) -> Answer {
                 }
             ),
         ),
+        Denied::OutOfScope { token, app, scope } => Answer::new(
+            StatusCode::FORBIDDEN,
+            format!("token {token} may not act on app {app}: its scope is {scope}"),
+        ),
+        Denied::NotEveryApp { token, scope } => Answer::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {token} may not read this: the answer covers every app and the token's scope is {scope}"
+            ),
+        ),
     }
 }
 
@@ -162,12 +176,11 @@ pub(super) fn artifact_status(error: &ArtifactError) -> StatusCode {
         | NotACommit { .. }
         | NoApp { .. }
         | Invalid { .. } => StatusCode::NOT_FOUND,
-        Current(CurrentError::Changing { .. }) | Busy => StatusCode::SERVICE_UNAVAILABLE,
+        Busy | Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ClientBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
         Mismatch { .. }
-        | Missing { .. }
         | BadPath { .. }
         | StoredDigest { .. }
-        | Current(CurrentError::Store(_))
         | Unstable { .. }
         | TooLarge { .. }
         | Mirror(_)
@@ -320,12 +333,18 @@ mod tests {
             }),
             StatusCode::INTERNAL_SERVER_ERROR
         );
-        for busy in [
-            ArtifactError::Busy,
-            ArtifactError::Current(CurrentError::Changing { app: app() }),
+        for (busy, status) in [
+            (ArtifactError::Busy, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                ArtifactError::ClientBusy {
+                    client: "payments-api".to_owned(),
+                    max: 1,
+                },
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
         ] {
             let answer = ApiError::Artifact(busy).answer();
-            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(answer.status, status);
             assert_eq!(answer.header, Some((RETRY_AFTER, "1")));
         }
     }

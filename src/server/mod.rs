@@ -20,6 +20,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+pub use artifact::Artifacts;
 pub use health::{Health, State as HealthState};
 pub use metrics::{KindLabel, Metrics, ResultLabel, StatusLabel, WebhookLabel};
 
@@ -38,6 +39,8 @@ pub struct Shared {
     pub health: Arc<Health>,
     pub metrics: Metrics,
     pub settings: Arc<Settings>,
+    /// Built artifacts and the limits on building them.
+    pub artifacts: Arc<Artifacts>,
 }
 
 /// The configuration the server needs, resolved at start.

@@ -15,7 +15,7 @@ mod report;
 mod write;
 
 pub use connect::Store;
-pub use current::{Current, CurrentError};
+pub use current::Current;
 pub use desired::StoredDesired;
 pub use read::{AppState, HeldApp, Meta};
 pub use report::REPORTS_MAXLEN;

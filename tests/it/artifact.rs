@@ -32,15 +32,17 @@ impl Content {
     }
 }
 
-fn artifact_url(daemon: &TestDaemon, app: &str, revision: Option<&str>) -> String {
+fn artifact_path(app: &str, revision: Option<&str>) -> String {
     let query = revision
         .map(|r| format!("?revision={r}"))
         .unwrap_or_default();
-    daemon.url(&format!("/api/v1/apps/{app}/artifact{query}"))
+    format!("/api/v1/apps/{app}/artifact{query}")
 }
 
 async fn fetch(daemon: &TestDaemon, app: &str, revision: Option<&str>) -> Fetched {
-    let response = reqwest::get(artifact_url(daemon, app, revision))
+    let response = daemon
+        .get(&artifact_path(app, revision))
+        .send()
         .await
         .expect("request");
     let status = response.status();
@@ -136,7 +138,9 @@ fn names(files: &BTreeMap<String, Content>) -> Vec<&str> {
 
 /// Status and `error` message of a failed request.
 async fn error(daemon: &TestDaemon, app: &str, revision: Option<&str>) -> (u16, String) {
-    let response = reqwest::get(artifact_url(daemon, app, revision))
+    let response = daemon
+        .get(&artifact_path(app, revision))
+        .send()
         .await
         .expect("request");
     let status = response.status().as_u16();
@@ -257,14 +261,38 @@ async fn unknown_apps_bad_and_unknown_revisions_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stored_manifest_that_git_does_not_match_is_an_error_naming_the_file() {
+async fn a_stored_digest_that_git_does_not_give_is_an_error_naming_the_app() {
     let daemon = TestDaemon::start("", &[]).await;
-    let key = format!("canopy:{NAMESPACE}:app:{{payments/api}}:files");
-    daemon
-        .redis
-        .cmd(&["HSET", &key, "service.yaml", &"0".repeat(64)]);
+    let key = format!("canopy:{NAMESPACE}:app:{{payments/api}}:desired");
+    daemon.redis.cmd(&[
+        "HSET",
+        &key,
+        "digest",
+        &format!("sha256:{}", "0".repeat(64)),
+    ]);
     let (status, message) = error(&daemon, "payments/api", None).await;
     assert_eq!(status, 500, "{message}");
-    assert!(message.contains("service.yaml"), "{message}");
+    assert!(message.contains("payments/api"), "{message}");
+    assert!(message.contains("digest the daemon stored"), "{message}");
     assert!(!message.contains("/tmp"), "no server paths: {message}");
+}
+
+/// Redis is not trusted to say which files make an app: a file list written
+/// there by someone else (a child's file, a path out of the app) changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_file_list_in_redis_serves_only_the_apps_own_files() {
+    let daemon = TestDaemon::start("", &[]).await;
+    let before = fetch(&daemon, "payments", None).await;
+    let key = format!("canopy:{NAMESPACE}:app:{{payments}}:files");
+    for path in ["api/deployment.yaml", "../search/app.yaml", "db/schema.sql"] {
+        daemon.redis.cmd(&["HSET", &key, path, &"0".repeat(64)]);
+    }
+    daemon.redis.cmd(&["HDEL", &key, "app.yaml"]);
+    let after = fetch(&daemon, "payments", Some(&before.revision)).await;
+    assert_eq!(after.tar, before.tar);
+    assert!(
+        names(&after.files).iter().all(|p| !p.contains('/')),
+        "{:?}",
+        names(&after.files)
+    );
 }

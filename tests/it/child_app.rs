@@ -32,7 +32,8 @@ fn start_child_app(stack: &Stack, app: &str) -> Spawned {
     let mut cmd = Command::new(child_app());
     cmd.args(["--app", app, "--redis-url", &stack.redis.url()])
         .args(["--namespace", &stack.namespace])
-        .args(["--server", &stack.daemon.url("")]);
+        .args(["--server", &stack.daemon.url("")])
+        .env("CANOPY_TOKEN", common::agent::TOKEN);
     Spawned::start(&mut cmd, Capture::Stdout, "the child_app example")
 }
 

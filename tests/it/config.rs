@@ -112,7 +112,22 @@ fn the_example_loads() {
         .iter()
         .map(|t| (t.name.as_str(), t.role))
         .collect();
-    assert_eq!(roles, [("ci", Role::Write), ("dashboard", Role::Read)]);
+    assert_eq!(
+        roles,
+        [
+            ("ci", Role::Write),
+            ("dashboard", Role::Read),
+            ("payments-api", Role::Read)
+        ]
+    );
+    let scopes: Vec<String> = config
+        .server
+        .tokens
+        .iter()
+        .map(|t| t.apps.to_string())
+        .collect();
+    assert_eq!(scopes, ["every app", "every app", "payments/api"]);
+    assert!(config.server.read_requires_token);
     // sha256("test")
     assert_eq!(
         hex::encode(config.server.tokens[0].sha256),
@@ -175,7 +190,7 @@ fn a_minimal_config_gets_every_default() {
     assert_eq!(redis.response_timeout, Duration::from_secs(5));
     assert_eq!(redis.sync_timeout, Duration::from_secs(300));
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
-    assert!(config.server.tokens.is_empty() && !config.server.read_requires_token);
+    assert!(config.server.tokens.is_empty() && config.server.read_requires_token);
     let hooks = &config.webhooks;
     assert!(hooks.github.is_none() && hooks.gitlab.is_none());
     assert!(hooks.gitea.is_none() && hooks.generic.is_none());
@@ -375,6 +390,10 @@ const BAD_FILES: &[Bad] = &[
     bad(
         "token role",
         "repo: {url: /r}\nserver:\n  tokens: [{name: ci, role: admin, sha256: abc}]\n",
+    ),
+    bad(
+        "token app pattern",
+        "repo: {url: /r}\nserver:\n  tokens: [{name: ci, role: read, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, apps: [payments, /search]}]\n",
     ),
     bad(
         "duplicate token names",

@@ -15,6 +15,7 @@
 
 mod common;
 
+mod access;
 mod agent;
 mod artifact;
 mod child_app;

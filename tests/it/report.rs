@@ -647,8 +647,7 @@ async fn the_api_and_the_cli_serve_reports() {
         sink.url("/x")
     ))
     .await;
-    let client = reqwest::Client::new();
-    let get = |path: &str| client.get(daemon.url(path)).send();
+    let get = |path: &str| daemon.get(path).send();
 
     // Nothing stored yet: a JSON 404.
     let response = get("/api/v1/report").await.expect("request");

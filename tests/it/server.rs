@@ -5,7 +5,7 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::daemon::{NAMESPACE, TestDaemon};
+use common::daemon::{NAMESPACE, READ_TOKEN, TestDaemon};
 use common::{canopy, stdout};
 use redis::Commands;
 use reqwest::StatusCode;
@@ -13,7 +13,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const WRITE_TOKEN: &str = "w-canary-41f9c2";
-const READ_TOKEN: &str = "r-canary-0b77de";
 
 /// `server:` with a write token `ci` and a read token `dash`.
 fn server_config(read_requires_token: bool) -> String {
@@ -43,8 +42,9 @@ async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// `GET path` with the read token.
 async fn get(daemon: &TestDaemon, path: &str) -> (StatusCode, Value) {
-    send(reqwest::Client::new().get(daemon.url(path))).await
+    send(daemon.get(path)).await
 }
 
 fn post(daemon: &TestDaemon, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
@@ -291,7 +291,9 @@ async fn unknown_apps_are_404_and_invalid_names_400() {
         assert!(error_of(&body).contains(named), "{path}: {body}");
     }
     // Sync is a POST, and only sync is.
-    let response = reqwest::get(daemon.url("/api/v1/apps/payments/db/sync"))
+    let response = daemon
+        .get("/api/v1/apps/payments/db/sync")
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);

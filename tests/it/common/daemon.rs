@@ -11,6 +11,7 @@ use canopy::reconcile::{Reconciler, Trigger};
 use canopy::server::{Health, Metrics, Settings, Shared};
 use canopy::source::{Mirror, MirrorOptions, Poller};
 use canopy::store::Store;
+use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
 use super::redis::RedisProc;
@@ -30,18 +31,30 @@ pub struct TestDaemon {
     _state: tempfile::TempDir,
 }
 
+/// A `read` token, named `dash`: [`TestDaemon::get`] presents it. A config
+/// without a `server:` section gets it; one with its own should configure it
+/// too (`server::server_config` does).
+pub const READ_TOKEN: &str = "r-canary-0b77de";
+
 impl TestDaemon {
     /// `config_yaml` is a canopy.yaml without `repo.url` (it is added), e.g. with
-    /// `server.tokens` or `webhooks`; secrets are read from `env`.
+    /// `server.tokens` or `webhooks`; secrets are read from `env`. Without a
+    /// `server:` section, the server has the read token [`READ_TOKEN`].
     pub async fn start(config_yaml: &str, env: &[(&str, &str)]) -> TestDaemon {
         let remote = git_repo_from(&fixtures().join("example"));
         let repo = repo_path(&remote);
         let state = tempfile::tempdir().expect("temp dir");
         let file = state.path().join("canopy.yaml");
-        let yaml = format!(
+        let mut yaml = format!(
             "repo:\n  url: file://{}\n  ref: main\n{config_yaml}",
             repo.display()
         );
+        if !config_yaml.lines().any(|line| line.starts_with("server:")) {
+            yaml.push_str(&format!(
+                "server:\n  tokens: [{{name: dash, role: read, sha256: \"{}\"}}]\n",
+                hex::encode(sha2::Sha256::digest(READ_TOKEN))
+            ));
+        }
         std::fs::write(&file, yaml).expect("write config");
         let env: Vec<(String, String)> = env
             .iter()
@@ -86,6 +99,7 @@ impl TestDaemon {
                 layout: config.repo.layout_options(),
                 sync_timeout: chrono::Duration::minutes(5),
             }),
+            artifacts: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -112,6 +126,13 @@ impl TestDaemon {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `GET path` with the read token.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(READ_TOKEN)
     }
 
     /// Commits `files` to the remote and runs one cycle.

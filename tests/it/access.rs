@@ -1,0 +1,187 @@
+//! Who may read what through the daemon's API: reads need a token unless the
+//! config opens them, a token scoped to some apps reads and syncs those apps
+//! only, and artifacts are cached and built within per-client limits.
+
+use crate::common;
+
+use common::daemon::{READ_TOKEN, TestDaemon};
+use redis::Commands;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// A `read` token for `payments/api` only: what a child's agent holds.
+const CHILD_TOKEN: &str = "child-canary-7d01aa";
+/// A `write` token for the payments apps.
+const TEAM_TOKEN: &str = "team-canary-52e9b0";
+
+fn hex(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The server's tokens: `dash` (read, every app), `payments-api` (read,
+/// `payments/api`) and `payments-team` (write, `payments` and below).
+fn scoped_tokens() -> String {
+    format!(
+        "server:\n  tokens:\n    - {{name: dash, role: read, sha256: \"{}\"}}\n    - {{name: payments-api, role: read, sha256: \"{}\", apps: [payments/api]}}\n    - {{name: payments-team, role: write, sha256: \"{}\", apps: [payments, \"payments/**\"]}}\n",
+        hex(READ_TOKEN),
+        hex(CHILD_TOKEN),
+        hex(TEAM_TOKEN)
+    )
+}
+
+async fn request(daemon: &TestDaemon, path: &str, token: Option<&str>) -> (StatusCode, Vec<u8>) {
+    let mut request = reqwest::Client::new().get(daemon.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    (status, response.bytes().await.expect("body").to_vec())
+}
+
+fn error_of(body: &[u8]) -> String {
+    let body: Value = serde_json::from_slice(body).expect("a JSON error");
+    body["error"].as_str().expect("an error message").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_need_a_token_by_default_and_open_only_when_configured() {
+    let daemon = TestDaemon::start("", &[]).await;
+    for path in [
+        "/api/v1/apps",
+        "/api/v1/apps/payments/api",
+        "/api/v1/apps/payments/api/diff",
+        "/api/v1/apps/payments/api/artifact",
+        "/api/v1/report",
+    ] {
+        let (status, body) = request(&daemon, path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(error_of(&body).contains("Bearer"), "{path}");
+        let (status, _) = request(&daemon, path, Some(READ_TOKEN)).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+
+    // Opened on purpose: anyone reads; a presented token is still checked.
+    let open = TestDaemon::start("server:\n  read_requires_token: false\n", &[]).await;
+    let (status, _) = request(&open, "/api/v1/apps/payments/api/artifact", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = request(&open, "/api/v1/apps", Some("not-a-token")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_token_reads_its_own_apps_only() {
+    let daemon = TestDaemon::start(&scoped_tokens(), &[]).await;
+    let child = Some(CHILD_TOKEN);
+
+    for path in [
+        "/api/v1/apps/payments/api",
+        "/api/v1/apps/payments/api/diff",
+        "/api/v1/apps/payments/api/artifact",
+    ] {
+        let (status, _) = request(&daemon, path, child).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    // Another app, the parent, the root, a name that does not exist: 403
+    // before anything is looked up, so the answer tells nothing of the app.
+    for path in [
+        "/api/v1/apps/payments/db/artifact",
+        "/api/v1/apps/payments",
+        "/api/v1/apps/_root/artifact",
+        "/api/v1/apps/payments/api2/diff",
+        "/api/v1/apps/nope",
+    ] {
+        let (status, body) = request(&daemon, path, child).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        let message = error_of(&body);
+        assert!(
+            message.contains("payments-api") && message.contains("its scope is payments/api"),
+            "{path}: {message}"
+        );
+        assert!(!message.contains(CHILD_TOKEN), "{message}");
+    }
+
+    // The list holds the token's apps only; the report covers every app.
+    let (status, body) = request(&daemon, "/api/v1/apps", child).await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let apps: Vec<&str> = list["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["app"].as_str().unwrap())
+        .collect();
+    assert_eq!(apps, ["payments/api"]);
+    let (status, body) = request(&daemon, "/api/v1/report", child).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(error_of(&body).contains("every app"), "{}", error_of(&body));
+
+    // The team's write token: its apps' list, and syncs inside its scope only.
+    let (_, body) = request(&daemon, "/api/v1/apps", Some(TEAM_TOKEN)).await;
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let apps: Vec<&str> = list["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["app"].as_str().unwrap())
+        .collect();
+    assert_eq!(apps, ["payments", "payments/api", "payments/db"]);
+    let mut conn = daemon.redis.conn();
+    let search = "canopy:http:app:{search}:events";
+    let before: usize = conn.xlen(search).unwrap();
+    let sync = |app: &str| {
+        reqwest::Client::new()
+            .post(daemon.url(&format!("/api/v1/apps/{app}/sync")))
+            .bearer_auth(TEAM_TOKEN)
+            .send()
+    };
+    let response = sync("search").await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(conn.xlen::<_, usize>(search).unwrap(), before, "no signal");
+    let response = sync("payments/db").await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+/// A built artifact is served again from memory: with the mirror gone, the
+/// same app and revision still come back, byte for byte; another app does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_are_built_once_and_served_from_the_cache() {
+    let daemon = TestDaemon::start("", &[]).await;
+    let path = "/api/v1/apps/payments/api/artifact";
+    let (status, first) = request(&daemon, path, Some(READ_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mirror = daemon.shared.settings.mirror_dir.clone();
+    let moved = mirror.with_extension("moved");
+    std::fs::rename(&mirror, &moved).unwrap();
+    let (status, again) = request(&daemon, path, Some(READ_TOKEN)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&again)
+    );
+    assert_eq!(again, first);
+    let (status, _) = request(&daemon, "/api/v1/apps/search/artifact", Some(READ_TOKEN)).await;
+    assert!(
+        status.is_server_error(),
+        "{status}: not cached, so built, and the mirror is gone"
+    );
+    std::fs::rename(&moved, &mirror).unwrap();
+}
+
+/// Many requests for one artifact at once, by one client: they wait for the
+/// single build instead of being refused by the per-client limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_one_artifact_share_its_build() {
+    let daemon = TestDaemon::start("", &[]).await;
+    let requests =
+        (0..8).map(|_| request(&daemon, "/api/v1/apps/payments/artifact", Some(READ_TOKEN)));
+    let answers = futures_util::future::join_all(requests).await;
+    let first = &answers[0].1;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{}", String::from_utf8_lossy(body));
+        assert_eq!(body, first);
+    }
+}
