@@ -6,13 +6,19 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument as _;
 
+/// How often every app is compared with the store, even when no check saw a
+/// loss: a comparison reads every app's desired record (one pipelined round
+/// trip per batch: milliseconds at 10,000 apps), and rewrites and re-signals
+/// any app whose stored state is not the snapshot's.
+pub const FULL_COMPARE_EVERY: Duration = Duration::from_secs(600);
+
 use super::decide::{self, Changed, Context, Decision, Scope, Target};
 use super::hold::{self, Release};
 use crate::layout::AppName;
 use crate::plan::Plan;
 use crate::snapshot::Stamp;
 use crate::source::{Method, Poll, PollOutcome, Poller, SourceError};
-use crate::store::{AppWrite, Applied, BATCH, Meta, Signal, Store, StoreError};
+use crate::store::{AppWrite, Applied, BATCH, Checked, Meta, Signal, Store, StoreError};
 
 /// Drives cycles. Owns the poller (Git side) and the store (Redis side).
 pub struct Reconciler {
@@ -28,8 +34,14 @@ pub struct Reconciler {
     /// ones: set at start, after Redis lost data, and after any failed write, so
     /// nothing a failure skipped is ever forgotten.
     resync: bool,
-    /// Whether this daemon has written `meta` (its absence is then a loss).
-    committed: bool,
+    /// The `meta.commit` the store should hold: the one found at start, then
+    /// each commit this reconciler wrote. `None` before either (the absence of
+    /// `meta` is then no loss); another value in Redis means lost writes.
+    committed: Option<String>,
+    /// Compare every app with the store this often even when nothing says
+    /// anything was lost: the net under losses no check can see.
+    full_compare_every: Duration,
+    last_full_compare: Instant,
     depends_on_timeout: Duration,
     /// A write found canopy's data or Functions library gone: recover before the
     /// next write even if the epoch key looks fine (a `FUNCTION FLUSH` alone).
@@ -95,7 +107,7 @@ impl Reconciler {
         // Cleared by the first successful poll if the source recovered meanwhile.
         let meta_error = meta.as_ref().and_then(|m| m.error.clone()).map(|(e, _)| e);
         let baseline = meta.filter(|m| m.same_source(&meta_of(&poller, &m.commit, m.updated_at)));
-        let committed = baseline.is_some();
+        let committed = baseline.as_ref().map(|meta| meta.commit.clone());
         if let Some(meta) = baseline {
             tracing::info!(commit = %meta.commit, "the store holds this commit's desired state");
             poller.set_baseline(gix::ObjectId::from_hex(meta.commit.as_bytes()).ok());
@@ -106,6 +118,8 @@ impl Reconciler {
             store,
             resync: true,
             committed,
+            full_compare_every: FULL_COMPARE_EVERY,
+            last_full_compare: Instant::now(),
             lost: false,
             depends_on_timeout: crate::config::defaults::DEPENDS_ON_TIMEOUT,
             source_error: meta_error,
@@ -141,6 +155,12 @@ impl Reconciler {
     /// `depends_on_timeout`).
     pub fn set_depends_on_timeout(&mut self, timeout: Duration) {
         self.depends_on_timeout = timeout;
+    }
+
+    /// How often every app is compared with the store although nothing was
+    /// seen lost ([`FULL_COMPARE_EVERY`] by default).
+    pub fn set_full_compare_every(&mut self, every: Duration) {
+        self.full_compare_every = every;
     }
 
     /// The poller. Between cycles it is always here: a cycle takes it back
@@ -299,7 +319,7 @@ impl Reconciler {
         if let Err(e) = &result {
             self.resync = true;
             if matches!(e, CycleError::Store(StoreError::Lost { .. })) {
-                self.committed = false;
+                self.committed = None;
                 self.lost = true;
             }
         }
@@ -308,7 +328,7 @@ impl Reconciler {
 
     async fn try_reconcile(&mut self, plan: Option<&Plan>) -> Result<CycleReport, CycleError> {
         let mut report = CycleReport::default();
-        let held = match self.store.check(self.committed).await {
+        let held = match self.store.check(self.committed.as_deref()).await {
             Err(StoreError::Lost { .. }) => {
                 self.recover().await?;
                 0
@@ -317,8 +337,24 @@ impl Reconciler {
                 self.recover().await?;
                 0
             }
-            other => other?,
+            Ok(Checked {
+                held,
+                rolled_back: Some(stored),
+            }) => {
+                tracing::warn!(
+                    stored = %stored,
+                    committed = self.committed.as_deref().unwrap_or_default(),
+                    "Redis lost this daemon's last writes (meta.commit went back); \
+                     comparing every app to write them and their signals again"
+                );
+                self.resync = true;
+                held
+            }
+            other => other?.held,
         };
+        if self.last_full_compare.elapsed() >= self.full_compare_every {
+            self.resync = true;
+        }
         // Comparing every app needs every app, not the part a poll from a
         // restored snapshot decoded.
         if self.resync && self.poller().is_partial() {
@@ -394,7 +430,7 @@ impl Reconciler {
         let epoch = self.store.claim().await?;
         tracing::info!(epoch, "claimed epoch");
         self.resync = true;
-        self.committed = false;
+        self.committed = None;
         self.lost = false;
         // The baseline described data that is gone: the next poll scans.
         if let Some(poller) = self.poller.as_mut() {
@@ -524,8 +560,11 @@ impl Reconciler {
         self.store
             .commit(&meta_of(poller, &commit.to_string(), context.now))
             .await?;
-        self.committed = true;
+        self.committed = Some(commit.to_string());
         self.committed_commit = Some(commit);
+        if report.resync {
+            self.last_full_compare = Instant::now();
+        }
         Ok(())
     }
 }

@@ -22,6 +22,17 @@ pub struct Store {
     url: RedisUrl,
 }
 
+/// What [`Store::check`] found, when canopy's data is there and the epoch ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Apps whose signal waits for their dependencies.
+    pub held: usize,
+    /// `meta.commit` when it is not the commit this daemon committed: the last
+    /// writes were lost (an AOF `everysec` crash, a failover to a replica that
+    /// had not received them), and every app must be compared again.
+    pub rolled_back: Option<String>,
+}
+
 impl Store {
     /// Connects (within the connect timeout). Loads and claims nothing: readers
     /// (`canopy status`) write nothing; a daemon calls
@@ -106,25 +117,32 @@ impl Store {
     }
 
     /// One round trip: is canopy's data still there, and is the epoch still ours?
-    /// `Err(Lost)` when the epoch key vanished, or `meta` did after this daemon
-    /// `committed` it (a restart without persistence, a flush, eviction);
-    /// `Err(Fenced)` when another daemon claimed a newer epoch. On success, how
-    /// many apps hold a signal for their dependencies.
-    pub async fn check(&mut self, committed: bool) -> Result<usize, StoreError> {
-        let (epoch, schema, held): (Option<u64>, Option<u32>, usize) = redis::pipe()
-            .get(self.keys.epoch())
-            .hget(self.keys.meta(), "schema")
-            .scard(self.keys.held())
-            .query_async(&mut self.conn)
-            .await?;
+    /// `committed` is the `meta.commit` this daemon expects (the one it found at
+    /// start or last wrote). `Err(Lost)` when the epoch key vanished, or `meta`
+    /// did after it was committed (a restart without persistence, a flush,
+    /// eviction); `Err(Fenced)` when another daemon claimed a newer epoch.
+    pub async fn check(&mut self, committed: Option<&str>) -> Result<Checked, StoreError> {
+        let (epoch, schema, commit, held): (Option<u64>, Option<u32>, Option<String>, usize) =
+            redis::pipe()
+                .get(self.keys.epoch())
+                .hget(self.keys.meta(), "schema")
+                .hget(self.keys.meta(), "commit")
+                .scard(self.keys.held())
+                .query_async(&mut self.conn)
+                .await?;
         match epoch {
             None => Err(self.lost()),
             Some(e) if e != self.epoch() => Err(StoreError::Fenced {
                 namespace: self.namespace.clone(),
                 detail: format!("epoch is {e}, this daemon holds {}", self.epoch()),
             }),
-            Some(_) if committed && schema.is_none() => Err(self.lost()),
-            Some(_) => Ok(held),
+            Some(_) if committed.is_some() && schema.is_none() => Err(self.lost()),
+            Some(_) => Ok(Checked {
+                held,
+                // Only this daemon writes `meta.commit` while it holds the
+                // epoch: another value means Redis lost its last writes.
+                rolled_back: commit.filter(|stored| committed.is_some_and(|c| c != stored)),
+            }),
         }
     }
 

@@ -14,7 +14,7 @@ mod read;
 mod report;
 mod write;
 
-pub use connect::Store;
+pub use connect::{Checked, Store};
 pub use current::Current;
 pub use desired::StoredDesired;
 pub use read::{AppState, HeldApp, Meta};

@@ -319,6 +319,109 @@ async fn redis_losing_its_data_is_rebuilt_from_git() {
     assert_eq!(setup.signals().len(), expected.len() - 1);
 }
 
+/// Every key of the namespace, dumped: what a replica or an AOF file held at
+/// this moment.
+fn dump_namespace(setup: &Setup) -> BTreeMap<String, Vec<u8>> {
+    let mut conn = setup.redis.conn();
+    let keys: Vec<String> = conn.keys(format!("canopy:{NS}:*")).unwrap();
+    keys.into_iter()
+        .map(|key| {
+            let dump: Vec<u8> = ::redis::cmd("DUMP").arg(&key).query(&mut conn).unwrap();
+            (key, dump)
+        })
+        .collect()
+}
+
+/// Puts the namespace back as `dump` had it: the writes since are lost, as in
+/// an AOF `everysec` crash or a failover to a replica that lagged.
+fn lose_writes_since(setup: &Setup, dump: &BTreeMap<String, Vec<u8>>) {
+    let mut conn = setup.redis.conn();
+    let keys: Vec<String> = conn.keys(format!("canopy:{NS}:*")).unwrap();
+    for key in keys {
+        let _: () = conn.del(&key).unwrap();
+    }
+    for (key, value) in dump {
+        let _: () = ::redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(value.as_slice())
+            .query(&mut conn)
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn lost_last_writes_are_written_and_signalled_again() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let before = dump_namespace(&setup);
+    let stream = app_key("payments/api", "events");
+
+    setup.commit(
+        &[("payments/api/deployment.yaml", "replicas: 9\n")],
+        "scale",
+    );
+    reconciler.cycle().await.unwrap();
+    let wanted = tree_digests(&setup.repo)["payments/api"].clone();
+    let signals = signals_in(&mut setup.redis.conn(), &stream).len();
+
+    lose_writes_since(&setup, &before);
+    assert_ne!(
+        setup.hash(&app_key("payments/api", "desired"))["digest"],
+        wanted
+    );
+    let report = reconciler.cycle().await.unwrap();
+    assert!(!report.changed, "the tip did not move: {report:?}");
+    assert!(report.resync, "meta.commit went back: every app compared");
+    assert_eq!(
+        setup.hash(&app_key("payments/api", "desired"))["digest"],
+        wanted
+    );
+    let after = signals_in(&mut setup.redis.conn(), &stream);
+    assert_eq!(after.len(), signals, "the lost signal is made again, once");
+    assert_eq!(
+        after.last().unwrap().digest.as_deref(),
+        Some(wanted.as_str())
+    );
+    assert_eq!(
+        setup.hash(&format!("canopy:{NS}:meta"))["commit"],
+        git(&setup.repo, &["rev-parse", "main"]).trim()
+    );
+    let report = reconciler.cycle().await.unwrap();
+    assert_eq!(
+        (report.resync, report.written),
+        (false, 0),
+        "then quiet again"
+    );
+}
+
+/// A loss no check can see (here one app's record changed behind the daemon's
+/// back) is repaired by the periodic full comparison, and only by it.
+#[tokio::test]
+async fn the_periodic_full_comparison_repairs_what_no_check_saw() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let key = app_key("search", "desired");
+    let wanted = setup.hash(&key)["digest"].clone();
+    let _: () = setup
+        .redis
+        .conn()
+        .hset(&key, "digest", format!("sha256:{}", "1".repeat(64)))
+        .unwrap();
+
+    let report = reconciler.cycle().await.unwrap();
+    assert!(!report.resync, "not yet time for a full comparison");
+    assert_ne!(setup.hash(&key)["digest"], wanted);
+
+    reconciler.set_full_compare_every(Duration::ZERO);
+    let report = reconciler.cycle().await.unwrap();
+    assert!(report.resync);
+    assert_eq!((report.written, report.signals), (1, 1), "{report:?}");
+    assert_eq!(setup.hash(&key)["digest"], wanted);
+}
+
 #[tokio::test]
 async fn a_newer_epoch_fences_the_old_daemon() {
     let setup = Setup::new();
