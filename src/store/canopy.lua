@@ -13,7 +13,7 @@ daemon read), STALE (a child report older than the stored one), ERR (bad input).
 ]]
 
 -- Raised with every change of any function here (store::LIBRARY_VERSION).
-local VERSION = 2
+local VERSION = 3
 local CONSUMER_GROUP = 'canopy'
 -- Lua's stack bounds how many arguments one call can take: write big hashes
 -- in chunks.
@@ -78,9 +78,18 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A daemon-owned key holding another type (written around canopy) would make
+-- every write to it fail, for good: Git is the truth, so the key is replaced.
+local function reclaim(key, kind)
+  local found = redis.call('TYPE', key).ok
+  if found ~= kind and found ~= 'none' then redis.call('DEL', key) end
+end
+
 -- Publish a signal: the app stream (its consumer group created first), the
 -- namespace's events stream, and the pub/sub wake-up.
 local function emit(stream, events, maxlen, channel, kind, app, generation, payload)
+  reclaim(stream, 'stream')
+  reclaim(events, 'stream')
   -- Created at 0 before the first entry, so a child that joins later reads the
   -- app's whole (capped) history. BUSYGROUP (it exists) is expected.
   redis.pcall('XGROUP', 'CREATE', stream, CONSUMER_GROUP, '0', 'MKSTREAM')
@@ -105,8 +114,10 @@ ARGV: epoch, expected stored generation (0: none), op (put|prune), app name,
 local function apply(keys, args)
   local err = check_epoch(keys[1], args[1])
   if err then return err end
-  -- A stored generation that is not a u64 (written around canopy) counts as
-  -- none: the daemon read it as none, and this write repairs the hash.
+  -- A stored generation that is not a u64, or a desired key that is not a
+  -- hash (written around canopy), counts as none: the daemon read it as none,
+  -- and this write repairs it.
+  reclaim(keys[2], 'hash')
   local stored = generation_text(redis.call('HGET', keys[2], 'generation')) or '0'
   if stored ~= (generation_text(args[2]) or '') then
     return redis.error_reply('CONFLICT stored generation is ' .. stored .. ', expected ' .. args[2])
@@ -122,6 +133,9 @@ local function apply(keys, args)
   local n_config = tonumber(args[config_at])
 
   redis.call('DEL', keys[2], keys[3], keys[4])
+  reclaim(keys[7], 'set')
+  reclaim(keys[8], 'hash')
+  reclaim(keys[9], 'set')
   hset_pairs(keys[2], args, 12, n_desired)
   if op == 'put' then
     hset_pairs(keys[3], args, files_at + 1, n_files)
@@ -155,6 +169,10 @@ ARGV: epoch, desired generation the payload was built from, stream maxlen,
 local function signal(keys, args)
   local err = check_epoch(keys[1], args[1])
   if err then return err end
+  reclaim(keys[5], 'set')
+  if redis.call('TYPE', keys[2]).ok ~= 'hash' then
+    return redis.error_reply('NOAPP the app has no desired state')
+  end
   local stored = redis.call('HGET', keys[2], 'generation')
   if not stored or not redis.call('HGET', keys[2], 'digest') then
     return redis.error_reply('NOAPP the app has no desired state')
@@ -176,6 +194,7 @@ KEYS: epoch, hash   ARGV: epoch, field, value, ...
 local function fenced_hset(keys, args)
   local err = check_epoch(keys[1], args[1])
   if err then return err end
+  reclaim(keys[2], 'hash')
   hset_pairs(keys[2], args, 2, #args - 1)
   return 'OK'
 end
@@ -197,6 +216,7 @@ local function status(keys, args)
   end
   local err = check_epoch(keys[1], args[1])
   if err then return err end
+  reclaim(keys[2], 'hash')
   local drift_key = args[5]
   local publish = drift_key ~= '' and redis.call('HGET', keys[2], 'drift_key') ~= drift_key
   hset_pairs(keys[2], args, 8, #args - 7)

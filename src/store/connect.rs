@@ -122,14 +122,25 @@ impl Store {
     /// did after it was committed (a restart without persistence, a flush,
     /// eviction); `Err(Fenced)` when another daemon claimed a newer epoch.
     pub async fn check(&mut self, committed: Option<&str>) -> Result<Checked, StoreError> {
-        let (epoch, schema, commit, held): (Option<u64>, Option<u32>, Option<String>, usize) =
-            redis::pipe()
-                .get(self.keys.epoch())
-                .hget(self.keys.meta(), "schema")
-                .hget(self.keys.meta(), "commit")
-                .scard(self.keys.held())
-                .query_async(&mut self.conn)
-                .await?;
+        let replies: Vec<redis::Value> = redis::pipe()
+            .ignore_errors()
+            .get(self.keys.epoch())
+            .hget(self.keys.meta(), "schema")
+            .hget(self.keys.meta(), "commit")
+            .scard(self.keys.held())
+            .query_async(&mut self.conn)
+            .await?;
+        // `meta` and `held` of another type (written around canopy) read as
+        // absent: the next fenced write replaces them. The epoch must read.
+        let mut replies = replies.into_iter();
+        let epoch: Option<u64> = match replies.next() {
+            Some(redis::Value::ServerError(e)) => return Err(redis::RedisError::from(e).into()),
+            value => redis::from_redis_value(value.unwrap_or(redis::Value::Nil))
+                .map_err(redis::RedisError::from)?,
+        };
+        let schema: Option<u32> = lenient(replies.next()).flatten();
+        let commit: Option<String> = lenient(replies.next()).flatten();
+        let held: usize = lenient(replies.next()).unwrap_or(0);
         match epoch {
             None => Err(self.lost()),
             Some(e) if e != self.epoch() => Err(StoreError::Fenced {
@@ -170,4 +181,9 @@ impl Store {
             _ => StoreError::Redis(error),
         }
     }
+}
+
+/// A reply read as `T`, or `None` if it is an error or another type.
+fn lenient<T: redis::FromRedisValue>(reply: Option<redis::Value>) -> Option<T> {
+    reply.and_then(|value| redis::from_redis_value(value).ok())
 }

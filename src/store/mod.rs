@@ -34,7 +34,7 @@ pub const LIBRARY: &str = include_str!("canopy.lua");
 
 /// The library's version, as its `canopy_version` function answers it: a
 /// daemon loads its library over an older one, never over a newer one.
-pub const LIBRARY_VERSION: i64 = 2;
+pub const LIBRARY_VERSION: i64 = 3;
 
 /// Writes and reads are sent in pipelines of this many apps: one round trip per
 /// batch, never one per app, with bounded memory per request.

@@ -972,6 +972,57 @@ async fn canopy_report_refuses_generations_no_signal_carried() {
 /// may write (garbage in every field, keys of another type), a commit touching
 /// its app and others writes and signals every one of them, and the status of
 /// the app with garbage says why.
+/// The daemon's own keys, of another type (written around canopy, before ACLs
+/// keep anyone else out): each write replaces what it finds, so no app, and no
+/// namespace-wide key, wedges the cycle for good.
+#[tokio::test]
+async fn daemon_keys_of_another_type_are_replaced_by_the_next_write() {
+    let setup = Setup::new();
+    let mut reconciler = setup.reconciler().await;
+    reconciler.cycle().await.unwrap();
+    let mut conn = setup.redis.conn();
+    let _: () = conn.set(app_key("search", "desired"), "a string").unwrap();
+    let _: () = conn.set(app_key("search", "events"), "x").unwrap();
+    let _: () = conn.set(app_key("search", "status"), "x").unwrap();
+    let _: () = conn.del(app_key("platform", "events")).unwrap();
+    let _: () = conn.rpush(app_key("platform", "events"), "x").unwrap();
+    for key in ["events", "apps", "held"] {
+        let _: () = conn.set(format!("canopy:{NS}:{key}"), "x").unwrap();
+    }
+
+    setup.commit(
+        &[
+            ("search/values.yaml", "replicas: 4\n"),
+            ("platform/namespaces.yaml", "names: [c]\n"),
+        ],
+        "touch two apps",
+    );
+    let report = reconciler.cycle().await.expect("the cycle is not wedged");
+    assert!(report.written >= 2, "{report:?}");
+    let digests = tree_digests(&setup.repo);
+    for app in ["search", "platform"] {
+        assert_eq!(
+            setup.hash(&app_key(app, "desired"))["digest"],
+            digests[app],
+            "{app}"
+        );
+        let signals = signals_in(&mut conn, &app_key(app, "events"));
+        assert_eq!(
+            signals.last().and_then(|s| s.digest.clone()).as_deref(),
+            Some(digests[app].as_str()),
+            "{app}"
+        );
+    }
+    let apps: Vec<String> = conn.smembers(format!("canopy:{NS}:apps")).unwrap();
+    assert!(apps.contains(&"search".to_owned()), "{apps:?}");
+    assert!(
+        !setup.signals().is_empty(),
+        "the events stream is a stream again"
+    );
+    let report = reconciler.cycle().await.unwrap();
+    assert_eq!(report.written, 0, "then quiet: {report:?}");
+}
+
 #[tokio::test]
 async fn garbage_in_a_childs_keys_is_that_apps_problem_only() {
     let setup = Setup::new();
