@@ -1,7 +1,8 @@
 //! Running the user's hook: `sh -c <command>` in its own process group, with the
 //! signal's facts in its environment and a deadline. Its stdout goes to the
-//! agent's stdout; its stderr goes to the agent's stderr too, and its tail is kept
-//! for the `failed` report.
+//! agent's stdout and its stderr to the agent's stderr, both with every secret
+//! value redacted ([`super::output`]); the tail of its stderr is kept for the
+//! `failed` report.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -10,18 +11,16 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process_group};
 
+use super::output::{self, REDACTED, Sink};
 use crate::protocol::Secret;
-use tokio::io::AsyncReadExt as _;
 
-/// Bytes of stderr kept for the report (`canopy_report` keeps 4096 of a message).
-const STDERR_TAIL: usize = 2048;
+/// How long the hook's output may still drain once it exited (a background
+/// child it left may hold the pipes open).
+const DRAIN: Duration = Duration::from_millis(100);
 
 /// The agent's own credential variables, never passed on to the hook (nor is
 /// any other variable holding one of its secrets, whatever its name).
 const WITHHELD: [&str; 3] = ["CANOPY_TOKEN", "CANOPY_REDIS_PASSWORD", "CANOPY_REDIS_URL"];
-
-/// What replaces a secret value in the stderr kept for the report.
-const REDACTED: &str = "***";
 
 #[derive(Debug, Clone)]
 pub struct Hook {
@@ -150,11 +149,11 @@ impl Hook {
         env: &[(&str, String)],
         also_secret: &[String],
     ) -> Result<(), HookError> {
-        let secrets: Vec<&str> = self
+        let secrets: Vec<String> = self
             .secrets
             .iter()
-            .map(Secret::expose)
-            .chain(also_secret.iter().map(String::as_str))
+            .map(|s| s.expose().to_owned())
+            .chain(also_secret.iter().cloned())
             .filter(|s| !s.is_empty())
             .collect();
         let mut command = tokio::process::Command::new("sh");
@@ -166,7 +165,7 @@ impl Hook {
             .envs(inherited(std::env::vars_os(), &self.secrets))
             .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
@@ -184,12 +183,25 @@ impl Hook {
             let _ = std::fs::write(file, format!("{id}\n"));
         }
         let tail = Arc::new(Mutex::new(Vec::new()));
+        let mut forwards = tokio::task::JoinSet::new();
+        if let Some(stdout) = child.stdout.take() {
+            forwards.spawn(output::forward(stdout, Sink::Stdout, secrets.clone(), None));
+        }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_stderr(stderr, tail.clone()));
+            let tail = Some(tail.clone());
+            forwards.spawn(output::forward(stderr, Sink::Stderr, secrets.clone(), tail));
         }
         let waited = tokio::time::timeout(self.timeout, child.wait()).await;
+        // Its last lines may still be in the pipes.
+        let _ = tokio::time::timeout(DRAIN, async {
+            while forwards.join_next().await.is_some() {}
+        })
+        .await;
         let stderr = || {
             let bytes = tail.lock().map(|t| t.clone()).unwrap_or_default();
+            // Already redacted as it streamed; again, in case the tail's cut
+            // left half a secret next to its other half.
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
             redact(String::from_utf8_lossy(&bytes).trim(), &secrets)
         };
         match waited {
@@ -207,8 +219,6 @@ impl Hook {
             }),
             Ok(Ok(status)) => {
                 group.release();
-                // Its last lines may still be in the pipe.
-                tokio::time::sleep(Duration::from_millis(20)).await;
                 if status.success() {
                     return Ok(());
                 }
@@ -252,30 +262,6 @@ fn redact(text: &str, secrets: &[&str]) -> String {
     secrets.iter().fold(text.to_owned(), |text, secret| {
         text.replace(secret, REDACTED)
     })
-}
-
-/// Copies the hook's stderr to the agent's, keeping the last [`STDERR_TAIL`]
-/// bytes. Ends when every holder of the pipe closed it.
-async fn forward_stderr(mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec<u8>>>) {
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = match stderr.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), &buf[..n]);
-        if let Ok(mut tail) = tail.lock() {
-            tail.extend_from_slice(&buf[..n]);
-            if tail.len() > STDERR_TAIL {
-                let cut = tail.len() - STDERR_TAIL;
-                // Start at a character boundary.
-                let start = (cut..tail.len())
-                    .find(|&i| tail[i] & 0xC0 != 0x80)
-                    .unwrap_or(tail.len());
-                tail.drain(..start);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,15 @@
 //!   the app's `config.json` and `secrets.json`, and `applied`, the digest whose
 //!   hook last succeeded (what the agent runs, across restarts).
 //! - [`Hook`] runs the user's command in its own process group, with a timeout,
-//!   keeping the tail of its stderr for the failure report.
+//!   keeping the tail of its stderr for the failure report; `output` forwards
+//!   what it prints with every secret value redacted.
 //! - [`Agent`] is the [`Handler`](crate::client::Handler) that ties them
 //!   together: download, verify, unpack, switch, run the hook; roll `current`
 //!   back when the hook fails.
 
 mod apply;
 mod hook;
+mod output;
 mod releases;
 
 pub use apply::{Agent, AgentOptions, defaults};

@@ -874,3 +874,31 @@ fn a_config_change_is_reported_only_once_its_files_are_installed() {
         "{runs:#?}"
     );
 }
+
+/// Whatever the hook prints, on stdout or stderr and however the pipe splits
+/// it, the agent's own output carries its credentials redacted.
+#[test]
+fn a_credential_printed_by_the_hook_is_redacted_from_the_agents_output() {
+    let stack = Stack::start("redact");
+    // The hook builds the token from pieces (its command holds no token) and
+    // prints it in two writes, 200 ms apart, then once on stderr.
+    let hook = "t=agent-test; printf '%s-' \"$t\"; sleep 0.2; printf 'token\\n'; \
+                printf 'err %s-token end\\n' \"$t\" >&2";
+    let agent = stack.agent(INGRESS, "redact-1", hook, &[]);
+    assert!(
+        eventually(WAIT, || stack.synced(INGRESS)),
+        "{}",
+        stack.explain(INGRESS, &[&agent])
+    );
+    assert!(
+        eventually(WAIT, || agent.log().contains("err *** end")),
+        "{}",
+        agent.log()
+    );
+    let log = agent.log();
+    assert!(
+        log.lines().any(|line| line == "***"),
+        "stdout redacted: {log}"
+    );
+    assert!(!log.contains(common::agent::TOKEN), "{log}");
+}

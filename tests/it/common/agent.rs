@@ -317,7 +317,7 @@ impl Drop for Stack {
     }
 }
 
-/// A running `canopy agent`, its stderr (JSON log lines and the hook's stderr)
+/// A running `canopy agent`, its output (JSON log lines, the hook's output)
 /// captured. Killed on drop.
 pub struct AgentProcess {
     process: Spawned,
@@ -337,7 +337,7 @@ impl AgentProcess {
             .env_remove("CANOPY_REDIS_PASSWORD")
             .env_remove("CANOPY_APP")
             .env_remove("CANOPY_CONSUMER");
-        let process = Spawned::start(&mut cmd, Capture::Stderr, "canopy agent");
+        let process = Spawned::start(&mut cmd, Capture::Both, "canopy agent");
         AgentProcess { process, dir }
     }
 

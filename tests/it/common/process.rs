@@ -7,11 +7,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Which output stream to capture; the other goes to /dev/null.
+/// Which output stream to capture; the other goes to /dev/null. `Both`
+/// interleaves them line by line, in no guaranteed order between the two.
 #[derive(Clone, Copy)]
 pub enum Capture {
     Stdout,
     Stderr,
+    Both,
 }
 
 pub struct Spawned {
@@ -22,22 +24,36 @@ pub struct Spawned {
 impl Spawned {
     pub fn start(cmd: &mut Command, capture: Capture, what: &str) -> Spawned {
         cmd.stdin(Stdio::null());
-        match capture {
-            Capture::Stdout => cmd.stdout(Stdio::piped()).stderr(Stdio::null()),
-            Capture::Stderr => cmd.stdout(Stdio::null()).stderr(Stdio::piped()),
-        };
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
-        let stream: Box<dyn Read + Send> = match capture {
-            Capture::Stdout => Box::new(child.stdout.take().expect("piped")),
-            Capture::Stderr => Box::new(child.stderr.take().expect("piped")),
-        };
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
+        let piped = |captured: bool| {
+            if captured {
+                Stdio::piped()
+            } else {
+                Stdio::null()
             }
-        });
+        };
+        let (stdout, stderr) = match capture {
+            Capture::Stdout => (true, false),
+            Capture::Stderr => (false, true),
+            Capture::Both => (true, true),
+        };
+        cmd.stdout(piped(stdout)).stderr(piped(stderr));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let mut streams: Vec<Box<dyn Read + Send>> = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            streams.push(Box::new(out));
+        }
+        if let Some(err) = child.stderr.take() {
+            streams.push(Box::new(err));
+        }
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        for stream in streams {
+            let sink = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
         Spawned { child, lines }
     }
 
