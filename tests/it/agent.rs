@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::agent::{AgentProcess, Stack, TamperProxy, WAIT, files_under, hex_of};
 use common::redis::Persistence;
-use common::{eventually, process_gone};
+use common::{eventually, paths_under, process_gone};
 use sha2::Digest as _;
 
 const INGRESS: &str = "platform/ingress";
@@ -633,27 +633,6 @@ fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
         Some(agent.dir.join("versions").join(hex_of(good)))
     );
     assert!(!agent.dir.join("versions").join(hex_of(&bad)).exists());
-}
-
-/// Every path under `root` (relative, `/` for directories), not following
-/// symlinks: what an agent's directory holds, to see that nothing was added.
-fn paths_under(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let rel = path.strip_prefix(root).expect("under root").display();
-            if std::fs::symlink_metadata(&path).expect("lstat").is_dir() {
-                out.push(format!("{rel}/"));
-                dirs.push(path);
-            } else {
-                out.push(rel.to_string());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// RELIABILITY row 21 across the wire: `search/indexers/orders`, three levels
