@@ -102,6 +102,7 @@ pub fn run(args: AgentArgs) -> Result<ExitCode, CliError> {
     .map_err(CliError::Client)?;
     let runtime = runtime()?;
     runtime.block_on(async {
+        super::run::catch_file_size_signal();
         let mut signals = super::run::StopSignals::install();
         let connect = super::run::patiently("Redis", || Client::connect(options.clone()));
         let client = match &mut signals {

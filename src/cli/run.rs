@@ -152,6 +152,7 @@ async fn serve(
         dir: config.state_dir.join("mirror.git"),
     })?;
     let poller = Poller::new(mirror, repo.layout_options());
+    catch_file_size_signal();
     let redis = &config.redis;
     let options = store_options(url, config.namespace.as_str(), Some(&config.redis));
     // Caught before "listening" is logged: whoever waits for it may stop the
@@ -305,6 +306,21 @@ where
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// Catches SIGXFSZ for the rest of the process's life: a write past the file
+/// size limit (`ulimit -f`, systemd's `LimitFSIZE=`) then fails with EFBIG, an
+/// I/O error like a full disk's that a cycle reports and retries (or the agent
+/// reports as a failed apply), instead of killing the process (the default
+/// action) into a restart loop. PostgreSQL ignores it for the same reason. A
+/// handler rather than SIG_IGN, which children would inherit: git and hooks
+/// get the default action back when they exec.
+pub(super) fn catch_file_size_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    // tokio never uninstalls a handler: the stream itself is not needed.
+    if let Err(e) = signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        tracing::warn!(error = %e, "cannot catch SIGXFSZ: a file size limit would kill canopy");
     }
 }
 

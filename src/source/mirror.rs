@@ -89,6 +89,9 @@ impl Mirror {
                 url: options.url.to_string(),
             });
         }
+        // Before this process fetches, anything in flight there is a
+        // leftover of one that was killed (see `sweep`).
+        sweep(&options.dir, Sweep::Everything);
         let repo = open_or_init(&options.dir)?;
         Ok(Mirror {
             options,
@@ -182,6 +185,7 @@ impl Mirror {
             .or_else(|| url.embedded_credentials().cloned());
         let stop = Arc::clone(&interrupt);
         let timeout = self.options.timeout;
+        let dir = self.options.dir.clone();
         std::thread::Builder::new()
             .name("canopy-fetch".to_owned())
             .spawn(move || {
@@ -193,6 +197,10 @@ impl Mirror {
                     timeout,
                     &stop,
                 );
+                if result.is_err() {
+                    // Still holding the slot: nothing else writes there now.
+                    sweep(&dir, Sweep::PacksOnly);
+                }
                 // Free before answering, so the caller's next fetch finds it free.
                 drop(slot);
                 let _ = tx.send(result);
@@ -401,6 +409,70 @@ fn tracked(reference: &str) -> Tracked {
     match crate::tree::full_commit_id(reference) {
         Some(id) => Tracked::Commit(id),
         None => Tracked::Name(reference.to_owned()),
+    }
+}
+
+/// What [`sweep`] removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// Temporary packs and `.keep` files.
+    PacksOnly,
+    /// Those, and lock files.
+    Everything,
+}
+
+/// Removes what an interrupted fetch or repack leaves in a mirror: temporary
+/// packs (gix's `.tmp*`, git's `tmp_*` and `.tmp-*`); `.keep` files (gix keeps
+/// a new pack until the refs point into it, and leaves the file when that
+/// fails; a kept pack is never consolidated); and, with
+/// [`Sweep::Everything`], lock files: a process killed while updating a ref
+/// leaves `<ref>.lock`, and every later update of that ref fails on it
+/// (forever: it is not the kind of damage a re-clone is tried for).
+///
+/// Only this process writes to its mirror, and only while it holds the fetch
+/// slot: whatever is in flight when it holds the slot, or before its first
+/// fetch, is a leftover. A lock is only swept before the first fetch: a
+/// failed fetch has released its own. Best effort: what cannot be removed is
+/// logged, and the fetch says what it trips over.
+fn sweep(dir: &Path, what: Sweep) {
+    let pack = |name: &str| {
+        name.starts_with(".tmp") || name.starts_with("tmp_") || name.ends_with(".keep")
+    };
+    remove_files(&dir.join("objects/pack"), &pack, false);
+    if what == Sweep::Everything {
+        let lock = |name: &str| name.ends_with(".lock");
+        // HEAD.lock, config.lock, packed-refs.lock; then every ref's.
+        remove_files(dir, &lock, false);
+        remove_files(&dir.join("refs"), &lock, true);
+    }
+}
+
+/// Removes the files of `dir` (and, if `deep`, of its subdirectories) whose
+/// name matches.
+fn remove_files(dir: &Path, matches: &dyn Fn(&str) -> bool, deep: bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if deep {
+                remove_files(&path, matches, deep);
+            }
+        } else if entry.file_name().to_str().is_some_and(matches) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a leftover of an interrupted fetch")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover of an interrupted fetch")
+                }
+            }
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! `canopy agent` end to end (issue 6): the real daemon, real agents, a private
 //! Redis per test. Push -> signal -> the agent applies -> Synced, and the faults
 //! of the child side (RELIABILITY.md 6, 7, 8): a failing hook, a crash before
-//! the ack, a lost pub/sub connection, a tampered artifact, a stopped agent.
+//! the ack, a lost pub/sub connection, a tampered artifact, a stopped agent;
+//! and Redis killed and restarted from its AOF under them (row 2).
 
 use crate::common;
 
@@ -12,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::agent::{AgentProcess, Stack, TamperProxy, WAIT, files_under, hex_of};
-use common::{eventually, process_gone};
+use common::redis::Persistence;
+use common::{eventually, paths_under, process_gone};
 use sha2::Digest as _;
 
 const INGRESS: &str = "platform/ingress";
@@ -374,6 +376,119 @@ fn an_agent_killed_before_the_ack_gets_the_entry_again_or_another_takes_it_over(
     assert_applied(&stack, &other, INGRESS);
 }
 
+/// The digest of the newest entry of `app`'s stream, if any.
+fn last_signalled(stack: &Stack, app: &str) -> Option<String> {
+    let last: ::redis::streams::StreamRangeReply = ::redis::Commands::xrevrange_count(
+        &mut stack.redis.conn(),
+        stack.key(app, "events"),
+        "+",
+        "-",
+        1,
+    )
+    .expect("XREVRANGE");
+    let payload: String = last.ids.first()?.get("payload")?;
+    let signal: serde_json::Value = serde_json::from_str(&payload).expect("JSON payload");
+    signal["digest"].as_str().map(str::to_owned)
+}
+
+/// RELIABILITY row 2: Redis is SIGKILLed and restarted from its AOF while one
+/// child holds a read but unacknowledged entry and another child is down with
+/// a signal published for it a moment before the kill. `appendfsync always`
+/// (see [`RedisProc::fsync_always`](common::redis::RedisProc::fsync_always)):
+/// everything the test saw was in the AOF file before the kill. After the
+/// restart the pending entry is redelivered to the restarted agent (same
+/// consumer: its own pending entries are re-read first), which applies it
+/// again; the other agent finds its signal and applies it. Both end synced at
+/// the desired digest, every entry acknowledged.
+#[test]
+fn after_a_redis_kill_and_aof_restart_pending_and_just_published_signals_are_delivered() {
+    let mut stack = Stack::start("aof");
+    stack.redis.fsync_always();
+
+    // ingress: read, hook running, killed before the ack.
+    let hook = blocking_hook(&stack);
+    let runs = stack.path("runs");
+    let same = ["--claim-idle", "60s"];
+    let mut ingress = stack.agent(INGRESS, "ingress-1", &hook, &same);
+    assert!(
+        eventually(WAIT, || stack.path("started").exists()),
+        "{}",
+        stack.explain(INGRESS, &[&ingress])
+    );
+    let pending_digest = stack.desired_digest(INGRESS);
+    assert_eq!(stack.pending(INGRESS), 1, "read, not acknowledged");
+    ingress.kill();
+    kill_hook(&stack);
+    touch(&stack.path("gate"));
+
+    // orders: synced, then down while its next signal is published.
+    let orders_runs = stack.path("orders-runs");
+    let orders_hook = format!("echo \"$CANOPY_DIGEST\" >> {}", q(&orders_runs));
+    let mut orders = stack.agent(ORDERS, "orders-1", &orders_hook, &[]);
+    assert!(
+        eventually(WAIT, || stack.synced(ORDERS)),
+        "{}",
+        stack.explain(ORDERS, &[&orders])
+    );
+    let before = stack.desired_digest(ORDERS);
+    orders.kill();
+    stack.commit(&[(
+        "search/indexers/orders/cronjob.yaml",
+        "schedule: \"*/7 * * * *\"\n",
+    )]);
+    stack.refresh();
+    assert!(
+        eventually(WAIT, || last_signalled(&stack, ORDERS)
+            .is_some_and(|d| d != before)),
+        "{}",
+        stack.explain(ORDERS, &[&orders])
+    );
+    let published = stack.desired_digest(ORDERS);
+    assert_eq!(last_signalled(&stack, ORDERS), Some(published.clone()));
+
+    // At once, no graceful shutdown: only the AOF file holds the data.
+    stack.redis.kill();
+    stack.redis.restart(Persistence::Keep);
+    assert_eq!(stack.pending(INGRESS), 1, "the read entry is still pending");
+    assert_eq!(
+        last_signalled(&stack, ORDERS),
+        Some(published.clone()),
+        "the signal published before the kill is still in the stream"
+    );
+
+    let ingress = stack.agent(INGRESS, "ingress-1", &hook, &same);
+    let orders = stack.agent(ORDERS, "orders-1", &orders_hook, &[]);
+    assert!(
+        eventually(WAIT, || stack.observed_is(
+            INGRESS,
+            "synced",
+            &pending_digest
+        )),
+        "the pending entry is redelivered and applied:\n{}",
+        stack.explain(INGRESS, &[&ingress])
+    );
+    assert!(
+        stack.synced(INGRESS),
+        "{}",
+        stack.explain(INGRESS, &[&ingress])
+    );
+    assert_eq!(count(&runs, &pending_digest), 2, "{:?}", lines(&runs));
+    assert_applied(&stack, &ingress, INGRESS);
+    assert!(stack.acknowledged(INGRESS));
+    assert!(
+        eventually(WAIT, || stack.observed_is(ORDERS, "synced", &published)),
+        "the signal published before the kill is applied:\n{}",
+        stack.explain(ORDERS, &[&orders])
+    );
+    assert!(stack.synced(ORDERS));
+    assert_eq!(lines(&orders_runs), vec![before, published]);
+    assert_applied(&stack, &orders, ORDERS);
+    assert!(stack.acknowledged(ORDERS));
+    for app in [INGRESS, ORDERS] {
+        assert!(stack.dead(app).is_empty(), "{app}: nothing dead-lettered");
+    }
+}
+
 #[test]
 fn an_agent_catches_up_from_the_stream_while_its_pubsub_connection_is_killed() {
     let stack = Stack::start("pubsub");
@@ -518,27 +633,6 @@ fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
         Some(agent.dir.join("versions").join(hex_of(good)))
     );
     assert!(!agent.dir.join("versions").join(hex_of(&bad)).exists());
-}
-
-/// Every path under `root` (relative, `/` for directories), not following
-/// symlinks: what an agent's directory holds, to see that nothing was added.
-fn paths_under(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let rel = path.strip_prefix(root).expect("under root").display();
-            if std::fs::symlink_metadata(&path).expect("lstat").is_dir() {
-                out.push(format!("{rel}/"));
-                dirs.push(path);
-            } else {
-                out.push(rel.to_string());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// RELIABILITY row 21 across the wire: `search/indexers/orders`, three levels

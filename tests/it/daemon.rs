@@ -61,6 +61,40 @@ impl Setup {
         git(&self.repo, &["commit", "-qam", "change"]);
     }
 
+    /// Every app's desired digest.
+    fn desired_digests(&self) -> std::collections::BTreeMap<String, String> {
+        let mut conn = self.redis.conn();
+        let apps: Vec<String> = ::redis::Commands::smembers(&mut conn, "canopy:e2e:apps").unwrap();
+        apps.into_iter()
+            .map(|app| {
+                let digest: String = ::redis::Commands::hget(
+                    &mut conn,
+                    format!("canopy:e2e:app:{{{app}}}:desired"),
+                    "digest",
+                )
+                .unwrap();
+                (app, digest)
+            })
+            .collect()
+    }
+
+    /// The last processed commit, as the daemon recorded it.
+    fn meta_commit(&self) -> String {
+        ::redis::Commands::hget(&mut self.redis.conn(), "canopy:e2e:meta", "commit").unwrap()
+    }
+
+    /// `canopy status` (text) with this setup's config.
+    fn status_text(&self) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+            .args(["status", "--config"])
+            .arg(self.dir.path().join("canopy.yaml"))
+            .env("GH_SECRET", GH_SECRET)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    }
+
     fn signals(&self) -> Vec<(String, String)> {
         let reply: ::redis::streams::StreamRangeReply =
             ::redis::Commands::xrange_all(&mut self.redis.conn(), "canopy:e2e:events").unwrap();
@@ -85,6 +119,12 @@ fn refresh(daemon: &DaemonProcess) -> u16 {
 
 fn get(url: &str) -> reqwest::blocking::Response {
     reqwest::blocking::get(url).unwrap()
+}
+
+/// `/readyz`: its status code and body.
+fn readyz(daemon: &DaemonProcess) -> (u16, serde_json::Value) {
+    let response = get(&daemon.url("/readyz"));
+    (response.status().as_u16(), response.json().unwrap())
 }
 
 /// Waits for `/readyz`: the first cycle is done.
@@ -564,4 +604,130 @@ fn a_daemon_started_while_redis_is_down_waits_for_it() {
     );
     wait_ready(&daemon);
     assert!(!setup.signals().is_empty(), "the first cycle wrote");
+}
+
+/// The file size limit of [`a_fetch_that_cannot_write_its_pack_fails_cleanly_and_recovers`]:
+/// above every file the daemon writes for the example repository (its first
+/// pack and the snapshot are a few KiB), far below the new commit's pack.
+const FSIZE_LIMIT: u64 = 64 << 10;
+
+/// RELIABILITY row 17: the disk fills up while a fetch writes its pack.
+///
+/// How the disk is "filled": RLIMIT_FSIZE, set with prlimit on the running
+/// daemon below the size of the next commit's pack, so the pack write fails
+/// halfway as on a full disk (EFBIG instead of ENOSPC: the same write, the
+/// same error path, the same cleanup). A size-limited tmpfs would need
+/// CAP_SYS_ADMIN, which unprivileged containers (where CI often runs, even as
+/// root) do not have; a file size limit needs no privilege, and it is exact:
+/// the pack, the one file above the limit, fails, nothing else does.
+///
+/// The poll fails with an error saying so in `/readyz`, `canopy status` and
+/// `/metrics`; the same process keeps retrying with backoff; the last good
+/// commit stays desired and its artifacts are served; the mirror holds
+/// exactly what it held before (no temporary pack, no lock file); once the
+/// limit is lifted the daemon moves on to the new commit.
+#[test]
+fn a_fetch_that_cannot_write_its_pack_fails_cleanly_and_recovers() {
+    let setup = Setup::new();
+    let mut daemon = setup.daemon();
+    wait_ready(&daemon);
+    let good = git(&setup.repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    let desired = || setup.desired_digests();
+    let before = desired();
+    let mirror = setup.dir.path().join("state/mirror.git");
+    let mirror_before = paths_under(&mirror);
+
+    daemon.limit_file_size(Some(FSIZE_LIMIT));
+    // 1 MiB that does not compress: its pack cannot be written under the limit.
+    let mut rng = fastrand::Rng::with_seed(17);
+    let bundle: Vec<u8> = std::iter::repeat_with(|| rng.u8(..))
+        .take(1 << 20)
+        .collect();
+    std::fs::write(setup.repo.join("payments/api/bundle.bin"), &bundle).unwrap();
+    git(&setup.repo, &["add", "-A"]);
+    git(&setup.repo, &["commit", "-qm", "a bundle"]);
+    let new = git(&setup.repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    assert_eq!(refresh(&daemon), 202);
+
+    // Retried on its own, with backoff (1 s, then 2 s): two failures.
+    assert!(
+        eventually(Duration::from_secs(15), || readyz(&daemon).1["failures"]
+            .as_u64()
+            .is_some_and(|n| n >= 2)),
+        "{:?}\n{}",
+        readyz(&daemon),
+        daemon.log()
+    );
+    let (code, body) = readyz(&daemon);
+    let error = body["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains(&format!(
+            "failed to fetch from file://{}",
+            setup.repo.display()
+        )) && error.contains("File too large"),
+        "{body}"
+    );
+    assert_eq!(code, 200, "still ready: the last good state is served");
+    assert_eq!(get(&daemon.url("/healthz")).status(), 200);
+    assert!(!daemon.exited(), "the same process, not a crash loop");
+    let status = setup.status_text();
+    assert!(
+        status.starts_with("source error since") && status.contains("File too large"),
+        "{status}"
+    );
+    let metrics = get(&daemon.url("/metrics")).text().unwrap();
+    assert!(
+        metrics.contains("canopy_cycles_total{result=\"error\"}")
+            && !metrics.contains("canopy_consecutive_failures 0"),
+        "{metrics}"
+    );
+
+    // The last good state: desired in Redis, served as artifacts.
+    assert_eq!(desired(), before);
+    assert_eq!(setup.meta_commit(), good);
+    let artifact = reqwest::blocking::Client::new()
+        .get(daemon.url(&format!(
+            "/api/v1/apps/payments/api/artifact?revision={good}"
+        )))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(artifact.status(), 200);
+    assert_eq!(
+        artifact.headers()["digest"].to_str().unwrap(),
+        before["payments/api"]
+    );
+    // Nothing left behind. (`eventually`: a retry may be writing right now.)
+    assert!(
+        eventually(Duration::from_secs(10), || paths_under(&mirror)
+            == mirror_before),
+        "{:#?}\nbefore: {mirror_before:#?}",
+        paths_under(&mirror)
+    );
+
+    // Space returns: the next cycle (asked for at once) converges.
+    daemon.limit_file_size(None);
+    assert_eq!(refresh(&daemon), 202);
+    assert!(
+        eventually(Duration::from_secs(15), || setup.meta_commit() == new),
+        "{:?}\n{}",
+        readyz(&daemon),
+        daemon.log()
+    );
+    let after = desired();
+    assert_ne!(after["payments/api"], before["payments/api"]);
+    let unchanged = |digests: &std::collections::BTreeMap<String, String>| {
+        let mut digests = digests.clone();
+        digests.remove("payments/api");
+        digests
+    };
+    assert_eq!(unchanged(&after), unchanged(&before));
+    assert!(
+        eventually(Duration::from_secs(10), || readyz(&daemon).1["last_error"]
+            .is_null()),
+        "{:?}",
+        readyz(&daemon)
+    );
+    assert!(setup.status_text().starts_with("commit "));
+    assert!(!daemon.exited());
 }

@@ -33,5 +33,6 @@ mod redis_launch;
 mod report;
 mod server;
 mod source;
+mod submodules;
 mod validate;
 mod webhooks;

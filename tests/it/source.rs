@@ -416,3 +416,94 @@ fn a_ref_that_is_not_a_commit_is_a_clear_error_not_a_reclone_loop() {
     }
     assert!(!state.path().join("mirror.git.old").exists());
 }
+
+/// What a daemon killed mid-fetch leaves in its mirror, named as gix and git
+/// name them: temporary packs, a `.keep` file, and locks on the tracked ref
+/// and on packed-refs. The lock alone would make every later fetch fail. The
+/// next process to open the mirror sweeps them all, and its fetch goes
+/// through.
+#[test]
+fn leftovers_of_an_interrupted_fetch_are_swept_when_the_mirror_is_opened() {
+    let remote = git_repo_from(&fixtures().join("example"));
+    let repo = repo_path(&remote);
+    let state = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.display());
+    poller(&url, "main", state.path()).poll().unwrap();
+    let mirror = state.path().join("mirror.git");
+    let clean = paths_under(&mirror);
+
+    std::fs::write(repo.join("search/values.yaml"), "shards: 8\n").unwrap();
+    git(&repo, &["commit", "-qam", "more shards"]);
+    let pack = mirror.join("objects/pack");
+    let leftovers = [
+        (pack.join(".tmpAbC123"), "PACK half written"),
+        (pack.join("tmp_pack_XyZ789"), "PACK half written"),
+        (
+            pack.join("pack-0123456789abcdef0123456789abcdef01234567.keep"),
+            "",
+        ),
+        (
+            mirror.join("refs/canopy/branch.lock"),
+            "0123456789abcdef0123456789abcdef01234567\n",
+        ),
+        (mirror.join("packed-refs.lock"), ""),
+    ];
+    for (path, content) in &leftovers {
+        std::fs::write(path, content).unwrap();
+    }
+
+    let mut poller = poller(&url, "main", state.path());
+    for (path, _) in &leftovers {
+        assert!(!path.exists(), "{} swept", path.display());
+    }
+    let poll = poller.poll().unwrap();
+    assert_eq!(poll.commit.to_string(), head(&repo));
+    let after: Vec<String> = paths_under(&mirror)
+        .into_iter()
+        .filter(|p| !clean.contains(p))
+        .collect();
+    assert!(
+        after
+            .iter()
+            .all(|p| p.starts_with("objects/pack/pack-") && !p.ends_with(".keep")),
+        "only the fetched pack was added: {after:?}"
+    );
+}
+
+/// A fetch whose ref update fails (here: a lock another process holds) after
+/// its pack was written leaves neither that pack's `.keep` file nor a
+/// temporary file: the pack stays usable and can be consolidated later.
+#[test]
+fn a_fetch_that_fails_after_writing_its_pack_leaves_no_keep_file() {
+    let remote = git_repo_from(&fixtures().join("example"));
+    let repo = repo_path(&remote);
+    let state = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.display());
+    let mut poller = poller(&url, "main", state.path());
+    poller.poll().unwrap();
+    let mirror = state.path().join("mirror.git");
+
+    std::fs::write(repo.join("search/values.yaml"), "shards: 8\n").unwrap();
+    git(&repo, &["commit", "-qam", "more shards"]);
+    let lock = mirror.join("refs/canopy/branch.lock");
+    std::fs::write(&lock, "").unwrap();
+    let err = poller.poll().unwrap_err();
+    assert!(
+        canopy::error_chain(&err).contains("branch.lock"),
+        "{}",
+        canopy::error_chain(&err)
+    );
+    let pack: Vec<String> = paths_under(&mirror.join("objects/pack"));
+    assert!(
+        pack.iter()
+            .all(|p| p.starts_with("pack-") && !p.ends_with(".keep")),
+        "{pack:?}"
+    );
+    assert!(
+        lock.exists(),
+        "a running process's lock is not taken from it"
+    );
+
+    std::fs::remove_file(&lock).unwrap();
+    assert_eq!(poller.poll().unwrap().commit.to_string(), head(&repo));
+}

@@ -34,6 +34,8 @@ pub struct Stack {
     pub namespace: String,
     pub repo: PathBuf,
     pub daemon: DaemonProcess,
+    /// Added to the environment of the daemon and of every agent.
+    env: Vec<(String, String)>,
     /// Holds the agents' directories and hook files.
     pub work: tempfile::TempDir,
     _config_dir: tempfile::TempDir,
@@ -46,8 +48,20 @@ impl Stack {
     /// Starts Redis and the daemon (polling once an hour: changes come by
     /// refresh or webhook) and waits for its first cycle.
     pub fn start(namespace: &str) -> Stack {
+        Stack::start_with(namespace, &[], |_| {})
+    }
+
+    /// [`start`](Self::start), with `prepare` run on the repository (to commit
+    /// what the daemon's first cycle must see) before the daemon starts, and
+    /// `env` added to the environment of the daemon and of every agent.
+    pub fn start_with(namespace: &str, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Stack {
         let remote = git_repo_from(&fixtures().join("example"));
         let repo = repo_path(&remote);
+        prepare(&repo);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let config_dir = tempfile::tempdir().expect("temp dir");
         let redis = RedisProc::start();
         let config = format!(
@@ -59,11 +73,14 @@ impl Stack {
         );
         let file = config_dir.path().join("canopy.yaml");
         std::fs::write(&file, config).expect("write the daemon config");
-        let daemon = DaemonProcess::start(&file, &[], &[("GH_SECRET", GH_SECRET)]);
+        let mut daemon_env = vec![("GH_SECRET", GH_SECRET)];
+        daemon_env.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let daemon = DaemonProcess::start(&file, &[], &daemon_env);
         let stack = Stack {
             namespace: namespace.to_owned(),
             repo,
             daemon,
+            env,
             work: tempfile::tempdir().expect("temp dir"),
             _config_dir: config_dir,
             _remote: remote,
@@ -126,7 +143,7 @@ impl Stack {
         }
         let mut args = vec!["agent"];
         args.extend(flags.iter().flat_map(|(flag, value)| [*flag, *value]));
-        AgentProcess::start(&args, dir)
+        AgentProcess::start(&args, dir, &self.env)
     }
 
     /// The directory of `app`'s agents (one per app, shared across restarts).
@@ -325,7 +342,8 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    pub fn start(args: &[&str], dir: PathBuf) -> AgentProcess {
+    /// `canopy agent <args>`, with `env` added to its environment.
+    pub fn start(args: &[&str], dir: PathBuf, env: &[(String, String)]) -> AgentProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_canopy"));
         cmd.args(args)
             .env("CANOPY_LOG", "canopy=info")
@@ -336,7 +354,8 @@ impl AgentProcess {
             .env_remove("CANOPY_REDIS_URL")
             .env_remove("CANOPY_REDIS_PASSWORD")
             .env_remove("CANOPY_APP")
-            .env_remove("CANOPY_CONSUMER");
+            .env_remove("CANOPY_CONSUMER")
+            .envs(env.iter().map(|(k, v)| (k, v)));
         let process = Spawned::start(&mut cmd, Capture::Both, "canopy agent");
         AgentProcess { process, dir }
     }

@@ -148,6 +148,33 @@ pub async fn eventually_async(timeout: Duration, mut predicate: impl FnMut() -> 
     }
 }
 
+/// Every path under `root` (relative, `/` for directories), not following
+/// symlinks: what a directory holds, to see that nothing was added or left behind.
+pub fn paths_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            // Gone since it was listed (another process's temporary file): it
+            // was not there to stay.
+            let Ok(entry) = entry else { continue };
+            let path = entry.path();
+            let rel = path.strip_prefix(root).expect("under root").display();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                out.push(format!("{rel}/"));
+                dirs.push(path);
+            } else {
+                out.push(rel.to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Whether process `pid` no longer exists, not even as an unreaped zombie.
 /// Linux: reads /proc.
 pub fn process_gone(pid: u32) -> bool {

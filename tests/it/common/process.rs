@@ -98,6 +98,25 @@ impl Spawned {
         self.child.id()
     }
 
+    /// Sets the process's file size limit (RLIMIT_FSIZE, soft; `None`: no
+    /// limit), as the test runner's own hard limit allows. Past it, a write
+    /// fails with EFBIG (and SIGXFSZ, fatal unless handled): the one way to make
+    /// a running process's big writes fail that needs no privilege, unlike
+    /// mounting a full filesystem. Only files the process writes itself from
+    /// now on (and children it starts later) are affected; pipes never are.
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        use rustix::process::{Pid, Resource, Rlimit, getrlimit, prlimit};
+        let pid = Pid::from_raw(self.pid() as i32).expect("a child's pid is positive");
+        let maximum = getrlimit(Resource::Fsize).maximum;
+        let current = match (bytes, maximum) {
+            (Some(bytes), Some(max)) => Some(bytes.min(max)),
+            (Some(bytes), None) => Some(bytes),
+            (None, max) => max,
+        };
+        prlimit(Some(pid), Resource::Fsize, Rlimit { current, maximum })
+            .unwrap_or_else(|e| panic!("prlimit --fsize on {}: {e}", self.pid()));
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))

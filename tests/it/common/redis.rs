@@ -80,8 +80,20 @@ impl RedisProc {
         self.redis.dir()
     }
 
-    /// SIGKILL: no shutdown, no final AOF flush (acknowledged writes are already
-    /// written to the AOF file). Returns once the process is gone.
+    /// Makes every write durable before it is acknowledged: `appendfsync
+    /// always` writes (and fsyncs) the AOF before any reply of the same event
+    /// loop turn goes out, so whatever a client has seen survives
+    /// [`kill`](Self::kill). The launcher's `everysec` usually writes before
+    /// replying too, but may postpone the write by up to 2 s while a background
+    /// fsync runs: a test that needs "seen means kept" sets this. Lasts until
+    /// the next [`restart`](Self::restart) (which reads the launcher's config).
+    pub fn fsync_always(&self) {
+        self.cmd(&["CONFIG", "SET", "appendfsync", "always"]);
+    }
+
+    /// SIGKILL: no shutdown, no final AOF flush (what was written to the AOF
+    /// file survives; see [`fsync_always`](Self::fsync_always) for what that
+    /// is). Returns once the process is gone.
     pub fn kill(&mut self) {
         let pid = self.pid();
         signal(pid, "KILL");
