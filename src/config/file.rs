@@ -168,6 +168,10 @@ pub(super) struct ServerFile {
     #[serde(default, deserialize_with = "unique_names")]
     pub tokens: Vec<ApiToken>,
     pub read_requires_token: Option<bool>,
+    #[serde(default, deserialize_with = "opt::connections")]
+    pub max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "opt::duration")]
+    pub header_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

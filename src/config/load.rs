@@ -313,6 +313,11 @@ fn resolve(
         listen: f.server.listen.unwrap_or(defaults::LISTEN),
         tokens: f.server.tokens,
         read_requires_token: f.server.read_requires_token.unwrap_or(false),
+        max_connections: f
+            .server
+            .max_connections
+            .unwrap_or(defaults::MAX_CONNECTIONS),
+        header_timeout: f.server.header_timeout.unwrap_or(defaults::HEADER_TIMEOUT),
     };
 
     let hooks = f.webhooks;

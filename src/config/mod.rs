@@ -57,6 +57,12 @@ pub mod defaults {
     pub const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
     pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
     pub const WEBHOOK_MAX_BODY: u64 = 1 << 20;
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub const MAX_CONNECTIONS: usize = 256;
+    /// To send a request's head, from the connection's start or, kept alive,
+    /// from the end of the previous response (hyper's header-read timeout):
+    /// also how long an idle keep-alive connection stays open.
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     pub const DEPENDS_ON_TIMEOUT: Duration = Duration::from_secs(600);
 }

@@ -127,6 +127,12 @@ pub struct ServerConfig {
     /// If true, the read API (`/api/v1/apps...`) needs a token too; health and
     /// metrics never do.
     pub read_requires_token: bool,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Deadline to send a request's head, counted from the connection's start
+    /// or from the end of the previous response on a kept-alive connection
+    /// (so it also closes idle keep-alive connections).
+    pub header_timeout: Duration,
 }
 
 /// An API bearer token, stored as the sha256 of the token: the config never holds

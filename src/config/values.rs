@@ -365,6 +365,9 @@ where
     d.deserialize_str(Text { expecting, parse })
 }
 
+/// The most `server.max_connections` accepts.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// `Option` fields through [`parsed`]: `#[serde(default, deserialize_with = ...)]`.
 pub(super) mod opt {
     use super::*;
@@ -390,6 +393,20 @@ pub(super) mod opt {
                 Ok(size)
             } else {
                 Err(format!("size {text:?} must be between 1KiB and 64MiB"))
+            }
+        })
+        .map(Some)
+    }
+
+    /// Connections served at once: 1 to [`MAX_CONNECTIONS`], far above what a
+    /// process's file descriptors allow.
+    pub fn connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        parsed(d, "a whole number of connections", |text| {
+            match text.trim().parse::<usize>() {
+                Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "{text:?} is not a whole number from 1 to {MAX_CONNECTIONS}"
+                )),
             }
         })
         .map(Some)

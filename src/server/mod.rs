@@ -6,10 +6,15 @@
 //! (`sync`). It binds no address itself: [`serve`] takes a bound listener and a
 //! shutdown token, so tests bind port 0 and stop it cleanly. Every error answer
 //! goes through one type, `error::ApiError`.
+//!
+//! What an unauthenticated client can make it spend is bounded: connections
+//! and the time to send a request's head (`connections`), and the size and
+//! time of webhook bodies read before they are verified (`webhooks`).
 
 mod api;
 mod artifact;
 mod auth;
+mod connections;
 mod error;
 mod health;
 mod metrics;
@@ -18,8 +23,8 @@ mod webhooks;
 use std::sync::Arc;
 
 use axum::Router;
-use tokio_util::sync::CancellationToken;
 
+pub use connections::serve;
 pub use health::{Health, State as HealthState};
 pub use metrics::{KindLabel, Metrics, ResultLabel, StatusLabel, WebhookLabel};
 
@@ -60,16 +65,4 @@ pub fn router(shared: Shared) -> Router {
         .merge(artifact::routes())
         .merge(webhooks::routes())
         .with_state(shared)
-}
-
-/// Serves `router(shared)` on `listener` until `shutdown` is cancelled; requests
-/// in flight then get a moment to finish (axum's graceful shutdown).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    shared: Shared,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
 }

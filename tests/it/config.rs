@@ -106,6 +106,8 @@ fn the_example_loads() {
     assert_eq!(redis.sync_timeout, Duration::from_secs(300));
 
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.server.max_connections, 256);
+    assert_eq!(config.server.header_timeout, Duration::from_secs(10));
     let roles: Vec<_> = config
         .server
         .tokens
@@ -176,6 +178,8 @@ fn a_minimal_config_gets_every_default() {
     assert_eq!(redis.sync_timeout, Duration::from_secs(300));
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert!(config.server.tokens.is_empty() && !config.server.read_requires_token);
+    assert_eq!(config.server.max_connections, 256);
+    assert_eq!(config.server.header_timeout, Duration::from_secs(10));
     let hooks = &config.webhooks;
     assert!(hooks.github.is_none() && hooks.gitlab.is_none());
     assert!(hooks.gitea.is_none() && hooks.generic.is_none());
@@ -419,6 +423,14 @@ const BAD_FILES: &[Bad] = &[
         "repo: {url: /r}\nserver: {listen: 'localhost:8080'}\n",
     ),
     bad("max_body", "repo: {url: /r}\nwebhooks: {max_body: 10GiB}\n"),
+    bad(
+        "max_connections",
+        "repo: {url: /r}\nserver: {max_connections: 0}\n",
+    ),
+    bad(
+        "header_timeout",
+        "repo: {url: /r}\nserver: {header_timeout: 0s}\n",
+    ),
     bad(
         "stream_maxlen",
         "repo: {url: /r}\nredis: {stream_maxlen: 0}\n",

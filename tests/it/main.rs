@@ -25,6 +25,7 @@ mod digest;
 mod drift;
 mod git_server;
 mod hostile;
+mod http_limits;
 mod incremental;
 mod layout;
 mod reconcile;
