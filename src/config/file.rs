@@ -172,6 +172,10 @@ pub(super) struct ServerFile {
     pub max_connections: Option<usize>,
     #[serde(default, deserialize_with = "opt::duration")]
     pub header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt::duration")]
+    pub body_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt::budget_size")]
+    pub unverified_body_budget: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

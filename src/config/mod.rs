@@ -63,6 +63,12 @@ pub mod defaults {
     /// from the end of the previous response (hyper's header-read timeout):
     /// also how long an idle keep-alive connection stays open.
     pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// To send a webhook's whole body. GitHub gives up on a hook after 10 s,
+    /// so an honest sender is done long before.
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Bytes of webhook bodies held at once before their signature is checked,
+    /// across all requests: 16 bodies of the default `webhooks.max_body`.
+    pub const UNVERIFIED_BODY_BUDGET: u64 = 16 << 20;
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     pub const DEPENDS_ON_TIMEOUT: Duration = Duration::from_secs(600);
 }

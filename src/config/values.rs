@@ -398,6 +398,20 @@ pub(super) mod opt {
         .map(Some)
     }
 
+    /// Bytes of unverified request bodies held at once: at least 1 KiB (the
+    /// least `webhooks.max_body`), at most 64 GiB (a limit, not a hope).
+    pub fn budget_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        parsed(d, "a size such as 16MiB", |text| {
+            let size = parse_size(text)?;
+            if (1 << 10..=64 << 30).contains(&size) {
+                Ok(size)
+            } else {
+                Err(format!("size {text:?} must be between 1KiB and 64GiB"))
+            }
+        })
+        .map(Some)
+    }
+
     /// Connections served at once: 1 to [`MAX_CONNECTIONS`], far above what a
     /// process's file descriptors allow.
     pub fn connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {

@@ -12,8 +12,8 @@
 //! - A request head is at most [`MAX_HEAD_BYTES`] (431 past it), and hyper
 //!   buffers about [`MAX_BUF_BYTES`] per connection.
 //!
-//! Bodies are bounded where they are read (webhooks: size and time). On
-//! shutdown, idle
+//! Bodies are bounded where they are read (webhooks: size, time and the
+//! shared [`BodyBudget`](super::budget::BodyBudget)). On shutdown, idle
 //! connections are closed and requests in flight finish (hyper-util's
 //! graceful shutdown).
 

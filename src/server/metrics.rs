@@ -29,7 +29,7 @@ pub struct WebhookLabel {
     /// `github`, `gitlab`, `gitea` or `generic`.
     pub provider: &'static str,
     /// `triggered`, `ignored`, `duplicate`, `ping`, `unauthorized`, `too_large`,
-    /// `timeout`, `bad_request`, `not_configured`.
+    /// `timeout`, `busy`, `bad_request`, `not_configured`.
     pub result: &'static str,
 }
 

@@ -7,13 +7,14 @@
 //! shutdown token, so tests bind port 0 and stop it cleanly. Every error answer
 //! goes through one type, `error::ApiError`.
 //!
-//! What an unauthenticated client can make it spend is bounded: connections
-//! and the time to send a request's head (`connections`), and the size and
-//! time of webhook bodies read before they are verified (`webhooks`).
+//! What an unauthenticated client can make it spend is bounded: connections,
+//! the time to send a request's head (`connections`), and the bytes and time
+//! of bodies read before they are verified (`budget`, `webhooks`).
 
 mod api;
 mod artifact;
 mod auth;
+mod budget;
 mod connections;
 mod error;
 mod health;
@@ -60,9 +61,10 @@ pub struct Settings {
 
 /// Every route.
 pub fn router(shared: Shared) -> Router {
+    let budget = budget::BodyBudget::new(shared.settings.server.unverified_body_budget);
     Router::new()
         .merge(api::routes())
         .merge(artifact::routes())
-        .merge(webhooks::routes())
+        .merge(webhooks::routes(budget))
         .with_state(shared)
 }

@@ -1,8 +1,10 @@
 //! What an unauthenticated client can make the HTTP server spend (security
-//! review M5): connections (`server.max_connections`) and time to send a
-//! request head (`server.header_timeout`, which also closes idle keep-alive
-//! connections). Each test configures short limits and speaks raw HTTP/1.1
-//! over TCP, as an attacker would.
+//! review M5): connections (`server.max_connections`), time to send a request
+//! head (`server.header_timeout`, which also closes idle keep-alive
+//! connections), and bytes of webhook bodies held before they are verified
+//! (`server.unverified_body_budget`, with `server.body_timeout`). Each test
+//! configures short limits and speaks raw HTTP/1.1 over TCP, as an attacker
+//! would.
 
 use crate::common;
 
@@ -12,10 +14,11 @@ use std::time::{Duration, Instant};
 use common::binary::DaemonProcess;
 use common::daemon::TestDaemon;
 use common::redis::RedisProc;
-use common::{eventually_async, fixtures, git_repo_from, repo_path};
+use common::{eventually_async, fixtures, git_repo_from, repo_path, sign};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+const SECRET: &str = "limits-canary-5d1e";
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: canopy\r\n\r\n";
 const HEALTHY: &str = r#"{"status":"ok"}"#;
 
@@ -65,6 +68,19 @@ async fn idle_connection(daemon: &TestDaemon) -> TcpStream {
 /// `canopy_http_connections`, as `/metrics` would show it.
 fn open_connections(daemon: &TestDaemon) -> i64 {
     daemon.shared.metrics.connections.get()
+}
+
+/// `canopy_webhook_requests_total{provider="github", result}`.
+fn github_count(daemon: &TestDaemon, result: &str) -> u64 {
+    let series =
+        format!("canopy_webhook_requests_total{{provider=\"github\",result=\"{result}\"}} ");
+    daemon
+        .shared
+        .metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.trim().parse().expect("a counter value"))
 }
 
 /// (a) The real daemon, configured with `server.header_timeout: 2s`: a client
@@ -203,6 +219,114 @@ async fn past_max_connections_a_request_waits_until_a_connection_closes() {
     );
     let response = reqwest::get(daemon.url("/healthz")).await.expect("healthz");
     assert_eq!(response.status(), 200);
+}
+
+/// A webhook head declaring a 1 KiB body, with only its first bytes: the
+/// server holds its share of the budget until the body times out.
+fn slow_webhook(delivery: usize) -> String {
+    format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: canopy\r\nX-GitHub-Event: push\r\n\
+         X-GitHub-Delivery: slow-{delivery}\r\nX-Hub-Signature-256: sha256={}\r\n\
+         Content-Length: 1024\r\n\r\n{{\"ref\":",
+        "0".repeat(64)
+    )
+}
+
+/// (c) `webhooks.max_body: 1KiB` and `server.unverified_body_budget: 4KiB`:
+/// of twelve unauthenticated webhooks with large, slow bodies, four are read
+/// (and time out after `server.body_timeout`), the eight beyond the budget
+/// are answered 503 with Retry-After at once, and so is a chunked one;
+/// `/healthz` answers meanwhile. Once the slow ones are gone, the budget is
+/// back: a real delivery is read and triggers a fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_bodies_past_the_unverified_budget_are_503_at_once() {
+    let daemon = TestDaemon::start(
+        "server:\n  unverified_body_budget: 4KiB\n  body_timeout: 3s\nwebhooks:\n  github: {secret_env: GH}\n  max_body: 1KiB\n",
+        &[("GH", SECRET)],
+    )
+    .await;
+    let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
+    for delivery in 0..12 {
+        let addr = daemon.addr;
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream
+                .write_all(slow_webhook(delivery).as_bytes())
+                .await
+                .expect("send");
+            // The rest of the body never comes.
+            let response = read_until(&mut stream, "\r\n\r\n", Duration::from_secs(20)).await;
+            let _ = answers.send(response);
+        });
+    }
+    let mut busy = Vec::new();
+    while busy.len() < 8 {
+        let response = tokio::time::timeout(Duration::from_secs(10), answered.recv())
+            .await
+            .expect("eight answers come at once")
+            .expect("a sender is alive");
+        assert!(response.starts_with("HTTP/1.1 503"), "{response:?}");
+        assert!(response.contains("retry-after: 1\r\n"), "{response:?}");
+        busy.push(response);
+    }
+
+    // The four within the budget are still being read: nothing else answers
+    // yet, and a chunked body finds the budget full at its first chunk.
+    let mut chunked = TcpStream::connect(daemon.addr).await.expect("connect");
+    chunked
+        .write_all(
+            b"POST /hooks/github HTTP/1.1\r\nHost: canopy\r\nX-GitHub-Event: push\r\n\
+              X-Hub-Signature-256: sha256=00\r\nTransfer-Encoding: chunked\r\n\r\n\
+              10\r\n{\"ref\":\"refs/he\r\n",
+        )
+        .await
+        .expect("send");
+    let response = read_until(&mut chunked, "\r\n\r\n", Duration::from_secs(10)).await;
+    assert!(response.starts_with("HTTP/1.1 503"), "{response:?}");
+    let healthz = reqwest::Client::new()
+        .get(daemon.url("/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("/healthz answers while the budget is full");
+    assert_eq!(healthz.status(), 200);
+    assert!(
+        answered.try_recv().is_err(),
+        "a body within the budget was answered early"
+    );
+
+    for _ in 0..4 {
+        let response = tokio::time::timeout(Duration::from_secs(15), answered.recv())
+            .await
+            .expect("the slow bodies time out")
+            .expect("a sender is alive");
+        assert!(response.starts_with("HTTP/1.1 408"), "{response:?}");
+    }
+    assert_eq!(github_count(&daemon, "busy"), 9);
+    assert_eq!(github_count(&daemon, "timeout"), 4);
+
+    // The budget was given back: a delivery of the largest accepted size is read.
+    let body = format!(r#"{{"ref":"refs/heads/main","pad":"{}"}}"#, "x".repeat(990));
+    assert_eq!(body.len(), 1024);
+    let response = reqwest::Client::new()
+        .post(daemon.url("/hooks/github"))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "after")
+        .header(
+            "X-Hub-Signature-256",
+            format!("sha256={}", sign(SECRET, body.as_bytes())),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 202);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), daemon.shared.trigger.fired())
+            .await
+            .is_ok()
+    );
 }
 
 /// hyper buffers at most 64 KiB of a connection: a request head that does not
