@@ -19,6 +19,7 @@ mod agent;
 mod artifact;
 mod child_app;
 mod cli_run;
+mod client_limits;
 mod config;
 mod daemon;
 mod digest;
