@@ -32,7 +32,7 @@ pub use model::{
     ApiToken, Config, GitAuth, RedisConfig, RepoConfig, ReportConfig, Role, ServerConfig,
     SinkConfig, SinkFormat, WebhooksConfig,
 };
-pub use values::{Namespace, SinkUrl, parse_duration};
+pub use values::{Namespace, SinkUrl, parse_duration, parse_size};
 
 /// The types of `repo.children` and of the `--children` flags, for the CLI.
 pub use crate::layout::{Generator, GlobPattern};

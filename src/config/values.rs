@@ -54,7 +54,7 @@ pub(super) fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses a byte size: a plain number of bytes, or a number with `B`, `KiB`,
 /// `MiB` or `GiB` (`1MiB`).
-pub(super) fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
