@@ -17,14 +17,27 @@ pub struct Limits {
     pub max_tree_entries: usize,
 }
 
+impl Limits {
+    /// The defaults, as a constant: other defaults derive from them.
+    pub const DEFAULT: Limits = Limits {
+        max_file_bytes: 8 << 20,
+        max_app_files: 20_000,
+        max_app_bytes: 256 << 20,
+        max_spec_bytes: 256 << 10,
+        max_tree_entries: 2_000_000,
+    };
+
+    /// The largest tar of one app's files (the artifact endpoint's answer)
+    /// that a child accepts by default: the per-app cap on content, plus three
+    /// 512-byte blocks per file and for the end of the archive, for headers,
+    /// GNU long-name records and padding.
+    pub const fn max_tar_bytes(&self) -> u64 {
+        self.max_app_bytes + (self.max_app_files as u64 + 1) * 3 * 512
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_file_bytes: 8 << 20,
-            max_app_files: 20_000,
-            max_app_bytes: 256 << 20,
-            max_spec_bytes: 256 << 10,
-            max_tree_entries: 2_000_000,
-        }
+        Limits::DEFAULT
     }
 }

@@ -13,7 +13,7 @@ use super::store::{StoreArgs, daemon_url, runtime};
 use super::{CliError, EXIT_OK};
 use crate::agent::{Agent, AgentOptions};
 use crate::client::{self, Client, ClientOptions};
-use crate::config::{Secret, parse_duration};
+use crate::config::{Secret, parse_duration, parse_size};
 use crate::layout::AppName;
 
 #[derive(Debug, Args)]
@@ -69,6 +69,11 @@ pub struct AgentArgs {
     /// On SIGTERM, how long a running hook may take to finish.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub grace: Duration,
+    /// The largest artifact (tar of the app's files) downloaded, e.g. 64MiB;
+    /// a larger one fails the signal without being read further (default: the
+    /// daemon's per-app cap, 256 MiB of files, plus their tar headers).
+    #[arg(long, value_parser = artifact_size)]
+    pub max_artifact_size: Option<u64>,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -84,6 +89,9 @@ pub fn run(args: AgentArgs) -> Result<ExitCode, CliError> {
     options.max_attempts = args.max_attempts.max(1);
     options.retry_delay = args.retry_delay;
     options.poll = args.poll;
+    if let Some(max) = args.max_artifact_size {
+        options.max_artifact_bytes = max;
+    }
     let secrets = [
         options.redis.password.clone(),
         options.redis.url.password(),
@@ -132,6 +140,14 @@ pub fn run(args: AgentArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::from(EXIT_OK))
 }
 
+/// A size of at least one byte: zero would refuse every artifact.
+fn artifact_size(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err(format!("size {text:?} must be greater than zero")),
+        size => Ok(size),
+    }
+}
+
 /// The kernel's host name: stable across restarts of the agent on one machine
 /// (a pod's name in Kubernetes).
 fn host_name() -> String {
@@ -141,4 +157,18 @@ fn host_name() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "canopy-agent".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_sizes_are_sizes_above_zero() {
+        assert_eq!(artifact_size("64MiB"), Ok(64 << 20));
+        assert_eq!(artifact_size("4096"), Ok(4096));
+        for bad in ["0", "0KiB", "1MB", "-1", ""] {
+            assert!(artifact_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! An app's files at one revision, from the daemon's artifact endpoint
 //! (`GET /api/v1/apps/<app>/artifact?revision=`), verified before use.
 //!
-//! The whole tar is read into memory (capped at the per-app size limit), every
-//! entry is checked (relative paths, no `..`, regular files and symlinks only,
+//! The download is bounded: a connect, read and overall timeout, at most
+//! `max_artifact_bytes` of tar, and at most [`ERROR_BODY_BYTES`] of an error
+//! answer. The whole tar is read into memory (within that cap), every entry is
+//! checked (relative paths, no `..`, regular files and symlinks only,
 //! no path under another entry, symlink targets that stay inside the app's
 //! directory), and the digest is recomputed from the bytes exactly as the
 //! daemon defines it. Only then can [`Files::write_to`] put them on disk,
@@ -18,6 +20,14 @@ use crate::digest::{ManifestLine, Sha256Digest, manifest_text};
 use crate::limits::Limits;
 use crate::protocol::ROOT_ALIAS;
 use crate::tree::{Bounds, EntryKind, FileHash, SymlinkError, resolve_symlink};
+
+/// How much of an error answer's body is read, for the snippet in the error:
+/// enough for any message a daemon or proxy writes, and no more, whatever it
+/// sends.
+const ERROR_BODY_BYTES: usize = 8 << 10;
+
+/// How much of that snippet goes into the error.
+const ERROR_SNIPPET_CHARS: usize = 300;
 
 #[derive(Debug, Clone)]
 struct FileEntry {
@@ -167,11 +177,13 @@ impl Client {
             url.host_str().unwrap_or_default(),
             url.port().map(|p| format!(":{p}")).unwrap_or_default()
         );
-        let download_error = |source| ClientError::Download {
+        // The message names the URL, without credentials: reqwest's own
+        // text would repeat it whole.
+        let download_error = |source: reqwest::Error| ClientError::Download {
             app: app.clone(),
             revision: revision.to_owned(),
             url: shown.clone(),
-            source,
+            source: source.without_url(),
         };
         let mut request = self.http.get(url);
         if let Some(token) = &self.options.token {
@@ -180,13 +192,16 @@ impl Client {
         let mut response = request.send().await.map_err(download_error)?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = error_body(&mut response).await;
             return Err(ClientError::DownloadStatus {
                 app,
                 revision: revision.to_owned(),
                 url: shown,
                 status: status.as_u16(),
-                detail: body.chars().take(300).collect(),
+                detail: String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(ERROR_SNIPPET_CHARS)
+                    .collect(),
             });
         }
         let header = response
@@ -194,15 +209,23 @@ impl Client {
             .get("digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let limit = tar_limit();
+        let limit = self.options.max_artifact_bytes;
+        let too_large = || ClientError::TooLarge {
+            app: app.clone(),
+            revision: revision.to_owned(),
+            url: shown.clone(),
+            limit,
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit)
+        {
+            return Err(too_large());
+        }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(download_error)? {
             if (body.len() + chunk.len()) as u64 > limit {
-                return Err(ClientError::TooLarge {
-                    app,
-                    revision: revision.to_owned(),
-                    limit,
-                });
+                return Err(too_large());
             }
             body.extend_from_slice(&chunk);
         }
@@ -221,10 +244,21 @@ impl Client {
     }
 }
 
-/// The largest tar accepted: the per-app cap on content, plus headers.
-fn tar_limit() -> u64 {
-    let limits = Limits::default();
-    limits.max_app_bytes + (limits.max_app_files as u64 + 1) * 3 * 512
+/// The first [`ERROR_BODY_BYTES`] of an error answer's body, or what came of
+/// it before the connection failed: the rest is never read (the connection is
+/// dropped with the response).
+async fn error_body(response: &mut reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ERROR_BODY_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
 }
 
 /// Reads and checks every entry of the tar, then computes the app digest of

@@ -54,10 +54,11 @@ pub enum ClientError {
         status: u16,
         detail: String,
     },
-    #[error("the files of app {app} at {revision} exceed {limit} bytes")]
+    #[error("the files of app {app} at {revision} from {url} exceed {limit} bytes")]
     TooLarge {
         app: String,
         revision: String,
+        url: String,
         limit: u64,
     },
     /// The artifact is not what the signal announced: refused before any use.

@@ -35,6 +35,15 @@ pub mod defaults {
     pub const POLL: Duration = Duration::from_secs(5);
     /// Deadline of one artifact download.
     pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Deadline to open a connection to the daemon.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Longest wait for the daemon's next bytes, the first included: it builds
+    /// a tar from Git objects before it answers, in well under a second for
+    /// usual apps.
+    pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Largest artifact downloaded: what the daemon serves at most, its
+    /// per-app cap on content plus the tar's headers.
+    pub const MAX_ARTIFACT_BYTES: u64 = crate::limits::Limits::DEFAULT.max_tar_bytes();
 }
 
 /// `MAXLEN ~` of the dead-letter stream.
@@ -64,7 +73,15 @@ pub struct ClientOptions {
     pub max_attempts: u64,
     pub retry_delay: Duration,
     pub poll: Duration,
+    /// Deadline of a whole artifact download.
     pub download_timeout: Duration,
+    /// Deadline to connect to the daemon.
+    pub connect_timeout: Duration,
+    /// Longest silence of the daemon while downloading.
+    pub read_timeout: Duration,
+    /// Largest artifact accepted, in bytes; a larger one fails without
+    /// being read further.
+    pub max_artifact_bytes: u64,
 }
 
 impl ClientOptions {
@@ -82,6 +99,9 @@ impl ClientOptions {
             retry_delay: defaults::RETRY_DELAY,
             poll: defaults::POLL,
             download_timeout: defaults::DOWNLOAD_TIMEOUT,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            read_timeout: defaults::READ_TIMEOUT,
+            max_artifact_bytes: defaults::MAX_ARTIFACT_BYTES,
         }
     }
 }
@@ -144,7 +164,8 @@ impl Client {
         let keys = Keys::new(&options.redis.namespace).app(&options.app);
         let http = reqwest::Client::builder()
             .timeout(options.download_timeout)
-            .connect_timeout(options.redis.connect_timeout)
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
             .build()
             .map_err(ClientError::Http)?;
         Ok(Client {

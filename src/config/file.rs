@@ -168,6 +168,14 @@ pub(super) struct ServerFile {
     #[serde(default, deserialize_with = "unique_names")]
     pub tokens: Vec<ApiToken>,
     pub read_requires_token: Option<bool>,
+    #[serde(default, deserialize_with = "opt::connections")]
+    pub max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "opt::duration")]
+    pub header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt::duration")]
+    pub body_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt::budget_size")]
+    pub unverified_body_budget: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

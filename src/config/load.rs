@@ -309,13 +309,33 @@ fn resolve(
         sync_timeout: f.redis.sync_timeout.unwrap_or(defaults::SYNC_TIMEOUT),
     };
 
+    let hooks = f.webhooks;
+    let max_body = hooks.max_body.unwrap_or(defaults::WEBHOOK_MAX_BODY);
+    let unverified_body_budget = f
+        .server
+        .unverified_body_budget
+        .unwrap_or(defaults::UNVERIFIED_BODY_BUDGET);
+    if unverified_body_budget < max_body {
+        return Err(ConfigError::Value {
+            key: "server.unverified_body_budget".to_owned(),
+            message: format!(
+                "{unverified_body_budget} bytes is less than webhooks.max_body ({max_body} bytes): a webhook that large could never be read"
+            ),
+        });
+    }
     let server = ServerConfig {
         listen: f.server.listen.unwrap_or(defaults::LISTEN),
         tokens: f.server.tokens,
         read_requires_token: f.server.read_requires_token.unwrap_or(true),
+        max_connections: f
+            .server
+            .max_connections
+            .unwrap_or(defaults::MAX_CONNECTIONS),
+        header_timeout: f.server.header_timeout.unwrap_or(defaults::HEADER_TIMEOUT),
+        body_timeout: f.server.body_timeout.unwrap_or(defaults::BODY_TIMEOUT),
+        unverified_body_budget,
     };
 
-    let hooks = f.webhooks;
     let webhooks = WebhooksConfig {
         github: needs.optional(
             hooks
@@ -333,7 +353,7 @@ fn resolve(
                 .generic
                 .map(|s| s.0.read_secret("webhooks.generic", env)),
         )?,
-        max_body: hooks.max_body.unwrap_or(defaults::WEBHOOK_MAX_BODY),
+        max_body,
     };
 
     let reports = f

@@ -34,7 +34,7 @@ pub use model::{
     SinkConfig, SinkFormat, WebhooksConfig,
 };
 pub use scope::AppScope;
-pub use values::{Namespace, SinkUrl, parse_duration};
+pub use values::{Namespace, SinkUrl, parse_duration, parse_size};
 
 /// The types of `repo.children` and of the `--children` flags, for the CLI.
 pub use crate::layout::{Generator, GlobPattern};
@@ -59,6 +59,18 @@ pub mod defaults {
     pub const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
     pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
     pub const WEBHOOK_MAX_BODY: u64 = 1 << 20;
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub const MAX_CONNECTIONS: usize = 256;
+    /// To send a request's head, from the connection's start or, kept alive,
+    /// from the end of the previous response (hyper's header-read timeout):
+    /// also how long an idle keep-alive connection stays open.
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// To send a webhook's whole body. GitHub gives up on a hook after 10 s,
+    /// so an honest sender is done long before.
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Bytes of webhook bodies held at once before their signature is checked,
+    /// across all requests: 16 bodies of the default `webhooks.max_body`.
+    pub const UNVERIFIED_BODY_BUDGET: u64 = 16 << 20;
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     pub const DEPENDS_ON_TIMEOUT: Duration = Duration::from_secs(600);
 }

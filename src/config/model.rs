@@ -129,6 +129,18 @@ pub struct ServerConfig {
     /// report) needs a token too; health and metrics never do. `false` opens
     /// reads to anyone who reaches the listener, by explicit choice only.
     pub read_requires_token: bool,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Deadline to send a request's head, counted from the connection's start
+    /// or from the end of the previous response on a kept-alive connection
+    /// (so it also closes idle keep-alive connections).
+    pub header_timeout: Duration,
+    /// Deadline to send a webhook's whole body (408 past it).
+    pub body_timeout: Duration,
+    /// Bytes of request bodies held at once, over all requests, before they
+    /// are verified: a webhook beyond it is answered 503 instead of read.
+    /// Never below `webhooks.max_body` (loading checks).
+    pub unverified_body_budget: u64,
 }
 
 /// An API bearer token, stored as the sha256 of the token: the config never holds

@@ -54,7 +54,7 @@ pub(super) fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses a byte size: a plain number of bytes, or a number with `B`, `KiB`,
 /// `MiB` or `GiB` (`1MiB`).
-pub(super) fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -365,6 +365,9 @@ where
     d.deserialize_str(Text { expecting, parse })
 }
 
+/// The most `server.max_connections` accepts.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// `Option` fields through [`parsed`]: `#[serde(default, deserialize_with = ...)]`.
 pub(super) mod opt {
     use super::*;
@@ -390,6 +393,34 @@ pub(super) mod opt {
                 Ok(size)
             } else {
                 Err(format!("size {text:?} must be between 1KiB and 64MiB"))
+            }
+        })
+        .map(Some)
+    }
+
+    /// Bytes of unverified request bodies held at once: at least 1 KiB (the
+    /// least `webhooks.max_body`), at most 64 GiB (a limit, not a hope).
+    pub fn budget_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        parsed(d, "a size such as 16MiB", |text| {
+            let size = parse_size(text)?;
+            if (1 << 10..=64 << 30).contains(&size) {
+                Ok(size)
+            } else {
+                Err(format!("size {text:?} must be between 1KiB and 64GiB"))
+            }
+        })
+        .map(Some)
+    }
+
+    /// Connections served at once: 1 to [`MAX_CONNECTIONS`], far above what a
+    /// process's file descriptors allow.
+    pub fn connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        parsed(d, "a whole number of connections", |text| {
+            match text.trim().parse::<usize>() {
+                Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "{text:?} is not a whole number from 1 to {MAX_CONNECTIONS}"
+                )),
             }
         })
         .map(Some)

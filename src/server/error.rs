@@ -61,6 +61,9 @@ pub enum Refused {
     Timeout {
         after: Duration,
     },
+    /// Reading the body would go past the server's budget of unverified body
+    /// bytes (`server.unverified_body_budget`).
+    Busy,
     BadRequest(String),
     Unauthorized(Unauthorized),
 }
@@ -213,11 +216,27 @@ fn refused_answer(refused: &Refused) -> Answer {
         ),
         Refused::Timeout { after } => Answer::new(
             StatusCode::REQUEST_TIMEOUT,
-            format!("request body not received within {} s", after.as_secs()),
+            format!("request body not received within {}", seconds(*after)),
         ),
+        // Others' bodies fill the budget; it frees as they are verified or
+        // time out.
+        Refused::Busy => Answer::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many webhook bodies are being received at once; retry later",
+        )
+        .with(RETRY_AFTER, "1"),
         Refused::BadRequest(reason) => Answer::new(StatusCode::BAD_REQUEST, reason),
         // A forge does not answer challenges: no `WWW-Authenticate`.
         Refused::Unauthorized(reason) => Answer::new(StatusCode::UNAUTHORIZED, reason.to_string()),
+    }
+}
+
+/// `10 s`, or `250 ms` below a second.
+fn seconds(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{} ms", duration.as_millis())
     }
 }
 

@@ -29,7 +29,7 @@ pub struct WebhookLabel {
     /// `github`, `gitlab`, `gitea` or `generic`.
     pub provider: &'static str,
     /// `triggered`, `ignored`, `duplicate`, `ping`, `unauthorized`, `too_large`,
-    /// `timeout`, `bad_request`, `not_configured`.
+    /// `timeout`, `busy`, `bad_request`, `not_configured`.
     pub result: &'static str,
 }
 
@@ -48,6 +48,8 @@ pub struct Metrics {
     pub apps: Family<StatusLabel, Gauge>,
     /// Webhook requests, by provider and outcome.
     pub webhooks: Family<WebhookLabel, Counter>,
+    /// HTTP connections open now (at most `server.max_connections`).
+    pub connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -67,6 +69,7 @@ impl Metrics {
             signals: Family::default(),
             apps: Family::default(),
             webhooks: Family::default(),
+            connections: Gauge::default(),
         }
     }
 
@@ -102,6 +105,11 @@ impl Metrics {
             "webhook_requests",
             "Webhook requests, by provider and outcome",
             self.webhooks.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "HTTP connections open now",
+            self.connections.clone(),
         );
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)

@@ -6,10 +6,16 @@
 //! (`sync`). It binds no address itself: [`serve`] takes a bound listener and a
 //! shutdown token, so tests bind port 0 and stop it cleanly. Every error answer
 //! goes through one type, `error::ApiError`.
+//!
+//! What an unauthenticated client can make it spend is bounded: connections,
+//! the time to send a request's head (`connections`), and the bytes and time
+//! of bodies read before they are verified (`budget`, `webhooks`).
 
 mod api;
 mod artifact;
 mod auth;
+mod budget;
+mod connections;
 mod error;
 mod health;
 mod metrics;
@@ -18,9 +24,9 @@ mod webhooks;
 use std::sync::Arc;
 
 use axum::Router;
-use tokio_util::sync::CancellationToken;
 
 pub use artifact::Artifacts;
+pub use connections::serve;
 pub use health::{Health, State as HealthState};
 pub use metrics::{KindLabel, Metrics, ResultLabel, StatusLabel, WebhookLabel};
 
@@ -58,21 +64,10 @@ pub struct Settings {
 
 /// Every route.
 pub fn router(shared: Shared) -> Router {
+    let budget = budget::BodyBudget::new(shared.settings.server.unverified_body_budget);
     Router::new()
         .merge(api::routes())
         .merge(artifact::routes())
-        .merge(webhooks::routes())
+        .merge(webhooks::routes(budget))
         .with_state(shared)
-}
-
-/// Serves `router(shared)` on `listener` until `shutdown` is cancelled; requests
-/// in flight then get a moment to finish (axum's graceful shutdown).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    shared: Shared,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
 }

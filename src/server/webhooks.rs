@@ -3,8 +3,10 @@
 //!
 //! A webhook is only a hint to fetch now: the payload never carries desired
 //! state, only the pushed ref is read from it, to skip pushes to other refs. A
-//! request is size-capped and time-boxed while its body is read, verified in
-//! constant time against the raw body, deduplicated by delivery id, and then
+//! request is size-capped and time-boxed while its body is read, its bytes
+//! count against the server's [`BodyBudget`] until it is verified (503 past
+//! the budget), it is verified in constant time against the raw body,
+//! deduplicated by delivery id, and then
 //! fires the reconcile loop's [`Trigger`](crate::reconcile::Trigger), which
 //! coalesces bursts into one fetch. The response goes out at once; the fetch
 //! runs after it.
@@ -31,6 +33,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 
+use super::budget::{BodyBudget, Held};
 use super::error::{ApiError, Refused};
 use super::{Shared, WebhookLabel};
 use crate::config::{Secret, WebhooksConfig};
@@ -40,28 +43,26 @@ use crate::config::{Secret, WebhooksConfig};
 /// windows; each costs two 32-byte digests, whatever the id's length.
 const DELIVERY_IDS: usize = 4096;
 
-/// How long a client may take to send its body. GitHub itself gives up on a
-/// hook after 10 s, so an honest sender is done long before; a trickling one
-/// is cut off instead of holding a connection open.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Longest prefix of a delivery id written to the log (ids are the sender's
 /// text, even when the request turns out to be forged).
 const LOGGED_ID_CHARS: usize = 80;
 
-/// Every webhook route; the delivery-id set is shared by all of them.
-pub fn routes() -> Router<Shared> {
+/// Every webhook route; the delivery-id set and the `budget` of unverified
+/// body bytes are shared by all of them.
+pub fn routes(budget: BodyBudget) -> Router<Shared> {
     let deliveries = Arc::new(Mutex::new(Deliveries::new(DELIVERY_IDS)));
     // A constant's borrow lives for the whole program: handlers keep theirs.
     let providers: &'static [Provider] = &Provider::ALL;
     providers.iter().fold(Router::new(), |router, provider| {
         let deliveries = deliveries.clone();
+        let budget = budget.clone();
         router.route(
             &format!("/hooks/{}", provider.name),
             post(
                 move |State(shared): State<Shared>, headers: HeaderMap, body: Body| {
                     let deliveries = deliveries.clone();
-                    async move { receive(provider, shared, &deliveries, headers, body).await }
+                    let held = budget.hold();
+                    async move { receive(provider, shared, &deliveries, held, headers, body).await }
                 },
             ),
         )
@@ -202,6 +203,7 @@ impl Disposition {
             Disposition::Refused(Refused::NotConfigured { .. }) => "not_configured",
             Disposition::Refused(Refused::TooLarge { .. }) => "too_large",
             Disposition::Refused(Refused::Timeout { .. }) => "timeout",
+            Disposition::Refused(Refused::Busy) => "busy",
             Disposition::Refused(Refused::BadRequest(_)) => "bad_request",
             Disposition::Refused(Refused::Unauthorized(_)) => "unauthorized",
             Disposition::Ping => "ping",
@@ -257,15 +259,18 @@ async fn receive(
     provider: &'static Provider,
     shared: Shared,
     deliveries: &Mutex<Deliveries>,
+    held: Held,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let delivery = delivery_id(provider, &headers);
     let logged_id = delivery.map(|id| &id[..id.len().min(LOGGED_ID_CHARS)]);
     let span = tracing::info_span!("webhook", provider = provider.name, delivery = logged_id);
-    let outcome = handle(provider, &shared, deliveries, &headers, delivery, body)
-        .instrument(span.clone())
-        .await;
+    let outcome = handle(
+        provider, &shared, deliveries, held, &headers, delivery, body,
+    )
+    .instrument(span.clone())
+    .await;
     let _webhook = span.enter();
     if outcome == Disposition::Triggered {
         shared.trigger.fire();
@@ -294,6 +299,7 @@ async fn handle(
     provider: &Provider,
     shared: &Shared,
     deliveries: &Mutex<Deliveries>,
+    mut held: Held,
     headers: &HeaderMap,
     delivery: Option<&str>,
     body: Body,
@@ -304,7 +310,13 @@ async fn handle(
             provider: provider.name,
         });
     };
-    let body = match read_body(body, headers, settings.webhooks.max_body).await {
+    let limits = BodyLimits {
+        max: settings.webhooks.max_body,
+        timeout: settings.server.body_timeout,
+    };
+    // `held` keeps the body's bytes counted until it is dropped with `body`,
+    // at the end of this function.
+    let body = match read_body(body, headers, limits, &mut held).await {
         Ok(body) => body,
         Err(refused) => return Disposition::Refused(refused),
     };
@@ -350,9 +362,26 @@ fn delivery_id<'h>(provider: &Provider, headers: &'h HeaderMap) -> Option<&'h st
         .filter(|id| !id.is_empty())
 }
 
-/// Reads at most `max` bytes of body within [`BODY_TIMEOUT`]. A declared
-/// `Content-Length` over the cap is refused before reading anything.
-async fn read_body(mut body: Body, headers: &HeaderMap, max: u64) -> Result<Vec<u8>, Refused> {
+/// How much of a body is read, and for how long.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimits {
+    /// `webhooks.max_body`.
+    max: u64,
+    /// `server.body_timeout`.
+    timeout: Duration,
+}
+
+/// Reads at most `limits.max` bytes of body within `limits.timeout`, every
+/// byte counted in `held` before it is read. A declared `Content-Length` over
+/// the cap is refused before reading anything, and one the budget cannot
+/// hold too (503): it is taken from the budget whole, up front.
+async fn read_body(
+    mut body: Body,
+    headers: &HeaderMap,
+    limits: BodyLimits,
+    held: &mut Held,
+) -> Result<Vec<u8>, Refused> {
+    let BodyLimits { max, timeout } = limits;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -360,26 +389,34 @@ async fn read_body(mut body: Body, headers: &HeaderMap, max: u64) -> Result<Vec<
     if declared.is_some_and(|length| length > max) {
         return Err(Refused::TooLarge { max });
     }
+    let declared = declared.unwrap_or(0);
+    if !held.grow_to(declared) {
+        return Err(Refused::Busy);
+    }
     let read = async {
-        let mut bytes = Vec::new();
+        // Within the cap and the budget: the declared size is allocated once.
+        let mut bytes = Vec::with_capacity(declared as usize);
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
         {
             let frame = frame
                 .map_err(|_| Refused::BadRequest("request body could not be read".to_owned()))?;
             if let Ok(data) = frame.into_data() {
-                if (bytes.len() + data.len()) as u64 > max {
+                let total = (bytes.len() + data.len()) as u64;
+                if total > max {
                     return Err(Refused::TooLarge { max });
+                }
+                // A chunked body is counted as it comes.
+                if !held.grow_to(total) {
+                    return Err(Refused::Busy);
                 }
                 bytes.extend_from_slice(&data);
             }
         }
         Ok(bytes)
     };
-    tokio::time::timeout(BODY_TIMEOUT, read)
+    tokio::time::timeout(timeout, read)
         .await
-        .unwrap_or(Err(Refused::Timeout {
-            after: BODY_TIMEOUT,
-        }))
+        .unwrap_or(Err(Refused::Timeout { after: timeout }))
 }
 
 /// Checks the request's signature (or token) against `secret`, in constant

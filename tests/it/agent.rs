@@ -635,6 +635,35 @@ fn a_tampered_artifact_is_refused_and_reported_and_nothing_runs() {
     assert!(!agent.dir.join("versions").join(hex_of(&bad)).exists());
 }
 
+/// `--max-artifact-size` reaches the download: an artifact past it fails the
+/// signal with an error naming the daemon and the cap, and nothing runs.
+#[test]
+fn an_artifact_past_max_artifact_size_is_refused_and_reported() {
+    let stack = Stack::start("artifact-cap");
+    let runs = stack.path("runs");
+    // Any tar is at least 2 KiB: a 512-byte header and a block per file, and
+    // two blocks at the end.
+    let agent = stack.agent(
+        INGRESS,
+        "ingress-1",
+        &format!("echo run >> {}", q(&runs)),
+        &["--max-attempts", "1", "--max-artifact-size", "1KiB"],
+    );
+    assert!(
+        eventually(WAIT, || !stack.dead(INGRESS).is_empty()),
+        "{}",
+        stack.explain(INGRESS, &[&agent])
+    );
+    let observed = stack.observed(INGRESS);
+    assert_eq!(observed["status"], "failed", "{observed:#?}");
+    let says = format!("from {} exceed 1024 bytes", stack.daemon.url(""));
+    for text in [&observed["message"], &stack.dead(INGRESS)[0]["error"]] {
+        assert!(text.contains(&says), "{text}");
+    }
+    assert!(lines(&runs).is_empty(), "the hook ran");
+    assert_eq!(agent.current(), None);
+}
+
 /// RELIABILITY row 21 across the wire: `search/indexers/orders`, three levels
 /// deep, links `../../../platform/namespaces.yaml`. Inside the repository, but
 /// once unpacked in an agent's `versions/<hex>/` it would name whatever lies

@@ -106,6 +106,10 @@ fn the_example_loads() {
     assert_eq!(redis.sync_timeout, Duration::from_secs(300));
 
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.server.max_connections, 256);
+    assert_eq!(config.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.body_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.unverified_body_budget, 16 << 20);
     let roles: Vec<_> = config
         .server
         .tokens
@@ -191,6 +195,10 @@ fn a_minimal_config_gets_every_default() {
     assert_eq!(redis.sync_timeout, Duration::from_secs(300));
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert!(config.server.tokens.is_empty() && config.server.read_requires_token);
+    assert_eq!(config.server.max_connections, 256);
+    assert_eq!(config.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.body_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.unverified_body_budget, 16 << 20);
     let hooks = &config.webhooks;
     assert!(hooks.github.is_none() && hooks.gitlab.is_none());
     assert!(hooks.gitea.is_none() && hooks.generic.is_none());
@@ -439,6 +447,22 @@ const BAD_FILES: &[Bad] = &[
     ),
     bad("max_body", "repo: {url: /r}\nwebhooks: {max_body: 10GiB}\n"),
     bad(
+        "max_connections",
+        "repo: {url: /r}\nserver: {max_connections: 0}\n",
+    ),
+    bad(
+        "header_timeout",
+        "repo: {url: /r}\nserver: {header_timeout: 0s}\n",
+    ),
+    bad(
+        "unverified_body_budget",
+        "repo: {url: /r}\nserver: {unverified_body_budget: 100GiB}\n",
+    ),
+    bad(
+        "budget below max_body",
+        "repo: {url: /r}\nserver: {unverified_body_budget: 512KiB}\nwebhooks: {max_body: 1MiB}\n",
+    ),
+    bad(
         "stream_maxlen",
         "repo: {url: /r}\nredis: {stream_maxlen: 0}\n",
     ),
@@ -496,6 +520,7 @@ fn bad_files_are_refused_with_errors_naming_the_input() {
                 || error.contains(" environment variable ")
                 || error.contains("repo.")
                 || error.contains("redis.")
+                || error.contains("server.")
                 || error.contains("reports["),
             "{}: {error}",
             case.case
