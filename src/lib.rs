@@ -21,6 +21,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+pub mod acl;
 pub mod agent;
 pub mod artifact;
 pub mod backoff;

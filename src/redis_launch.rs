@@ -305,16 +305,13 @@ impl Listen {
     }
 }
 
-/// 32 bytes from the operating system's CSPRNG, as hex (safe in a URL and in
-/// redis.conf without quoting).
+/// A password for the TCP fallback ([`Secret::random`]).
 fn generate_password() -> Result<Secret, LaunchError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| LaunchError::File {
+    Secret::random().map_err(|e| LaunchError::File {
         action: "generate a password for",
         path: PathBuf::from("the embedded Redis"),
         source: io::Error::other(e.to_string()),
-    })?;
-    Ok(Secret::new(hex::encode(bytes)))
+    })
 }
 
 /// One start on `listen`; the child is killed on any failure.

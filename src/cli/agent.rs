@@ -37,6 +37,11 @@ pub struct AgentArgs {
     /// scoped to the app, is enough.
     #[arg(long, env = "CANOPY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The app's Redis credentials file, written by the daemon under its
+    /// redis.acl.credentials_dir (`canopy creds path <app>` prints it): its
+    /// username and password replace any other.
+    #[arg(long, env = "CANOPY_REDIS_CREDENTIALS")]
+    pub redis_credentials: Option<PathBuf>,
     /// This agent's name in the app's consumer group and in its reports. Keep it
     /// stable across restarts: its unacknowledged signals come back to it at once
     /// (default: the host name).
@@ -84,6 +89,15 @@ pub fn run(args: AgentArgs) -> Result<ExitCode, CliError> {
     let mut options = ClientOptions::new(target.store, args.app.clone(), consumer);
     options.server = Some(daemon_url(args.server.as_deref(), target.listen));
     options.token = args.token.clone().map(Secret::new);
+    options.credentials_file = args.redis_credentials.clone();
+    // Read now too, so the password is withheld from the hook like the others
+    // (the client reads the file again when it connects).
+    let credentials = match &args.redis_credentials {
+        Some(path) => crate::protocol::credentials::read(path)
+            .map_err(|e| CliError::Client(e.into()))?
+            .map(|c| c.password),
+        None => None,
+    };
     options.heartbeat_ttl = args.heartbeat_ttl;
     options.claim_idle = args.claim_idle;
     options.max_attempts = args.max_attempts.max(1);
@@ -96,6 +110,7 @@ pub fn run(args: AgentArgs) -> Result<ExitCode, CliError> {
         options.redis.password.clone(),
         options.redis.url.password(),
         options.token.clone(),
+        credentials,
     ]
     .into_iter()
     .flatten()

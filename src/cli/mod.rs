@@ -2,6 +2,7 @@
 //! [`CliError`]; `main` prints the error's cause chain.
 
 mod agent;
+mod creds;
 mod diff;
 #[cfg(test)]
 mod docs;
@@ -61,6 +62,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// A drift report now, from Redis: every app not synced, grouped by parent.
     Report(report::ReportArgs),
+    /// The apps' Redis credentials files (redis.acl.credentials_dir).
+    Creds(creds::CredsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +80,10 @@ pub enum Output {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    #[error(
+        "per-app Redis users are off: the config sets redis.url without redis.acl.credentials_dir"
+    )]
+    NoCredentialsDir,
     #[error("failed to read {source_desc}")]
     Tree {
         source_desc: String,
@@ -167,5 +174,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Sync(args) => sync::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Report(args) => report::run(args),
+        Command::Creds(args) => creds::run(args),
     }
 }

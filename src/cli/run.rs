@@ -56,6 +56,11 @@ pub struct RunArgs {
     /// An existing Redis (default: start a private redis-server in the state dir).
     #[arg(long, value_parser = RedisUrl::parse)]
     pub redis_url: Option<RedisUrl>,
+    /// A Redis ACL user per app, its credentials file under this directory
+    /// (redis.acl.credentials_dir; on by default with the embedded Redis, in
+    /// <state_dir>/credentials).
+    #[arg(long, env = "CANOPY_REDIS_ACL_CREDENTIALS_DIR")]
+    pub credentials_dir: Option<PathBuf>,
     /// The HTTP address (server.listen), e.g. 0.0.0.0:8080; port 0 picks a free
     /// port (logged at start).
     #[arg(long)]
@@ -76,6 +81,7 @@ impl RunArgs {
             children: self.children.clone(),
             children_exclude: self.children_exclude.clone(),
             redis_url: self.redis_url.clone(),
+            credentials_dir: self.credentials_dir.clone(),
             poll_interval: self.poll_interval,
             listen: self.listen,
         }
@@ -179,6 +185,10 @@ async fn serve(
     let mut reconciler = Reconciler::new(poller, store).await?;
     reconciler.keep_snapshot(config.state_dir.join("snapshot"));
     reconciler.set_depends_on_timeout(config.depends_on_timeout);
+    if let Some(dir) = config.redis.credentials_dir_in(&config.state_dir) {
+        tracing::info!(dir = %dir.display(), "a Redis ACL user per app, credentials files in dir");
+        reconciler.set_app_users(crate::acl::AppUsers::new(&dir, config.namespace.as_str()));
+    }
     let sync_timeout =
         chrono::Duration::from_std(redis.sync_timeout).unwrap_or(chrono::Duration::MAX);
 

@@ -10,6 +10,10 @@ use crate::protocol::{ConnectError, RecordError};
 pub enum ClientError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Credentials(#[from] crate::protocol::credentials::CredentialsError),
+    #[error("credentials file {} does not exist (yet): the daemon writes it when it creates the app's Redis user", .path.display())]
+    NoCredentials { path: std::path::PathBuf },
     /// Redis answered something the command never returns: refused, not guessed.
     #[error("unexpected reply to {command} for app {app}: {detail}")]
     Reply {

@@ -68,6 +68,9 @@ pub struct ClientOptions {
     pub server: Option<String>,
     /// Bearer token for the daemon's API, when reads need one.
     pub token: Option<Secret>,
+    /// The app's credentials file (`redis.acl.credentials_dir`): when set, its
+    /// `username` and `password` replace those of [`redis`](Self::redis).
+    pub credentials_file: Option<std::path::PathBuf>,
     pub heartbeat_ttl: Duration,
     pub claim_idle: Duration,
     pub max_attempts: u64,
@@ -93,6 +96,7 @@ impl ClientOptions {
             consumer,
             server: None,
             token: None,
+            credentials_file: None,
             heartbeat_ttl: defaults::HEARTBEAT_TTL,
             claim_idle: defaults::CLAIM_IDLE,
             max_attempts: defaults::MAX_ATTEMPTS,
@@ -159,7 +163,13 @@ pub enum Reported {
 impl Client {
     /// Connects to Redis. Loads nothing and creates nothing: a child's ACL user
     /// may only touch its own keys.
-    pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
+    pub async fn connect(mut options: ClientOptions) -> Result<Client, ClientError> {
+        if let Some(path) = &options.credentials_file {
+            let credentials = crate::protocol::credentials::read(path)?
+                .ok_or_else(|| ClientError::NoCredentials { path: path.clone() })?;
+            options.redis.username = Some(credentials.username);
+            options.redis.password = Some(credentials.password);
+        }
         let (redis, conn) = crate::protocol::open(&options.redis).await?;
         let keys = Keys::new(&options.redis.namespace).app(&options.app);
         let http = reqwest::Client::builder()

@@ -114,6 +114,17 @@ pub(super) struct RedisFile {
     pub connect_timeout: Option<Duration>,
     pub response_timeout: Option<Duration>,
     pub sync_timeout: Option<Duration>,
+    /// `redis.acl.credentials_dir`: a Redis ACL user per app, its credentials
+    /// files there.
+    pub credentials_dir: Option<PathBuf>,
+}
+
+/// `redis.acl`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclFields {
+    #[serde(default, deserialize_with = "opt::path")]
+    credentials_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +148,7 @@ struct RedisFields {
     response_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt::duration")]
     sync_timeout: Option<Duration>,
+    acl: Option<AclFields>,
 }
 
 impl<'de> Deserialize<'de> for RedisFile {
@@ -155,6 +167,7 @@ impl<'de> Deserialize<'de> for RedisFile {
                 connect_timeout: f.connect_timeout,
                 response_timeout: f.response_timeout,
                 sync_timeout: f.sync_timeout,
+                credentials_dir: f.acl.and_then(|acl| acl.credentials_dir),
             })
         })
     }

@@ -34,7 +34,7 @@ use crate::source::RepoUrl;
 /// | `CANOPY_POLL_INTERVAL` | `repo.poll_interval` |
 /// | `CANOPY_REDIS_URL` | `redis.url` |
 /// | `CANOPY_LISTEN` | `server.listen` |
-pub const ENV_VARS: [&str; 8] = [
+pub const ENV_VARS: [&str; 9] = [
     "CANOPY_NAMESPACE",
     "CANOPY_STATE_DIR",
     "CANOPY_REPO_URL",
@@ -42,6 +42,7 @@ pub const ENV_VARS: [&str; 8] = [
     "CANOPY_REPO_PATH",
     "CANOPY_POLL_INTERVAL",
     "CANOPY_REDIS_URL",
+    "CANOPY_REDIS_ACL_CREDENTIALS_DIR",
     "CANOPY_LISTEN",
 ];
 
@@ -66,6 +67,8 @@ pub struct Overrides {
     pub children_exclude: Vec<GlobPattern>,
     /// `--redis-url`
     pub redis_url: Option<RedisUrl>,
+    /// `--credentials-dir`
+    pub credentials_dir: Option<PathBuf>,
     /// `--poll-interval`
     pub poll_interval: Option<Duration>,
     /// `--listen`
@@ -175,6 +178,12 @@ fn apply_env(f: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result
         &mut f.repo.poll_interval,
     )?;
     var(env, "CANOPY_REDIS_URL", RedisUrl::parse, &mut f.redis.url)?;
+    var(
+        env,
+        "CANOPY_REDIS_ACL_CREDENTIALS_DIR",
+        parse_path,
+        &mut f.redis.credentials_dir,
+    )?;
     var(env, "CANOPY_LISTEN", parse_listen, &mut f.server.listen)?;
     Ok(())
 }
@@ -206,6 +215,9 @@ fn apply_overrides(f: &mut FileConfig, o: &Overrides) -> Result<(), ConfigError>
             "--children-exclude",
             "needs --children (it refines the root generator given by --children)".to_owned(),
         ));
+    }
+    if let Some(dir) = &o.credentials_dir {
+        f.redis.credentials_dir = Some(dir.clone());
     }
     if let Some(url) = &o.redis_url {
         f.redis.url = Some(url.clone());
@@ -307,6 +319,7 @@ fn resolve(
             .response_timeout
             .unwrap_or(defaults::REDIS_RESPONSE_TIMEOUT),
         sync_timeout: f.redis.sync_timeout.unwrap_or(defaults::SYNC_TIMEOUT),
+        credentials_dir: f.redis.credentials_dir,
     };
 
     let hooks = f.webhooks;

@@ -30,8 +30,8 @@ pub use error::ConfigError;
 pub use file::MAX_CONFIG_BYTES;
 pub use load::{ENV_VARS, Overrides, default_state_dir, process_env};
 pub use model::{
-    ApiToken, Config, GitAuth, RedisConfig, RepoConfig, ReportConfig, Role, ServerConfig,
-    SinkConfig, SinkFormat, WebhooksConfig,
+    ApiToken, Config, DEFAULT_CREDENTIALS_DIR, GitAuth, RedisConfig, RepoConfig, ReportConfig,
+    Role, ServerConfig, SinkConfig, SinkFormat, WebhooksConfig,
 };
 pub use scope::AppScope;
 pub use values::{Namespace, SinkUrl, parse_duration, parse_size};

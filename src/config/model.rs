@@ -9,6 +9,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::scope::AppScope;
+
+/// `redis.acl.credentials_dir`'s default under the state dir, with the
+/// embedded Redis.
+pub const DEFAULT_CREDENTIALS_DIR: &str = "credentials";
 use super::values::{Namespace, SinkUrl};
 use crate::layout::{Generator, LayoutOptions};
 use crate::protocol::RedisUrl;
@@ -110,9 +114,24 @@ pub struct RedisConfig {
     /// How long a signalled child has to report the new digest before its app is
     /// OutOfSync.
     pub sync_timeout: Duration,
+    /// `redis.acl.credentials_dir`: a Redis ACL user per app, each with its
+    /// credentials file under this directory. `None`: no per-app users, unless
+    /// the embedded Redis is used ([`RedisConfig::credentials_dir_in`]).
+    pub credentials_dir: Option<PathBuf>,
 }
 
 impl RedisConfig {
+    /// Where the apps' credentials files go, if per-app ACL users are on: the
+    /// configured directory, or `<state_dir>/credentials` with the embedded
+    /// Redis (which turns them on by default).
+    pub fn credentials_dir_in(&self, state_dir: &std::path::Path) -> Option<PathBuf> {
+        match (&self.credentials_dir, &self.url) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, None) => Some(state_dir.join(DEFAULT_CREDENTIALS_DIR)),
+            (None, Some(_)) => None,
+        }
+    }
+
     /// The URL for logs and status output, without userinfo; `None` for the
     /// embedded Redis.
     pub fn display_url(&self) -> Option<String> {

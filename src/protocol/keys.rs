@@ -93,6 +93,11 @@ pub struct AppKeys {
 }
 
 impl AppKeys {
+    /// A glob of every key of this app (for ACL key patterns: the app-name
+    /// allow-list keeps glob characters out of `base`).
+    pub fn every(&self) -> String {
+        format!("{}:*", self.base)
+    }
     pub fn desired(&self) -> String {
         format!("{}:desired", self.base)
     }

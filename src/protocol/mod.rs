@@ -6,13 +6,16 @@
 //! - [`signal`]: the signal payload and its kinds;
 //! - [`records`]: one strict decoder per stored hash (`:desired`, `:observed`);
 //! - [`connection`]: how a process reaches Redis ([`RedisOptions`], [`open`]);
-//! - [`secret`]: [`Secret`] and URL redaction, so no credential reaches a log.
+//! - [`secret`]: [`Secret`] and URL redaction, so no credential reaches a log;
+//! - [`credentials`]: an app's Redis credentials file: where it is, how the
+//!   daemon writes it and how a child reads it.
 //!
 //! A leaf: it depends on the app-name allow-list (`layout::AppName`) and the
 //! pure status and plan types only, never on store, client, server or config, so
 //! a child needs this module and a Redis connection, nothing of the daemon.
 
 pub mod connection;
+pub mod credentials;
 pub mod keys;
 pub mod records;
 pub mod secret;

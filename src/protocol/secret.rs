@@ -16,6 +16,14 @@ impl Secret {
         Secret(value.into())
     }
 
+    /// 32 bytes from the operating system's CSPRNG, as 64 hex digits (safe in
+    /// a URL, a config file and an ACL rule without quoting).
+    pub fn random() -> Result<Secret, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(Secret::new(hex::encode(bytes)))
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

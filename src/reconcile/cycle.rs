@@ -14,11 +14,12 @@ pub const FULL_COMPARE_EVERY: Duration = Duration::from_secs(600);
 
 use super::decide::{self, Changed, Context, Decision, Scope, Target};
 use super::hold::{self, Release};
+use crate::acl::{AclError, AppUsers};
 use crate::layout::AppName;
 use crate::plan::Plan;
 use crate::snapshot::Stamp;
 use crate::source::{Method, Poll, PollOutcome, Poller, SourceError};
-use crate::store::{AppWrite, Applied, BATCH, Checked, Meta, Signal, Store, StoreError};
+use crate::store::{AppWrite, Applied, BATCH, Checked, Meta, Signal, Store, StoreError, WriteOp};
 
 /// Drives cycles. Owns the poller (Git side) and the store (Redis side).
 pub struct Reconciler {
@@ -55,6 +56,8 @@ pub struct Reconciler {
     committed_commit: Option<gix::ObjectId>,
     /// The commit of the snapshot file, as last saved or loaded.
     saved: Option<gix::ObjectId>,
+    /// The apps' Redis users and credentials files, when ACLs are on.
+    users: Option<AppUsers>,
 }
 
 /// What one cycle did.
@@ -92,6 +95,8 @@ pub enum CycleError {
         "{0} apps changed in Redis while canopy wrote them; they are compared again next cycle"
     )]
     Conflicts(usize, #[source] StoreError),
+    #[error(transparent)]
+    Acl(#[from] AclError),
 }
 
 impl Reconciler {
@@ -126,6 +131,7 @@ impl Reconciler {
             snapshot: None,
             committed_commit: None,
             saved: None,
+            users: None,
         })
     }
 
@@ -155,6 +161,13 @@ impl Reconciler {
     /// `depends_on_timeout`).
     pub fn set_depends_on_timeout(&mut self, timeout: Duration) {
         self.depends_on_timeout = timeout;
+    }
+
+    /// Keeps a Redis ACL user and a credentials file per app (config
+    /// `redis.acl.credentials_dir`); every app is compared on the next cycle.
+    pub fn set_app_users(&mut self, users: AppUsers) {
+        self.users = Some(users);
+        self.resync = true;
     }
 
     /// How often every app is compared with the store although nothing was
@@ -535,10 +548,34 @@ impl Reconciler {
                     write
                 })
                 .collect();
+            if let Some(users) = self.users.as_mut() {
+                // Before the signal: the child needs its user to read it.
+                let put: Vec<AppName> = writes
+                    .iter()
+                    .filter(|w| w.op == WriteOp::Put)
+                    .map(|w| w.app.clone())
+                    .collect();
+                users.ensure(&mut self.store, &put).await?;
+            }
             applied.absorb(self.store.apply(&writes).await?);
+            if let Some(users) = self.users.as_mut() {
+                let pruned: Vec<AppName> = writes
+                    .iter()
+                    .filter(|w| w.op == WriteOp::Prune)
+                    .map(|w| w.app.clone())
+                    .collect();
+                users.pruned(&pruned);
+            }
             report
                 .written_apps
                 .extend(writes.iter().map(|w| w.app.clone()));
+        }
+        if report.resync
+            && let Some(users) = self.users.as_mut()
+        {
+            let apps = self.store.app_names().await?;
+            let apps: Vec<AppName> = apps.into_iter().collect();
+            users.reconcile_all(&mut self.store, &apps).await?;
         }
         report.written = applied.written;
         report.signals = applied.signals;

@@ -7,6 +7,7 @@
 //! others treat as truth goes through a function of `canopy.lua` that checks the
 //! daemon's epoch first, one app per call, so an app is never half-written.
 
+mod acl;
 mod connect;
 mod current;
 mod desired;

@@ -238,7 +238,7 @@ fn env_overrides_the_file_and_flags_override_env() {
 #[test]
 fn every_variable_and_flag_reaches_its_key() {
     let file = File::new(
-        "namespace: file\nstate_dir: /file\nrepo: {url: /file, ref: file, path: file, poll_interval: 1s}\nredis: {url: 'redis://file:1/0'}\nserver: {listen: '127.0.0.1:1'}\n",
+        "namespace: file\nstate_dir: /file\nrepo: {url: /file, ref: file, path: file, poll_interval: 1s}\nredis: {url: 'redis://file:1/0', acl: {credentials_dir: /file-creds}}\nserver: {listen: '127.0.0.1:1'}\n",
     );
     let env = env_of(&[
         ("CANOPY_NAMESPACE", "env"),
@@ -248,12 +248,13 @@ fn every_variable_and_flag_reaches_its_key() {
         ("CANOPY_REPO_PATH", "env"),
         ("CANOPY_POLL_INTERVAL", "2s"),
         ("CANOPY_REDIS_URL", "redis://env:2/0"),
+        ("CANOPY_REDIS_ACL_CREDENTIALS_DIR", "/env-creds"),
         ("CANOPY_LISTEN", "127.0.0.1:2"),
     ]);
     let config = file.load(&env).unwrap();
     let seen = |c: &Config| {
         format!(
-            "{} {} {} {:?} {} {:?} {:?} {}",
+            "{} {} {} {:?} {} {:?} {:?} {} {:?}",
             c.namespace,
             c.state_dir.display(),
             c.repo.url,
@@ -261,12 +262,13 @@ fn every_variable_and_flag_reaches_its_key() {
             c.repo.path,
             c.repo.poll_interval,
             c.redis.display_url(),
-            c.server.listen
+            c.server.listen,
+            c.redis.credentials_dir,
         )
     };
     assert_eq!(
         seen(&config),
-        r#"env /env https://env.example.com/r.git Some("env") env 2s Some("redis://env:2/0") 127.0.0.1:2"#
+        r#"env /env https://env.example.com/r.git Some("env") env 2s Some("redis://env:2/0") 127.0.0.1:2 Some("/env-creds")"#
     );
     let flags = Overrides {
         namespace: Some("flag".parse().unwrap()),
@@ -277,13 +279,14 @@ fn every_variable_and_flag_reaches_its_key() {
         children: vec![GlobPattern::parse("apps/*").unwrap()],
         children_exclude: vec![GlobPattern::parse("apps/old").unwrap()],
         redis_url: Some("redis://flag:3/0".parse().unwrap()),
+        credentials_dir: Some("/flag-creds".into()),
         poll_interval: Some(Duration::from_secs(3)),
         listen: Some("127.0.0.1:3".parse().unwrap()),
     };
     let config = Config::load(Some(&file.path()), &env, &flags).unwrap();
     assert_eq!(
         seen(&config),
-        r#"flag /flag /flag Some("flag") flag 3s Some("redis://flag:3/0") 127.0.0.1:3"#
+        r#"flag /flag /flag Some("flag") flag 3s Some("redis://flag:3/0") 127.0.0.1:3 Some("/flag-creds")"#
     );
     let children = config.repo.layout_options().root_children.unwrap();
     assert_eq!(children.exclude[0].0, "apps/old");

@@ -16,6 +16,7 @@
 mod common;
 
 mod access;
+mod acl;
 mod agent;
 mod artifact;
 mod child_app;
