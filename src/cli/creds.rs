@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::CliError;
-use crate::config::{self, Config, Namespace, Overrides, process_env};
+use crate::config::{self, Namespace, process_env};
 use crate::layout::AppName;
 use crate::protocol::credentials::CredentialsDir;
 
@@ -47,14 +47,7 @@ pub struct PathArgs {
 
 pub fn run(args: CredsArgs) -> Result<ExitCode, CliError> {
     let CredsCommand::Path(args) = args.command;
-    let config = match &args.config {
-        Some(path) => Some(Config::load_for_redis(
-            Some(path),
-            &process_env,
-            &Overrides::default(),
-        )?),
-        None => None,
-    };
+    let config = super::store::redis_config(args.config.as_deref())?;
     let namespace = args
         .namespace
         .clone()

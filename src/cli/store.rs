@@ -39,14 +39,7 @@ pub struct Target {
 
 impl StoreArgs {
     pub fn target(&self) -> Result<Target, CliError> {
-        let config = match &self.config {
-            Some(path) => Some(Config::load_for_redis(
-                Some(path),
-                &process_env,
-                &Overrides::default(),
-            )?),
-            None => None,
-        };
+        let config = redis_config(self.config.as_deref())?;
         let redis = config.as_ref().map(|c| &c.redis);
         let namespace = self
             .namespace
@@ -93,6 +86,14 @@ impl StoreArgs {
         let store = runtime.block_on(Store::connect(&target.store))?;
         Ok((store, target.sync_timeout))
     }
+}
+
+/// The config file's settings that a command reading Redis needs, if a file
+/// is given (only its Redis secrets must be readable).
+pub fn redis_config(path: Option<&std::path::Path>) -> Result<Option<Config>, CliError> {
+    path.map(|path| Config::load_for_redis(Some(path), &process_env, &Overrides::default()))
+        .transpose()
+        .map_err(CliError::from)
 }
 
 /// How to reach the store: the config's `redis` settings, or the defaults.

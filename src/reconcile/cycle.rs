@@ -550,21 +550,13 @@ impl Reconciler {
                 .collect();
             if let Some(users) = self.users.as_mut() {
                 // Before the signal: the child needs its user to read it.
-                let put: Vec<AppName> = writes
-                    .iter()
-                    .filter(|w| w.op == WriteOp::Put)
-                    .map(|w| w.app.clone())
-                    .collect();
-                users.ensure(&mut self.store, &put).await?;
+                users
+                    .ensure(&mut self.store, &apps_of(&writes, WriteOp::Put))
+                    .await?;
             }
             applied.absorb(self.store.apply(&writes).await?);
             if let Some(users) = self.users.as_mut() {
-                let pruned: Vec<AppName> = writes
-                    .iter()
-                    .filter(|w| w.op == WriteOp::Prune)
-                    .map(|w| w.app.clone())
-                    .collect();
-                users.pruned(&pruned);
+                users.pruned(&apps_of(&writes, WriteOp::Prune));
             }
             report
                 .written_apps
@@ -604,6 +596,15 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// The apps of `writes` whose operation is `op`.
+fn apps_of(writes: &[AppWrite], op: WriteOp) -> Vec<AppName> {
+    writes
+        .iter()
+        .filter(|w| w.op == op)
+        .map(|w| w.app.clone())
+        .collect()
 }
 
 /// Which desired state a snapshot of `commit` holds: the same fingerprint as

@@ -331,7 +331,6 @@ fn an_agent_runs_with_its_apps_credentials_only() {
 /// tells an operator to create): every cycle, user and function call works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_needs_no_more_than_its_documented_rules() {
-    use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
     let setup = Setup::new();
     let password = "daemon-pw-for-the-test";
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(password));
@@ -348,25 +347,20 @@ async fn the_daemon_needs_no_more_than_its_documented_rules() {
     let mut options = common::store_options(&setup.redis.url(), NS);
     options.username = Some(user);
     options.password = Some(canopy::protocol::Secret::new(password));
-    let store = canopy::store::Store::connect(&options).await.unwrap();
-    let mirror = Mirror::open(MirrorOptions {
-        url: RepoUrl::parse(&format!("file://{}", setup.repo.display())).unwrap(),
-        reference: "main".to_owned(),
-        credentials: None,
-        timeout: std::time::Duration::from_secs(30),
-        dir: setup.state.path().join("mirror.git"),
-    })
-    .unwrap();
-    let mut reconciler = canopy::reconcile::Reconciler::new(
-        Poller::new(mirror, canopy::layout::LayoutOptions::default()),
-        store,
-    )
-    .await
-    .expect("loads its library and claims an epoch");
+    let mut reconciler = setup
+        .reconciler_as(
+            &setup.repo,
+            setup.state.path(),
+            canopy::layout::LayoutOptions::default(),
+            &options,
+        )
+        .await;
     let dir = setup.state.path().join("credentials");
     reconciler.set_app_users(AppUsers::new(&dir, NS));
-    reconciler.set_depends_on_timeout(std::time::Duration::ZERO);
-    let report = reconciler.cycle().await.expect("a full cycle as the daemon's user");
+    let report = reconciler
+        .cycle()
+        .await
+        .expect("a full cycle as the daemon's user");
     assert!(report.signals > 0, "{report:?}");
     setup.commit(&[("search/values.yaml", "replicas: 5\n")], "scale");
     reconciler.set_full_compare_every(std::time::Duration::ZERO);
@@ -380,4 +374,44 @@ async fn the_daemon_needs_no_more_than_its_documented_rules() {
     let mut daemon = canopy::protocol::open(&options).await.unwrap().1;
     let refused = run(&mut daemon, &["GET", "canopy:other:epoch"]).await;
     assert!(refused.is_err_and(|e| e.contains("NOPERM")));
+}
+
+#[test]
+fn creds_path_names_the_file_the_daemon_writes() {
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().display().to_string();
+    let out = common::canopy(&["creds", "path", "payments/api", "--state-dir", &state_arg]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let want = CredentialsDir::new(&state.path().join("credentials"), "default")
+        .path(&name("payments/api"));
+    assert_eq!(common::stdout(&out).trim(), want.display().to_string());
+    let out = common::canopy(&[
+        "creds",
+        "path",
+        ".",
+        "--credentials-dir",
+        "/c",
+        "--namespace",
+        "prod",
+    ]);
+    assert_eq!(
+        common::stdout(&out).trim(),
+        "/c/prod/_root/credentials.json"
+    );
+
+    // An external Redis without a credentials dir: no per-app users, said so.
+    let config = state.path().join("canopy.yaml");
+    std::fs::write(
+        &config,
+        "repo: {url: /r}\nredis: {url: 'redis://127.0.0.1:1/0'}\n",
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let out = common::canopy(&["creds", "path", "search", "--config", &config_arg]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        common::stderr(&out).contains("redis.acl.credentials_dir"),
+        "{}",
+        common::stderr(&out)
+    );
 }

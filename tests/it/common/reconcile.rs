@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use canopy::layout::LayoutOptions;
+use canopy::protocol::RedisOptions;
 use canopy::reconcile::Reconciler;
 use canopy::source::{Mirror, MirrorOptions, Poller, RepoUrl};
 use canopy::store::{Signal, Store};
@@ -47,6 +48,19 @@ impl Setup {
         state: &Path,
         layout: LayoutOptions,
     ) -> Reconciler {
+        let options = store_options(&self.redis.url(), NS);
+        self.reconciler_as(repo, state, layout, &options).await
+    }
+
+    /// [`reconciler_of`](Self::reconciler_of), connected with `options` (a
+    /// Redis user of its own, say).
+    pub async fn reconciler_as(
+        &self,
+        repo: &Path,
+        state: &Path,
+        layout: LayoutOptions,
+        options: &RedisOptions,
+    ) -> Reconciler {
         let mirror = Mirror::open(MirrorOptions {
             url: RepoUrl::parse(&format!("file://{}", repo.display())).unwrap(),
             reference: "main".to_owned(),
@@ -55,9 +69,7 @@ impl Setup {
             dir: state.join("mirror.git"),
         })
         .unwrap();
-        let store = Store::connect(&store_options(&self.redis.url(), NS))
-            .await
-            .unwrap();
+        let store = Store::connect(options).await.unwrap();
         let mut reconciler = Reconciler::new(Poller::new(mirror, layout), store)
             .await
             .unwrap();
