@@ -15,7 +15,7 @@
 
 pub mod rules;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,19 @@ pub struct AppUsers {
     namespace: String,
     /// Apps pruned by this process, and when.
     pruned: HashMap<AppName, Instant>,
+    rotation: Option<Rotation>,
+    /// Replaced passwords whose grace ends (Unix ms), by app: then they are
+    /// dropped from the file and the user.
+    expiring: BTreeMap<i64, Vec<AppName>>,
+}
+
+/// When passwords are replaced, and how long a replaced one stays valid.
+#[derive(Debug)]
+struct Rotation {
+    schedule: cron::Schedule,
+    grace_ms: i64,
+    /// The last slot whose rotation finished in this process.
+    done: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl AppUsers {
@@ -53,7 +66,131 @@ impl AppUsers {
             dir: CredentialsDir::new(credentials_dir, namespace),
             namespace: namespace.to_owned(),
             pruned: HashMap::new(),
+            rotation: None,
+            expiring: BTreeMap::new(),
         }
+    }
+
+    /// Replaces every app's password at each slot of `schedule` (UTC); the
+    /// replaced one stays valid for `grace` (config `redis.acl.rotate`,
+    /// `redis.acl.grace`).
+    pub fn rotate_on(mut self, schedule: cron::Schedule, grace: Duration) -> AppUsers {
+        self.rotation = Some(Rotation {
+            schedule,
+            grace_ms: i64::try_from(grace.as_millis()).unwrap_or(i64::MAX),
+            done: None,
+        });
+        self
+    }
+
+    /// Called every cycle: rotates the passwords when a slot of the schedule
+    /// has come (also one missed while no daemon ran), and ends the graces
+    /// that are over.
+    ///
+    /// A rotation sets the user first, accepting the new password and the old
+    /// one, and only then writes the file: a child never reads a password
+    /// Redis does not accept yet. A daemon killed in between leaves the old
+    /// file, whose password still works; the next run rotates that app again
+    /// (its file is older than the slot), and the unused password is gone
+    /// with the next `ACL SETUSER`, which sets the rules anew.
+    pub async fn maintain(&mut self, store: &mut Store) -> Result<(), AclError> {
+        let now = chrono::Utc::now();
+        let now_ms = now.timestamp_millis();
+        if let Some(rotation) = &self.rotation
+            && let Some(slot) = rotation
+                .schedule
+                .after(&(now + chrono::Duration::milliseconds(1)))
+                .next_back()
+            && rotation.done.is_none_or(|done| done < slot)
+        {
+            let grace_ms = rotation.grace_ms;
+            let apps: Vec<AppName> = store.app_names().await?.into_iter().collect();
+            self.rotate(store, apps, slot.timestamp_millis(), now_ms, grace_ms)
+                .await?;
+            if let Some(rotation) = self.rotation.as_mut() {
+                rotation.done = Some(slot);
+            }
+        }
+        let later = self.expiring.split_off(&(now_ms + 1));
+        let due: Vec<AppName> = std::mem::replace(&mut self.expiring, later)
+            .into_values()
+            .flatten()
+            .collect();
+        if !due.is_empty() {
+            self.end_grace(store, due, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// New passwords for the apps whose password was made before `slot_ms`.
+    async fn rotate(
+        &mut self,
+        store: &mut Store,
+        apps: Vec<AppName>,
+        slot_ms: i64,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> Result<(), AclError> {
+        let dir = self.dir.clone();
+        let rotated = tokio::task::spawn_blocking(move || {
+            let mut rotated = Vec::new();
+            for app in apps {
+                if let Some(old) = dir.load(&app)?
+                    && old.created_at < slot_ms
+                {
+                    rotated.push((app, old.rotated(now_ms, grace_ms)?));
+                }
+            }
+            Ok::<_, CredentialsError>(rotated)
+        })
+        .await??;
+        if rotated.is_empty() {
+            return Ok(());
+        }
+        let users: Vec<(AppName, Vec<String>)> = rotated
+            .iter()
+            .map(|(app, credentials)| (app.clone(), credentials.hashes(now_ms)))
+            .collect();
+        store.set_app_users(&users).await?;
+        let dir = self.dir.clone();
+        let count = rotated.len();
+        let apps: Vec<AppName> = rotated.iter().map(|(app, _)| app.clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            rotated
+                .iter()
+                .try_for_each(|(app, credentials)| dir.store(app, credentials))
+        })
+        .await??;
+        self.expiring
+            .entry(now_ms.saturating_add(grace_ms))
+            .or_default()
+            .extend(apps);
+        tracing::info!(apps = count, "rotated the apps' Redis passwords");
+        Ok(())
+    }
+
+    /// Drops the replaced passwords of `apps` whose grace is over: from the
+    /// file first (the child already uses the new one), then from the user.
+    async fn end_grace(
+        &mut self,
+        store: &mut Store,
+        apps: Vec<AppName>,
+        now_ms: i64,
+    ) -> Result<(), AclError> {
+        let dir = self.dir.clone();
+        let users = tokio::task::spawn_blocking(move || {
+            let mut users = Vec::new();
+            for app in apps {
+                if let Some(current) = dir.load(&app)?.and_then(|c| c.expired(now_ms)) {
+                    dir.store(&app, &current)?;
+                    users.push((app, current.hashes(now_ms)));
+                }
+            }
+            Ok::<_, CredentialsError>(users)
+        })
+        .await??;
+        store.set_app_users(&users).await?;
+        Ok(())
     }
 
     /// A user and a credentials file for each of `apps` (kept as they are if
@@ -68,13 +205,14 @@ impl AppUsers {
         let dir = self.dir.clone();
         let namespace = self.namespace.clone();
         let apps = apps.to_vec();
+        let now = now_ms();
         // Files: blocking I/O, off the async workers.
         let users = tokio::task::spawn_blocking(move || {
             apps.into_iter()
                 .map(|app| {
                     let user = rules::app_user(&namespace, &app);
-                    let credentials = dir.load_or_create(&app, &user)?;
-                    Ok((app, vec![credentials.password_hash()]))
+                    let credentials = dir.load_or_create(&app, &user, now)?;
+                    Ok((app, credentials.hashes(now)))
                 })
                 .collect::<Result<Vec<_>, CredentialsError>>()
         })
@@ -123,4 +261,8 @@ impl AppUsers {
         }
         Ok(())
     }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }

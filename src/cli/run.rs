@@ -187,7 +187,11 @@ async fn serve(
     reconciler.set_depends_on_timeout(config.depends_on_timeout);
     if let Some(dir) = config.redis.credentials_dir_in(&config.state_dir) {
         tracing::info!(dir = %dir.display(), "a Redis ACL user per app, credentials files in dir");
-        reconciler.set_app_users(crate::acl::AppUsers::new(&dir, config.namespace.as_str()));
+        let mut users = crate::acl::AppUsers::new(&dir, config.namespace.as_str());
+        if let Some(schedule) = &config.redis.rotate {
+            users = users.rotate_on(schedule.clone(), config.redis.grace);
+        }
+        reconciler.set_app_users(users);
     }
     let sync_timeout =
         chrono::Duration::from_std(redis.sync_timeout).unwrap_or(chrono::Duration::MAX);

@@ -130,6 +130,9 @@ impl<H: Handler> Follower<'_, H> {
     /// `Ok(Some(wait))` if there was nothing to do for now.
     async fn step(&mut self) -> Result<Option<Duration>, ClientError> {
         let poll = self.client.options().poll;
+        if self.client.refresh_credentials().await? {
+            tracing::info!(app = %self.client.app(), "the credentials file has a new password: reconnected with it");
+        }
         if let Some(at) = self.retry_at {
             let now = Instant::now();
             if now < at {
@@ -379,10 +382,11 @@ async fn wake_on_messages(client: Client, wake: Arc<Notify>, stop: CancellationT
     let mut failures = 0u32;
     loop {
         let subscribed = async {
-            let mut pubsub = tokio::time::timeout(connect_timeout, client.redis.get_async_pubsub())
-                .await
-                .map_err(|_| "timed out connecting".to_owned())?
-                .map_err(|e| e.to_string())?;
+            let mut pubsub =
+                tokio::time::timeout(connect_timeout, client.pubsub_client().get_async_pubsub())
+                    .await
+                    .map_err(|_| "timed out connecting".to_owned())?
+                    .map_err(|e| e.to_string())?;
             pubsub
                 .subscribe(&channel)
                 .await

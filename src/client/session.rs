@@ -3,7 +3,7 @@
 //! here: what to do with an entry is `follow`'s.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::Value;
@@ -51,6 +51,26 @@ const DEAD_MAXLEN: u64 = 1000;
 
 /// Manifest entries per `HSET` when storing the observed files.
 const FILES_PER_HSET: usize = 500;
+
+/// Opens the connections of `options`, with the credentials file's username
+/// and password when it names one.
+async fn open(options: &ClientOptions) -> Result<Connections, ClientError> {
+    let mut redis = options.redis.clone();
+    let mut password = None;
+    if let Some(path) = &options.credentials_file {
+        let credentials = crate::protocol::credentials::read(path)?
+            .ok_or_else(|| ClientError::NoCredentials { path: path.clone() })?;
+        redis.username = Some(credentials.username);
+        redis.password = Some(credentials.password.clone());
+        password = Some(credentials.password);
+    }
+    let (client, conn) = crate::protocol::open(&redis).await?;
+    Ok(Connections {
+        conn,
+        redis: client,
+        password,
+    })
+}
 
 /// How a child follows its app. `Debug` shows no secret.
 #[derive(Debug, Clone)]
@@ -113,12 +133,22 @@ impl ClientOptions {
 /// One app's connection to the protocol. Clones share the connection.
 #[derive(Clone)]
 pub struct Client {
-    pub(super) conn: ConnectionManager,
-    /// For the pub/sub connection, which cannot share the managed one.
-    pub(super) redis: redis::Client,
+    /// Replaced when the credentials file gets a new password
+    /// ([`Client::refresh_credentials`]): every clone sees the new one.
+    connections: Arc<RwLock<Connections>>,
     pub(super) keys: AppKeys,
     pub(super) options: Arc<ClientOptions>,
     pub(super) http: reqwest::Client,
+}
+
+/// The connections of a client, opened with one password.
+#[derive(Clone)]
+struct Connections {
+    conn: ConnectionManager,
+    /// For the pub/sub connection, which cannot share the managed one.
+    redis: redis::Client,
+    /// The password they were opened with, from the credentials file.
+    password: Option<Secret>,
 }
 
 /// One entry of the app's stream, as delivered to this consumer.
@@ -163,14 +193,8 @@ pub enum Reported {
 impl Client {
     /// Connects to Redis. Loads nothing and creates nothing: a child's ACL user
     /// may only touch its own keys.
-    pub async fn connect(mut options: ClientOptions) -> Result<Client, ClientError> {
-        if let Some(path) = &options.credentials_file {
-            let credentials = crate::protocol::credentials::read(path)?
-                .ok_or_else(|| ClientError::NoCredentials { path: path.clone() })?;
-            options.redis.username = Some(credentials.username);
-            options.redis.password = Some(credentials.password);
-        }
-        let (redis, conn) = crate::protocol::open(&options.redis).await?;
+    pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
+        let connections = open(&options).await?;
         let keys = Keys::new(&options.redis.namespace).app(&options.app);
         let http = reqwest::Client::builder()
             .timeout(options.download_timeout)
@@ -179,8 +203,7 @@ impl Client {
             .build()
             .map_err(ClientError::Http)?;
         Ok(Client {
-            conn,
-            redis,
+            connections: Arc::new(RwLock::new(connections)),
             keys,
             options: Arc::new(options),
             http,
@@ -189,6 +212,48 @@ impl Client {
 
     pub fn app(&self) -> &AppName {
         &self.options.app
+    }
+
+    /// The managed connection (cheap: clones share it).
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.connections
+            .read()
+            .expect("never poisoned")
+            .conn
+            .clone()
+    }
+
+    /// A client for a pub/sub connection, with the current credentials.
+    pub(super) fn pubsub_client(&self) -> redis::Client {
+        self.connections
+            .read()
+            .expect("never poisoned")
+            .redis
+            .clone()
+    }
+
+    /// Reads the credentials file again ([`ClientOptions::credentials_file`])
+    /// and, if its password changed (a rotation), opens new connections with it
+    /// and uses them from now on; `Ok(true)` then. Connections already open
+    /// stay authenticated, so nothing in flight is lost; a failure keeps the
+    /// old connections, which work through the rotation's grace.
+    pub async fn refresh_credentials(&self) -> Result<bool, ClientError> {
+        let Some(path) = &self.options.credentials_file else {
+            return Ok(false);
+        };
+        let fresh = crate::protocol::credentials::read(path)?;
+        let current = self
+            .connections
+            .read()
+            .expect("never poisoned")
+            .password
+            .clone();
+        if fresh.is_none() || fresh.map(|c| c.password) == current {
+            return Ok(false);
+        }
+        let connections = open(&self.options).await?;
+        *self.connections.write().expect("never poisoned") = connections;
+        Ok(true)
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -325,7 +390,7 @@ impl Client {
     /// as the daemon does, at `0`, and tries once more. `Nil` when the group
     /// cannot be created (a user without the right): nothing to read yet.
     async fn with_group(&self, command: &redis::Cmd) -> Result<Value, ClientError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         match command.query_async(&mut conn).await {
             Ok(value) => return Ok(value),
             Err(e) if e.code() == Some("NOGROUP") => {}
@@ -361,7 +426,7 @@ impl Client {
             .arg(id)
             .arg(id)
             .arg(1)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn())
             .await
             .map_err(self.error("reading the delivery count"))?;
         let reply: StreamPendingCountReply = self.typed("XPENDING", reply)?;
@@ -380,7 +445,7 @@ impl Client {
             .arg(self.keys.events())
             .arg(CONSUMER_GROUP)
             .arg(id)
-            .query_async::<()>(&mut self.conn.clone())
+            .query_async::<()>(&mut self.conn())
             .await
             .map_err(self.error("acknowledging an entry"))
     }
@@ -416,7 +481,7 @@ impl Client {
             .arg(CONSUMER_GROUP)
             .arg(&delivery.id)
             .ignore();
-        pipe.query_async::<()>(&mut self.conn.clone())
+        pipe.query_async::<()>(&mut self.conn())
             .await
             .map_err(self.error("dead-lettering an entry"))
     }
@@ -443,7 +508,7 @@ impl Client {
             .arg(status.as_str())
             .arg(message)
             .arg(&self.options.consumer)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn())
             .await;
         match reply {
             Ok(()) => Ok(Reported::Accepted),
@@ -468,7 +533,7 @@ impl Client {
         for chunk in manifest.chunks(FILES_PER_HSET) {
             pipe.hset_multiple(&key, chunk).ignore();
         }
-        pipe.query_async::<()>(&mut self.conn.clone())
+        pipe.query_async::<()>(&mut self.conn())
             .await
             .map_err(self.error("storing the observed files"))
     }
@@ -481,7 +546,7 @@ impl Client {
             .arg(&self.options.consumer)
             .arg("PX")
             .arg(u64::try_from(ttl).unwrap_or(u64::MAX))
-            .query_async::<()>(&mut self.conn.clone())
+            .query_async::<()>(&mut self.conn())
             .await
             .map_err(self.error("refreshing the heartbeat"))
     }
@@ -492,7 +557,7 @@ impl Client {
             .arg(self.keys.observed())
             .arg(self.keys.observed_files())
             .arg(self.keys.heartbeat())
-            .query_async::<()>(&mut self.conn.clone())
+            .query_async::<()>(&mut self.conn())
             .await
             .map_err(self.error("deleting the child's keys"))
     }
@@ -501,7 +566,7 @@ impl Client {
     pub async fn config(&self) -> Result<BTreeMap<String, String>, ClientError> {
         redis::cmd("HGETALL")
             .arg(self.keys.config())
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn())
             .await
             .map_err(self.error("reading the config"))
     }
@@ -511,7 +576,7 @@ impl Client {
     pub async fn secrets(&self) -> Result<Option<BTreeMap<String, String>>, ClientError> {
         let reply: redis::RedisResult<BTreeMap<String, String>> = redis::cmd("HGETALL")
             .arg(self.keys.secrets())
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn())
             .await;
         match reply {
             Ok(values) => Ok(Some(values)),
@@ -525,7 +590,7 @@ impl Client {
         let key = self.keys.desired();
         let hash: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(&key)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn())
             .await
             .map_err(self.error("reading the desired state"))?;
         Ok(DesiredRecord::decode(&key, &hash)?)
@@ -563,7 +628,7 @@ mod tests {
         let redis = EmbeddedRedis::start(LaunchOptions::new(dir.path().join("redis")))
             .expect("redis-server starts");
         let me = client(&redis, "me").await;
-        let mut conn = me.conn.clone();
+        let mut conn = me.conn();
         let stream = me.keys().events();
         assert!(
             me.read_new()

@@ -117,6 +117,10 @@ pub(super) struct RedisFile {
     /// `redis.acl.credentials_dir`: a Redis ACL user per app, its credentials
     /// files there.
     pub credentials_dir: Option<PathBuf>,
+    /// `redis.acl.rotate`: when the apps' passwords are replaced.
+    pub rotate: Option<cron::Schedule>,
+    /// `redis.acl.grace`: how long a replaced password stays valid.
+    pub grace: Option<Duration>,
 }
 
 /// `redis.acl`.
@@ -125,6 +129,9 @@ pub(super) struct RedisFile {
 struct AclFields {
     #[serde(default, deserialize_with = "opt::path")]
     credentials_dir: Option<PathBuf>,
+    rotate: Option<String>,
+    #[serde(default, deserialize_with = "opt::duration")]
+    grace: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -167,7 +174,14 @@ impl<'de> Deserialize<'de> for RedisFile {
                 connect_timeout: f.connect_timeout,
                 response_timeout: f.response_timeout,
                 sync_timeout: f.sync_timeout,
-                credentials_dir: f.acl.and_then(|acl| acl.credentials_dir),
+                credentials_dir: f.acl.as_ref().and_then(|acl| acl.credentials_dir.clone()),
+                rotate: f
+                    .acl
+                    .as_ref()
+                    .and_then(|acl| acl.rotate.as_deref())
+                    .map(|cron| parse_schedule("redis.acl.rotate", cron))
+                    .transpose()?,
+                grace: f.acl.and_then(|acl| acl.grace),
             })
         })
     }
@@ -281,7 +295,7 @@ impl<'de> Deserialize<'de> for ReportFile {
         // name the report.
         checked_map(d, "a report mapping", |f: ReportFields| {
             Ok(ReportFile {
-                schedule: parse_schedule(&f.name, &f.schedule)?,
+                schedule: parse_schedule(&format!("report {:?}", f.name), &f.schedule)?,
                 name: f.name,
                 timezone: f.timezone.unwrap_or(chrono_tz::Tz::UTC),
                 sinks: f.sinks,
@@ -293,9 +307,8 @@ impl<'de> Deserialize<'de> for ReportFile {
 
 /// A cron expression with seconds: `sec min hour day-of-month month day-of-week
 /// [year]`, or `@daily` and friends.
-fn parse_schedule(report: &str, expression: &str) -> Result<cron::Schedule, String> {
-    let invalid =
-        |why: String| format!("report {report:?}: invalid cron schedule {expression:?}: {why}");
+fn parse_schedule(what: &str, expression: &str) -> Result<cron::Schedule, String> {
+    let invalid = |why: String| format!("{what}: invalid cron schedule {expression:?}: {why}");
     let fields = expression.split_whitespace().count();
     if fields == 5 {
         // The classic five-field form is the usual mistake: say what to write.
@@ -306,9 +319,7 @@ fn parse_schedule(report: &str, expression: &str) -> Result<cron::Schedule, Stri
     let schedule =
         cron::Schedule::from_str(expression).map_err(|e| invalid(cron_message(&e.to_string())))?;
     if schedule.upcoming(chrono::Utc).next().is_none() {
-        return Err(format!(
-            "report {report:?}: cron schedule {expression:?} never fires"
-        ));
+        return Err(format!("{what}: cron schedule {expression:?} never fires"));
     }
     Ok(schedule)
 }

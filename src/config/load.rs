@@ -320,6 +320,8 @@ fn resolve(
             .unwrap_or(defaults::REDIS_RESPONSE_TIMEOUT),
         sync_timeout: f.redis.sync_timeout.unwrap_or(defaults::SYNC_TIMEOUT),
         credentials_dir: f.redis.credentials_dir,
+        rotate: f.redis.rotate,
+        grace: f.redis.grace.unwrap_or(defaults::ACL_GRACE),
     };
 
     let hooks = f.webhooks;

@@ -57,6 +57,8 @@ pub mod defaults {
     pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+    /// `redis.acl.grace`: a replaced password stays valid this long.
+    pub const ACL_GRACE: Duration = Duration::from_secs(600);
     pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
     pub const WEBHOOK_MAX_BODY: u64 = 1 << 20;
     /// Connections served at once; more wait in the kernel's accept queue.

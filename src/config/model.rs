@@ -118,6 +118,12 @@ pub struct RedisConfig {
     /// credentials file under this directory. `None`: no per-app users, unless
     /// the embedded Redis is used ([`RedisConfig::credentials_dir_in`]).
     pub credentials_dir: Option<PathBuf>,
+    /// `redis.acl.rotate`: when every app's password is replaced (a cron
+    /// schedule with seconds, UTC); `None`: never.
+    pub rotate: Option<cron::Schedule>,
+    /// `redis.acl.grace`: how long a replaced password stays valid, so a child
+    /// has time to read its new file.
+    pub grace: Duration,
 }
 
 impl RedisConfig {

@@ -33,14 +33,72 @@ pub const FILE_NAME: &str = "credentials.json";
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
+    /// The password to use.
     pub password: Secret,
+    /// The password a rotation replaced, still valid until its grace ends: a
+    /// child that has not read the new file yet keeps working.
+    pub previous: Option<Previous>,
+    /// When `password` was made (Unix ms): a rotation replaces passwords made
+    /// before its slot.
+    pub created_at: i64,
+}
+
+/// A replaced password, and until when (Unix ms) it stays valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    pub password: Secret,
+    pub until: i64,
 }
 
 impl Credentials {
+    /// New credentials for `username`: a password from the CSPRNG.
+    pub fn new(username: &str, now_ms: i64) -> Result<Credentials, CredentialsError> {
+        Ok(Credentials {
+            username: username.to_owned(),
+            password: Secret::random().map_err(CredentialsError::Random)?,
+            previous: None,
+            created_at: now_ms,
+        })
+    }
+
     /// The sha256 (hex) of the password: what the ACL rule holds.
     pub fn password_hash(&self) -> String {
-        hex::encode(Sha256::digest(self.password.expose().as_bytes()))
+        hash(&self.password)
     }
+
+    /// The sha256 of every password valid at `now_ms`: the current one, and
+    /// the previous one during its grace.
+    pub fn hashes(&self, now_ms: i64) -> Vec<String> {
+        let mut hashes = vec![self.password_hash()];
+        if let Some(previous) = self.previous.as_ref().filter(|p| p.until > now_ms) {
+            hashes.push(hash(&previous.password));
+        }
+        hashes
+    }
+
+    /// A rotation: a new password, the current one valid `grace_ms` longer.
+    pub fn rotated(&self, now_ms: i64, grace_ms: i64) -> Result<Credentials, CredentialsError> {
+        let mut next = Credentials::new(&self.username, now_ms)?;
+        next.previous = Some(Previous {
+            password: self.password.clone(),
+            until: now_ms.saturating_add(grace_ms),
+        });
+        Ok(next)
+    }
+
+    /// These credentials without a previous password whose grace ended by
+    /// `now_ms`; `None` if there is nothing to drop.
+    pub fn expired(&self, now_ms: i64) -> Option<Credentials> {
+        let previous = self.previous.as_ref()?;
+        (previous.until <= now_ms).then(|| Credentials {
+            previous: None,
+            ..self.clone()
+        })
+    }
+}
+
+fn hash(password: &Secret) -> String {
+    hex::encode(Sha256::digest(password.expose().as_bytes()))
 }
 
 impl std::fmt::Debug for Credentials {
@@ -48,6 +106,8 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &self.password)
+            .field("previous_until", &self.previous.as_ref().map(|p| p.until))
+            .field("created_at", &self.created_at)
             .finish()
     }
 }
@@ -58,6 +118,12 @@ impl std::fmt::Debug for Credentials {
 struct File {
     username: String,
     password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_until: Option<i64>,
+    #[serde(default)]
+    created_at: i64,
     #[serde(default)]
     namespace: String,
     #[serde(default)]
@@ -123,16 +189,14 @@ impl CredentialsDir {
         &self,
         app: &AppName,
         username: &str,
+        now_ms: i64,
     ) -> Result<Credentials, CredentialsError> {
         if let Some(existing) = self.load(app)?
             && existing.username == username
         {
             return Ok(existing);
         }
-        let credentials = Credentials {
-            username: username.to_owned(),
-            password: Secret::random().map_err(CredentialsError::Random)?,
-        };
+        let credentials = Credentials::new(username, now_ms)?;
         self.store(app, &credentials)?;
         Ok(credentials)
     }
@@ -155,9 +219,13 @@ impl CredentialsDir {
             .mode(0o700)
             .create(&dir)
             .map_err(io("create", &dir))?;
+        let previous = credentials.previous.as_ref();
         let json = serde_json::to_vec_pretty(&File {
             username: credentials.username.clone(),
             password: credentials.password.expose().to_owned(),
+            previous_password: previous.map(|p| p.password.expose().to_owned()),
+            previous_until: previous.map(|p| p.until),
+            created_at: credentials.created_at,
             namespace: self.namespace.clone(),
             app: app.to_string(),
         })
@@ -213,9 +281,18 @@ pub fn read(path: &Path) -> Result<Option<Credentials>, CredentialsError> {
             path: path.to_path_buf(),
             source,
         })?;
+    let previous = match (file.previous_password, file.previous_until) {
+        (Some(password), Some(until)) => Some(Previous {
+            password: Secret::new(password),
+            until,
+        }),
+        _ => None,
+    };
     Ok(Some(Credentials {
         username: file.username,
         password: Secret::new(file.password),
+        previous,
+        created_at: file.created_at,
     }))
 }
 
@@ -232,11 +309,13 @@ mod tests {
     fn each_app_has_a_private_directory_of_its_own() {
         let root = tempfile::tempdir().unwrap();
         let dir = CredentialsDir::new(root.path(), "prod");
-        let parent = dir.load_or_create(&name("payments"), "u-payments").unwrap();
-        let child = dir
-            .load_or_create(&name("payments/api"), "u-payments-api")
+        let parent = dir
+            .load_or_create(&name("payments"), "u-payments", 1)
             .unwrap();
-        let root_app = dir.load_or_create(&AppName::root(), "u-root").unwrap();
+        let child = dir
+            .load_or_create(&name("payments/api"), "u-payments-api", 1)
+            .unwrap();
+        let root_app = dir.load_or_create(&AppName::root(), "u-root", 1).unwrap();
         assert_ne!(parent.password, child.password);
         assert_eq!(parent.password.expose().len(), 64);
 
@@ -256,10 +335,11 @@ mod tests {
 
         // Stable across loads; a file for another user is replaced.
         assert_eq!(
-            dir.load_or_create(&name("payments"), "u-payments").unwrap(),
+            dir.load_or_create(&name("payments"), "u-payments", 2)
+                .unwrap(),
             parent
         );
-        let renamed = dir.load_or_create(&name("payments"), "u-other").unwrap();
+        let renamed = dir.load_or_create(&name("payments"), "u-other", 2).unwrap();
         assert_ne!(renamed.password, parent.password);
         assert_eq!(read(&dir.path(&AppName::root())).unwrap(), Some(root_app));
 
@@ -270,6 +350,34 @@ mod tests {
         dir.remove(&name("payments/api")).unwrap();
         assert!(!path.parent().unwrap().exists());
         dir.remove(&name("payments/api")).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_old_password_valid_through_its_grace() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = CredentialsDir::new(root.path(), "prod");
+        let first = dir.load_or_create(&name("search"), "u", 1_000).unwrap();
+        assert_eq!(first.hashes(1_000), [first.password_hash()]);
+        let second = first.rotated(5_000, 3_000).unwrap();
+        assert_ne!(second.password, first.password);
+        assert_eq!(second.created_at, 5_000);
+        assert_eq!(
+            second.hashes(7_999),
+            [second.password_hash(), first.password_hash()]
+        );
+        assert_eq!(second.hashes(8_000), [second.password_hash()], "grace over");
+        dir.store(&name("search"), &second).unwrap();
+        assert_eq!(
+            read(&dir.path(&name("search"))).unwrap(),
+            Some(second.clone())
+        );
+        assert_eq!(second.expired(7_999), None);
+        let expired = second.expired(8_000).expect("the previous one goes");
+        assert_eq!(
+            (expired.previous, &expired.password),
+            (None, &second.password)
+        );
+        assert_eq!(first.expired(9_000), None, "nothing to drop");
     }
 
     #[test]

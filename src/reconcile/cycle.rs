@@ -382,6 +382,9 @@ impl Reconciler {
         if held + report.held > 0 {
             self.release_held(&mut report).await?;
         }
+        if let Some(users) = self.users.as_mut() {
+            users.maintain(&mut self.store).await?;
+        }
         Ok(report)
     }
 

@@ -415,3 +415,177 @@ fn creds_path_names_the_file_the_daemon_writes() {
         common::stderr(&out)
     );
 }
+
+/// Twenty rotations while a child applies signals and a probe connects with
+/// the file's password every 100 ms: no probe ever fails, the child follows
+/// every change, and it holds the newest password when its connections drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_rotate_under_load_and_no_child_is_ever_locked_out() {
+    use common::daemon::{NAMESPACE, READ_TOKEN, TestDaemon};
+    use std::str::FromStr as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let mut daemon = TestDaemon::start("", &[]).await;
+    let creds_dir = daemon.redis.dir().join("credentials");
+    let grace = Duration::from_secs(3);
+    let every_second = cron::Schedule::from_str("* * * * * *").unwrap();
+    daemon
+        .reconciler
+        .set_app_users(AppUsers::new(&creds_dir, NAMESPACE).rotate_on(every_second, grace));
+    daemon.reconciler.cycle().await.expect("users made");
+    let app = "platform/ingress";
+    let creds = CredentialsDir::new(&creds_dir, NAMESPACE);
+    let file = creds.path(&name(app));
+
+    // The probe: what a child starting at any moment would do.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let probes = Arc::new(AtomicUsize::new(0));
+    let probe = {
+        let (stop, failures, probes) = (stop.clone(), failures.clone(), probes.clone());
+        let (url, file) = (daemon.redis.url(), file.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let credentials = credentials::read(&file).unwrap().unwrap();
+                let mut options = common::store_options(&url, NAMESPACE);
+                options.username = Some(credentials.username);
+                options.password = Some(credentials.password);
+                match canopy::protocol::open(&options).await {
+                    Ok((_, mut conn)) => {
+                        if let Err(e) = run(&mut conn, &["PING"]).await {
+                            failures.lock().unwrap().push(e);
+                        }
+                    }
+                    Err(e) => failures.lock().unwrap().push(e.to_string()),
+                }
+                probes.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let agent_dir = daemon.redis.dir().join("agent");
+    let args: Vec<String> = [
+        "agent",
+        "--app",
+        app,
+        "--exec",
+        "true",
+        "--consumer",
+        "ingress-1",
+        "--redis-url",
+        &daemon.redis.url(),
+        "--namespace",
+        NAMESPACE,
+        "--server",
+        &daemon.url(""),
+        "--token",
+        READ_TOKEN,
+        "--redis-credentials",
+        &file.display().to_string(),
+        "--dir",
+        &agent_dir.display().to_string(),
+        "--poll",
+        "200ms",
+        "--retry-delay",
+        "100ms",
+        "--heartbeat-ttl",
+        "3s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = common::agent::AgentProcess::start(&args, agent_dir.clone(), &[]);
+    let desired = |daemon: &TestDaemon| {
+        daemon
+            .redis
+            .cmd(&["HGET", &app_key_in(app, "desired"), "digest"])
+    };
+    let observed = |daemon: &TestDaemon| {
+        daemon
+            .redis
+            .cmd(&["HGET", &app_key_in(app, "observed"), "digest"])
+    };
+    let synced = |daemon: &TestDaemon| desired(daemon) == observed(daemon);
+
+    let mut passwords = std::collections::BTreeSet::new();
+    let mut round = 0;
+    while passwords.len() < 21 {
+        round += 1;
+        assert!(
+            round < 200,
+            "rotations stalled: {} passwords",
+            passwords.len()
+        );
+        daemon
+            .commit_and_cycle(&[(
+                "platform/ingress/deployment.yaml",
+                &format!("replicas: {round}\n"),
+            )])
+            .await;
+        passwords.insert(
+            credentials::read(&file)
+                .unwrap()
+                .unwrap()
+                .password
+                .expose()
+                .to_owned(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !synced(&daemon) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}:\n{}",
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            daemon.reconciler.cycle().await.expect("cycle");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Past the last grace, the child's connections drop: it reconnects with
+    // the password it read last, and keeps following.
+    tokio::time::sleep(grace + Duration::from_millis(500)).await;
+    daemon
+        .reconciler
+        .cycle()
+        .await
+        .expect("the last grace ends");
+    let user = format!("canopy:{NAMESPACE}:app:{app}");
+    daemon.redis.cmd(&["CLIENT", "KILL", "USER", &user]);
+    daemon
+        .commit_and_cycle(&[("platform/ingress/deployment.yaml", "replicas: final\n")])
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !synced(&daemon) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the drop:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    probe.await.unwrap();
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} probes failed: {failures:?}",
+        failures.len(),
+        probes.load(Ordering::Relaxed)
+    );
+    assert!(probes.load(Ordering::Relaxed) > 100);
+    let dead = daemon.redis.cmd(&["XLEN", &app_key_in(app, "dead")]);
+    assert_eq!(dead, redis::Value::Int(0), "nothing dead-lettered");
+}
+
+fn app_key_in(app: &str, suffix: &str) -> String {
+    format!(
+        "canopy:{}:app:{{{app}}}:{suffix}",
+        common::daemon::NAMESPACE
+    )
+}

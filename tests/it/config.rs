@@ -403,6 +403,10 @@ const BAD_FILES: &[Bad] = &[
         "repo: {url: /r}\nserver:\n  tokens: [{name: ci, role: admin, sha256: abc}]\n",
     ),
     bad(
+        "acl rotate cron",
+        "repo: {url: /r}\nredis:\n  acl: {credentials_dir: /c, rotate: '0 3 * * *'}\n",
+    ),
+    bad(
         "token app pattern",
         "repo: {url: /r}\nserver:\n  tokens: [{name: ci, role: read, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, apps: [payments, /search]}]\n",
     ),
