@@ -160,13 +160,36 @@ pub struct ApiToken {
     pub apps: AppScope,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// What a credential may do, within its app scope. Each role includes the ones
+/// before it: `admin` ⊇ `sync` ⊇ `read`, so roles compare by what they allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Read the API.
+    /// Read the API: status, diff, artifacts (and the report, unscoped).
     Read,
-    /// Read, and `refresh` / `sync`.
-    Write,
+    /// Also ask for a `refresh`, and `sync` the apps in scope. `write`, the
+    /// role's first name, is still accepted in the config file.
+    #[serde(alias = "write")]
+    Sync,
+    /// Also operator actions (suspend, pin) as they are added; today it allows
+    /// exactly what `sync` allows.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Sync => "sync",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Push webhooks (`webhooks:`); an unconfigured forge's endpoint answers 404.

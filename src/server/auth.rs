@@ -1,18 +1,21 @@
 //! Bearer tokens for the API (DESIGN sections 7 and 8), as axum extractors: a
-//! handler that takes [`WriteAccess`] runs only for a `write` token, one that
-//! takes [`ReadAccess`] only for a `read` or `write` token, unless
-//! `server.read_requires_token` is explicitly `false` (then for anyone). Health,
-//! readiness and metrics take neither.
+//! handler that takes [`SyncAccess`] runs only for a credential with role
+//! `sync` (or `admin`) on some app, one that takes [`ReadAccess`] for any
+//! credential, unless `server.read_requires_token` is explicitly `false` (then
+//! for anyone). Health, readiness and metrics take neither.
 //!
-//! A token may be scoped to some apps (`apps: ["payments/**"]`): both accesses
-//! carry the scope, and a handler asks [`ReadAccess::check`] (or filters a list
-//! by [`ReadAccess::allows`]) before it touches an app. So a child's token reads
-//! its own app's artifacts and state, and nothing else.
+//! Roles are ordered, `admin` ⊇ `sync` ⊇ `read`, and each comes with an app
+//! scope (`apps: ["payments/**"]`): what a request may do is its [`Grant`], and
+//! a handler asks [`Grant::check`] (or filters a list by [`Grant::allows`])
+//! before it touches an app. So a child's token reads its own app's artifacts
+//! and state, and nothing else.
 //!
 //! The config holds only each token's sha256: a presented token is hashed and
 //! compared with every configured digest in constant time, so neither the answer
 //! time nor any log line tells how much of a guess was right. The token itself is
 //! never logged or echoed; only the configured token's name is, for audit.
+
+use std::fmt;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -26,54 +29,146 @@ use super::error::ApiError;
 use crate::config::{ApiToken, AppScope, Role};
 use crate::layout::AppName;
 
-/// Who is asking, and for which apps: what a request's credential grants.
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No credential (only when reads are explicitly open).
+    Anonymous,
+    /// A configured token, by its name.
+    Token(String),
+}
+
+impl Identity {
+    /// The name logs and per-client limits know the caller by.
+    fn client(&self) -> &str {
+        match self {
+            Identity::Anonymous => "anonymous",
+            Identity::Token(name) => name,
+        }
+    }
+}
+
+/// How refusals name the caller: `token ci`.
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Anonymous => f.write_str("an anonymous request"),
+            Identity::Token(name) => write!(f, "token {name}"),
+        }
+    }
+}
+
+/// One thing a grant allows: `role` (and the roles below it) on `apps`.
+#[derive(Debug, Clone)]
+struct Allowance {
+    role: Role,
+    apps: AppScope,
+}
+
+/// Who is asking, and what they may do: a request's credential, resolved.
+///
+/// A grant is a union of allowances: it may do what a role needs on an app if
+/// any one allowance has that role, or a higher one, and covers the app.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    /// The configured name of the token used; `None` for an anonymous read
-    /// (only when reads are explicitly open).
-    pub token: Option<String>,
-    pub apps: AppScope,
+    identity: Identity,
+    allowances: Vec<Allowance>,
 }
 
 impl Grant {
     /// The name logs and per-client limits know the caller by.
     pub fn client(&self) -> &str {
-        self.token.as_deref().unwrap_or("anonymous")
+        self.identity.client()
     }
 
-    pub fn allows(&self, app: &AppName) -> bool {
-        self.apps.allows(app)
-    }
-
-    /// `Ok` if the grant covers `app`, else a 403 naming the token and its scope.
-    pub fn check(&self, app: &AppName) -> Result<(), ApiError> {
-        if self.allows(app) {
-            return Ok(());
+    /// Reads of every app, for anyone: reads are open.
+    fn anonymous() -> Grant {
+        Grant {
+            identity: Identity::Anonymous,
+            allowances: vec![Allowance {
+                role: Role::Read,
+                apps: AppScope::all(),
+            }],
         }
-        Err(ApiError::Denied(Denied::OutOfScope {
-            token: self.client().to_owned(),
-            app: app.clone(),
-            scope: self.apps.to_string(),
-        }))
-    }
-
-    /// `Ok` if the grant covers every app (what a whole-namespace answer, such
-    /// as the drift report, needs).
-    pub fn check_all(&self) -> Result<(), ApiError> {
-        if self.apps.is_all() {
-            return Ok(());
-        }
-        Err(ApiError::Denied(Denied::NotEveryApp {
-            token: self.client().to_owned(),
-            scope: self.apps.to_string(),
-        }))
     }
 
     fn of(token: &ApiToken) -> Grant {
         Grant {
-            token: Some(token.name.clone()),
-            apps: token.apps.clone(),
+            identity: Identity::Token(token.name.clone()),
+            allowances: vec![Allowance {
+                role: token.role,
+                apps: token.apps.clone(),
+            }],
         }
+    }
+
+    /// The allowances with at least role `needed`.
+    fn with(&self, needed: Role) -> impl Iterator<Item = &Allowance> {
+        self.allowances.iter().filter(move |a| a.role >= needed)
+    }
+
+    /// May it do what `needed` allows on `app`?
+    pub fn may(&self, needed: Role, app: &AppName) -> bool {
+        self.with(needed).any(|a| a.apps.allows(app))
+    }
+
+    /// May it read `app`? (What a list of apps is filtered by.)
+    pub fn allows(&self, app: &AppName) -> bool {
+        self.may(Role::Read, app)
+    }
+
+    /// `Ok` if the grant allows `needed` on `app`, else a 403 naming the caller
+    /// and its scope for that role.
+    pub fn check(&self, needed: Role, app: &AppName) -> Result<(), ApiError> {
+        if self.may(needed, app) {
+            return Ok(());
+        }
+        self.check_role(needed)?;
+        Err(ApiError::Denied(Denied::OutOfScope {
+            who: self.identity.to_string(),
+            needed,
+            app: app.clone(),
+            scope: self.scope(needed),
+        }))
+    }
+
+    /// `Ok` if the grant allows `needed` on every app (what a whole-namespace
+    /// answer, such as the drift report, needs): one allowance must be
+    /// unscoped, since no set of patterns can be known to cover apps to come.
+    pub fn check_all(&self, needed: Role) -> Result<(), ApiError> {
+        if self.with(needed).any(|a| a.apps.is_all()) {
+            return Ok(());
+        }
+        self.check_role(needed)?;
+        Err(ApiError::Denied(Denied::NotEveryApp {
+            who: self.identity.to_string(),
+            needed,
+            scope: self.scope(needed),
+        }))
+    }
+
+    /// `Ok` if the grant allows `needed` on some app: what an action that
+    /// names no app (`refresh`) needs.
+    pub fn check_role(&self, needed: Role) -> Result<(), Denied> {
+        if self.with(needed).next().is_some() {
+            return Ok(());
+        }
+        Err(Denied::Forbidden {
+            who: self.identity.to_string(),
+            needed,
+        })
+    }
+
+    /// The apps the grant allows `needed` on, as the config wrote them.
+    fn scope(&self, needed: Role) -> String {
+        let mut patterns: Vec<String> = Vec::new();
+        for allowance in self.with(needed) {
+            let scope = allowance.apps.to_string();
+            if !patterns.contains(&scope) {
+                patterns.push(scope);
+            }
+        }
+        patterns.join(", ")
     }
 }
 
@@ -81,10 +176,10 @@ impl Grant {
 #[derive(Debug)]
 pub struct ReadAccess(pub Grant);
 
-/// The request carries a `write` token: it may ask for a refresh, or a sync of
-/// the apps its grant covers.
+/// The request's credential has role `sync` (or above) on some app: it may ask
+/// for a refresh, or a sync of the apps its grant covers for `sync`.
 #[derive(Debug)]
-pub struct WriteAccess(pub Grant);
+pub struct SyncAccess(pub Grant);
 
 impl FromRequestParts<Shared> for ReadAccess {
     type Rejection = ApiError;
@@ -94,26 +189,26 @@ impl FromRequestParts<Shared> for ReadAccess {
         // Open reads still honour a presented token: its scope applies, and a
         // wrong one is refused rather than silently ignored.
         if !server.read_requires_token && !parts.headers.contains_key(AUTHORIZATION) {
-            return Ok(ReadAccess(Grant {
-                token: None,
-                apps: AppScope::all(),
-            }));
+            return Ok(ReadAccess(Grant::anonymous()));
         }
-        let token = authorize(&parts.headers, &server.tokens, Role::Read)?;
-        Ok(ReadAccess(Grant::of(token)))
+        let grant = authenticate(&parts.headers, &server.tokens)?;
+        grant.check_role(Role::Read)?;
+        Ok(ReadAccess(grant))
     }
 }
 
-impl FromRequestParts<Shared> for WriteAccess {
+impl FromRequestParts<Shared> for SyncAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
-        let token = authorize(&parts.headers, &shared.settings.server.tokens, Role::Write)?;
-        Ok(WriteAccess(Grant::of(token)))
+        let grant = authenticate(&parts.headers, &shared.settings.server.tokens)?;
+        grant.check_role(Role::Sync)?;
+        Ok(SyncAccess(grant))
     }
 }
 
-/// Why a request was refused (answered by [`ApiError::Denied`]).
+/// Why a request was refused (answered by [`ApiError::Denied`]). `who` is how
+/// the caller is named ([`Identity`]'s text), never its credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
     /// No `Authorization` header: 401.
@@ -122,35 +217,30 @@ pub enum Denied {
     Malformed,
     /// A token no configured digest matches: 401.
     Unknown,
-    /// A known token whose role is too weak: 403.
-    Forbidden { token: String, needed: Role },
-    /// A known token whose app scope does not cover `app`: 403.
+    /// A known caller without role `needed` on any app: 403.
+    Forbidden { who: String, needed: Role },
+    /// A known caller whose scope for role `needed` does not cover `app`: 403.
     OutOfScope {
-        token: String,
+        who: String,
+        needed: Role,
         app: AppName,
         scope: String,
     },
-    /// A scoped token asked for an answer that covers every app: 403.
-    NotEveryApp { token: String, scope: String },
+    /// A caller whose scope for `needed` is not every app asked for an answer
+    /// that covers every app: 403.
+    NotEveryApp {
+        who: String,
+        needed: Role,
+        scope: String,
+    },
 }
 
-/// The configured token presented in `headers`, if its role allows `needed`.
-fn authorize<'t>(
-    headers: &HeaderMap,
-    tokens: &'t [ApiToken],
-    needed: Role,
-) -> Result<&'t ApiToken, Denied> {
+/// The grant of the credential presented in `headers`.
+fn authenticate(headers: &HeaderMap, tokens: &[ApiToken]) -> Result<Grant, Denied> {
     let header = headers.get(AUTHORIZATION).ok_or(Denied::Missing)?;
     let presented = bearer(header).ok_or(Denied::Malformed)?;
     let token = find(tokens, presented).ok_or(Denied::Unknown)?;
-    if allows(token.role, needed) {
-        Ok(token)
-    } else {
-        Err(Denied::Forbidden {
-            token: token.name.clone(),
-            needed,
-        })
-    }
+    Ok(Grant::of(token))
 }
 
 /// The token of `Bearer <token>` (the scheme is case-insensitive, RFC 9110).
@@ -169,13 +259,6 @@ fn find<'t>(tokens: &'t [ApiToken], presented: &[u8]) -> Option<&'t ApiToken> {
         let matches = CtOutput::<Sha256>::new(Output::<Sha256>::from(token.sha256)) == presented;
         found.or(matches.then_some(token))
     })
-}
-
-fn allows(role: Role, needed: Role) -> bool {
-    match needed {
-        Role::Read => true,
-        Role::Write => role == Role::Write,
-    }
 }
 
 #[cfg(test)]
@@ -203,36 +286,113 @@ mod tests {
         headers
     }
 
+    fn app(name: &str) -> AppName {
+        AppName::parse(name).expect("a valid name")
+    }
+
     #[test]
-    fn tokens_are_matched_by_digest_and_role() {
+    fn tokens_are_matched_by_digest() {
         let tokens = [
             token("dash", Role::Read, "r3ad"),
-            token("ci", Role::Write, "wr1te"),
+            token("ci", Role::Sync, "wr1te"),
         ];
-        let name =
-            |h: &str, needed| authorize(&headers(h), &tokens, needed).map(|t| t.name.as_str());
-        assert_eq!(name("Bearer wr1te", Role::Write), Ok("ci"));
-        assert_eq!(name("bearer  wr1te ", Role::Read), Ok("ci"));
-        assert_eq!(name("Bearer r3ad", Role::Read), Ok("dash"));
+        let name = |h: &str| authenticate(&headers(h), &tokens).map(|g| g.client().to_owned());
+        assert_eq!(name("Bearer wr1te").as_deref(), Ok("ci"));
+        assert_eq!(name("bearer  wr1te ").as_deref(), Ok("ci"));
+        assert_eq!(name("Bearer r3ad").as_deref(), Ok("dash"));
+        assert_eq!(name("Bearer wr1tE"), Err(Denied::Unknown));
+        assert_eq!(name("Bearer "), Err(Denied::Malformed));
+        assert_eq!(name("Basic d3IxdGU="), Err(Denied::Malformed));
+        assert_eq!(name("wr1te"), Err(Denied::Malformed));
         assert_eq!(
-            name("Bearer r3ad", Role::Write),
-            Err(Denied::Forbidden {
-                token: "dash".to_owned(),
-                needed: Role::Write
-            })
-        );
-        assert_eq!(name("Bearer wr1tE", Role::Read), Err(Denied::Unknown));
-        assert_eq!(name("Bearer ", Role::Read), Err(Denied::Malformed));
-        assert_eq!(name("Basic d3IxdGU=", Role::Read), Err(Denied::Malformed));
-        assert_eq!(name("wr1te", Role::Read), Err(Denied::Malformed));
-        assert_eq!(
-            authorize(&HeaderMap::new(), &tokens, Role::Read).map(|t| t.name.as_str()),
+            authenticate(&HeaderMap::new(), &tokens).map(|g| g.client().to_owned()),
             Err(Denied::Missing)
         );
         assert_eq!(
-            authorize(&headers("Bearer wr1te"), &[], Role::Read).map(|t| t.name.as_str()),
+            authenticate(&headers("Bearer wr1te"), &[]).map(|g| g.client().to_owned()),
             Err(Denied::Unknown)
         );
+    }
+
+    /// Roles are ordered: each allows what the ones below it allow, and no more.
+    #[test]
+    fn each_role_includes_the_roles_below_it() {
+        let api = app("payments/api");
+        for (role, allowed) in [
+            (Role::Read, [true, false, false]),
+            (Role::Sync, [true, true, false]),
+            (Role::Admin, [true, true, true]),
+        ] {
+            let grant = Grant::of(&token("t", role, "x"));
+            for (needed, allowed) in [Role::Read, Role::Sync, Role::Admin]
+                .into_iter()
+                .zip(allowed)
+            {
+                assert_eq!(grant.may(needed, &api), allowed, "{role} for {needed}");
+                assert_eq!(
+                    grant.check_role(needed).is_ok(),
+                    allowed,
+                    "{role} for {needed}"
+                );
+            }
+        }
+        let read = Grant::of(&token("dash", Role::Read, "x"));
+        assert_eq!(
+            read.check_role(Role::Sync),
+            Err(Denied::Forbidden {
+                who: "token dash".to_owned(),
+                needed: Role::Sync
+            })
+        );
+    }
+
+    /// Several allowances combine as a union per (role, app): reads of every
+    /// app and syncs of the payments apps allow both, and nothing else.
+    #[test]
+    fn allowances_combine_as_a_union() {
+        let grant = Grant {
+            identity: Identity::Token("team".to_owned()),
+            allowances: vec![
+                Allowance {
+                    role: Role::Read,
+                    apps: AppScope::all(),
+                },
+                Allowance {
+                    role: Role::Sync,
+                    apps: AppScope::of(&["payments/**"]).unwrap(),
+                },
+                Allowance {
+                    role: Role::Sync,
+                    apps: AppScope::of(&["payments"]).unwrap(),
+                },
+            ],
+        };
+        assert!(grant.may(Role::Read, &app("search")));
+        assert!(grant.may(Role::Sync, &app("payments")));
+        assert!(grant.may(Role::Sync, &app("payments/db")));
+        assert!(!grant.may(Role::Sync, &app("search")));
+        assert!(!grant.may(Role::Admin, &app("payments")));
+        assert!(grant.check_all(Role::Read).is_ok());
+        let Err(ApiError::Denied(denied)) = grant.check(Role::Sync, &app("search")) else {
+            panic!("search is out of the sync scope");
+        };
+        assert_eq!(
+            denied,
+            Denied::OutOfScope {
+                who: "token team".to_owned(),
+                needed: Role::Sync,
+                app: app("search"),
+                scope: "payments/**, payments".to_owned(),
+            }
+        );
+        let Err(ApiError::Denied(denied)) = grant.check_all(Role::Sync) else {
+            panic!("no unscoped sync");
+        };
+        assert!(matches!(denied, Denied::NotEveryApp { .. }), "{denied:?}");
+        let Err(ApiError::Denied(denied)) = grant.check(Role::Admin, &app("payments")) else {
+            panic!("no admin");
+        };
+        assert!(matches!(denied, Denied::Forbidden { .. }), "{denied:?}");
     }
 
     #[tokio::test]
@@ -243,7 +403,9 @@ mod tests {
             ("Token s3cret-guess", StatusCode::UNAUTHORIZED),
             ("Bearer r3ad", StatusCode::FORBIDDEN),
         ] {
-            let denied = authorize(&headers(value), &tokens, Role::Write).expect_err("refused");
+            let denied = authenticate(&headers(value), &tokens)
+                .and_then(|grant| grant.check_role(Role::Sync))
+                .expect_err("refused");
             let response = ApiError::Denied(denied).into_response();
             assert_eq!(response.status(), status, "{value}");
             let challenge = response.headers().get(WWW_AUTHENTICATE);

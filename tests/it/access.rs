@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 /// A `read` token for `payments/api` only: what a child's agent holds.
 const CHILD_TOKEN: &str = "child-canary-7d01aa";
-/// A `write` token for the payments apps.
+/// A `sync` token for the payments apps (configured by its older name, `write`).
 const TEAM_TOKEN: &str = "team-canary-52e9b0";
 
 fn hex(token: &str) -> String {
@@ -96,7 +96,8 @@ async fn a_scoped_token_reads_its_own_apps_only() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
         let message = error_of(&body);
         assert!(
-            message.contains("payments-api") && message.contains("its scope is payments/api"),
+            message.contains("token payments-api may not read app")
+                && message.contains("its read scope is payments/api"),
             "{path}: {message}"
         );
         assert!(!message.contains(CHILD_TOKEN), "{message}");
@@ -138,9 +139,61 @@ async fn a_scoped_token_reads_its_own_apps_only() {
     };
     let response = sync("search").await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let message = error_of(&response.bytes().await.unwrap());
+    assert_eq!(
+        message,
+        "token payments-team may not sync app search: its sync scope is payments, payments/**"
+    );
     assert_eq!(conn.xlen::<_, usize>(search).unwrap(), before, "no signal");
     let response = sync("payments/db").await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+/// Each role against the real API: `read` reads, `sync` also syncs and
+/// refreshes, `admin` does what `sync` does (no endpoint needs more yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_does_what_it_names_and_the_roles_below() {
+    const SYNC: &str = "sync-canary-3f7a1c";
+    const ADMIN: &str = "admin-canary-90be24";
+    let daemon = TestDaemon::start(
+        &format!(
+            "server:\n  tokens:\n    - {{name: dash, role: read, sha256: \"{}\"}}\n    - {{name: deployer, role: sync, sha256: \"{}\"}}\n    - {{name: ops, role: admin, sha256: \"{}\"}}\n",
+            hex(READ_TOKEN),
+            hex(SYNC),
+            hex(ADMIN)
+        ),
+        &[],
+    )
+    .await;
+    let post = |path: &str, token: &str| {
+        reqwest::Client::new()
+            .post(daemon.url(path))
+            .bearer_auth(token)
+            .send()
+    };
+    for (token, may_sync) in [(READ_TOKEN, false), (SYNC, true), (ADMIN, true)] {
+        let (status, _) = request(&daemon, "/api/v1/apps/payments/db", Some(token)).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = request(&daemon, "/api/v1/report", Some(token)).await;
+        assert_ne!(
+            status,
+            StatusCode::FORBIDDEN,
+            "an unscoped token reads the report"
+        );
+        let expected = if may_sync {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        let sync = post("/api/v1/apps/payments/db/sync", token).await.unwrap();
+        assert_eq!(sync.status(), expected);
+        let refresh = post("/api/v1/refresh", token).await.unwrap();
+        assert_eq!(refresh.status(), expected);
+        if !may_sync {
+            let message = error_of(&refresh.bytes().await.unwrap());
+            assert_eq!(message, "token dash may not do this: it needs role sync");
+        }
+    }
 }
 
 /// A built artifact is served again from memory: with the mirror gone, the

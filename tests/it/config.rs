@@ -119,7 +119,7 @@ fn the_example_loads() {
     assert_eq!(
         roles,
         [
-            ("ci", Role::Write),
+            ("ci", Role::Sync),
             ("dashboard", Role::Read),
             ("payments-api", Role::Read)
         ]
@@ -205,6 +205,19 @@ fn a_minimal_config_gets_every_default() {
     assert_eq!(hooks.max_body, 1 << 20);
     assert!(config.reports.is_empty());
     assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+}
+
+/// `write`, the first name of role `sync`, still loads, as `sync`.
+#[test]
+fn token_roles_and_the_write_alias() {
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let file = File::new(format!(
+        "repo: {{url: /r}}\nserver:\n  tokens:\n    - {{name: a, role: read, sha256: {sha}}}\n    - {{name: b, role: sync, sha256: {sha}}}\n    - {{name: c, role: write, sha256: {sha}}}\n    - {{name: d, role: admin, sha256: {sha}}}\n"
+    ));
+    let config = file.load(&env_of(&[])).unwrap();
+    let roles: Vec<Role> = config.server.tokens.iter().map(|t| t.role).collect();
+    assert_eq!(roles, [Role::Read, Role::Sync, Role::Sync, Role::Admin]);
+    assert!(Role::Read < Role::Sync && Role::Sync < Role::Admin);
 }
 
 #[test]
@@ -397,7 +410,7 @@ const BAD_FILES: &[Bad] = &[
     ),
     bad(
         "token role",
-        "repo: {url: /r}\nserver:\n  tokens: [{name: ci, role: admin, sha256: abc}]\n",
+        "repo: {url: /r}\nserver:\n  tokens: [{name: ci, role: owner, sha256: abc}]\n",
     ),
     bad(
         "token app pattern",
