@@ -33,7 +33,7 @@ pub use model::{
     ApiToken, Config, GitAuth, RedisConfig, RepoConfig, ReportConfig, Role, ServerConfig,
     SinkConfig, SinkFormat, WebhooksConfig,
 };
-pub use scope::AppScope;
+pub use scope::{AppScope, NamespaceScope};
 pub use values::{Namespace, SinkUrl, parse_duration, parse_size};
 
 /// The types of `repo.children` and of the `--children` flags, for the CLI.

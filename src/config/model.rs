@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::scope::AppScope;
+use super::scope::{AppScope, NamespaceScope};
 use super::values::{Namespace, SinkUrl};
 use crate::layout::{Generator, LayoutOptions};
 use crate::protocol::RedisUrl;
@@ -158,6 +158,10 @@ pub struct ApiToken {
     /// app when omitted. A child's token names its own app only.
     #[serde(default)]
     pub apps: AppScope,
+    /// The namespaces (environments) the token is valid in; the daemon's own
+    /// when omitted. A daemon refuses a token that is not valid in its own.
+    #[serde(default)]
+    pub namespaces: NamespaceScope,
 }
 
 /// What a credential may do, within its app scope. Each role includes the ones

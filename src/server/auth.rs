@@ -92,14 +92,24 @@ impl Grant {
         }
     }
 
-    fn of(token: &ApiToken) -> Grant {
-        Grant {
-            identity: Identity::Token(token.name.clone()),
+    /// What `token` allows in `namespace`: a token not valid there is refused
+    /// as a whole, whatever it could do elsewhere.
+    fn of(token: &ApiToken, namespace: &str) -> Result<Grant, Denied> {
+        let identity = Identity::Token(token.name.clone());
+        if !token.namespaces.allows(namespace) {
+            return Err(Denied::WrongNamespace {
+                who: identity.to_string(),
+                namespace: namespace.to_owned(),
+                valid_in: token.namespaces.to_string(),
+            });
+        }
+        Ok(Grant {
+            identity,
             allowances: vec![Allowance {
                 role: token.role,
                 apps: token.apps.clone(),
             }],
-        }
+        })
     }
 
     /// The allowances with at least role `needed`.
@@ -191,7 +201,7 @@ impl FromRequestParts<Shared> for ReadAccess {
         if !server.read_requires_token && !parts.headers.contains_key(AUTHORIZATION) {
             return Ok(ReadAccess(Grant::anonymous()));
         }
-        let grant = authenticate(&parts.headers, &server.tokens)?;
+        let grant = authenticate(&parts.headers, &server.tokens, shared.store.namespace())?;
         grant.check_role(Role::Read)?;
         Ok(ReadAccess(grant))
     }
@@ -201,7 +211,8 @@ impl FromRequestParts<Shared> for SyncAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
-        let grant = authenticate(&parts.headers, &shared.settings.server.tokens)?;
+        let tokens = &shared.settings.server.tokens;
+        let grant = authenticate(&parts.headers, tokens, shared.store.namespace())?;
         grant.check_role(Role::Sync)?;
         Ok(SyncAccess(grant))
     }
@@ -217,6 +228,12 @@ pub enum Denied {
     Malformed,
     /// A token no configured digest matches: 401.
     Unknown,
+    /// A known caller not valid in the daemon's `namespace`: 403.
+    WrongNamespace {
+        who: String,
+        namespace: String,
+        valid_in: String,
+    },
     /// A known caller without role `needed` on any app: 403.
     Forbidden { who: String, needed: Role },
     /// A known caller whose scope for role `needed` does not cover `app`: 403.
@@ -235,12 +252,17 @@ pub enum Denied {
     },
 }
 
-/// The grant of the credential presented in `headers`.
-fn authenticate(headers: &HeaderMap, tokens: &[ApiToken]) -> Result<Grant, Denied> {
+/// The grant, in the daemon's `namespace`, of the credential presented in
+/// `headers`.
+fn authenticate(
+    headers: &HeaderMap,
+    tokens: &[ApiToken],
+    namespace: &str,
+) -> Result<Grant, Denied> {
     let header = headers.get(AUTHORIZATION).ok_or(Denied::Missing)?;
     let presented = bearer(header).ok_or(Denied::Malformed)?;
     let token = find(tokens, presented).ok_or(Denied::Unknown)?;
-    Ok(Grant::of(token))
+    Grant::of(token, namespace)
 }
 
 /// The token of `Bearer <token>` (the scheme is case-insensitive, RFC 9110).
@@ -264,6 +286,7 @@ fn find<'t>(tokens: &'t [ApiToken], presented: &[u8]) -> Option<&'t ApiToken> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::NamespaceScope;
     use axum::http::StatusCode;
     use axum::http::header::WWW_AUTHENTICATE;
     use axum::response::IntoResponse;
@@ -274,6 +297,7 @@ mod tests {
             role,
             sha256: Sha256::digest(secret.as_bytes()).into(),
             apps: AppScope::all(),
+            namespaces: NamespaceScope::default(),
         }
     }
 
@@ -296,7 +320,8 @@ mod tests {
             token("dash", Role::Read, "r3ad"),
             token("ci", Role::Sync, "wr1te"),
         ];
-        let name = |h: &str| authenticate(&headers(h), &tokens).map(|g| g.client().to_owned());
+        let name =
+            |h: &str| authenticate(&headers(h), &tokens, "prod").map(|g| g.client().to_owned());
         assert_eq!(name("Bearer wr1te").as_deref(), Ok("ci"));
         assert_eq!(name("bearer  wr1te ").as_deref(), Ok("ci"));
         assert_eq!(name("Bearer r3ad").as_deref(), Ok("dash"));
@@ -305,11 +330,11 @@ mod tests {
         assert_eq!(name("Basic d3IxdGU="), Err(Denied::Malformed));
         assert_eq!(name("wr1te"), Err(Denied::Malformed));
         assert_eq!(
-            authenticate(&HeaderMap::new(), &tokens).map(|g| g.client().to_owned()),
+            authenticate(&HeaderMap::new(), &tokens, "prod").map(|g| g.client().to_owned()),
             Err(Denied::Missing)
         );
         assert_eq!(
-            authenticate(&headers("Bearer wr1te"), &[]).map(|g| g.client().to_owned()),
+            authenticate(&headers("Bearer wr1te"), &[], "prod").map(|g| g.client().to_owned()),
             Err(Denied::Unknown)
         );
     }
@@ -323,7 +348,7 @@ mod tests {
             (Role::Sync, [true, true, false]),
             (Role::Admin, [true, true, true]),
         ] {
-            let grant = Grant::of(&token("t", role, "x"));
+            let grant = Grant::of(&token("t", role, "x"), "prod").unwrap();
             for (needed, allowed) in [Role::Read, Role::Sync, Role::Admin]
                 .into_iter()
                 .zip(allowed)
@@ -336,7 +361,7 @@ mod tests {
                 );
             }
         }
-        let read = Grant::of(&token("dash", Role::Read, "x"));
+        let read = Grant::of(&token("dash", Role::Read, "x"), "prod").unwrap();
         assert_eq!(
             read.check_role(Role::Sync),
             Err(Denied::Forbidden {
@@ -395,6 +420,30 @@ mod tests {
         assert!(matches!(denied, Denied::Forbidden { .. }), "{denied:?}");
     }
 
+    #[test]
+    fn a_token_is_refused_outside_its_namespaces() {
+        let scope = |yaml: &str| serde_yaml::from_str::<NamespaceScope>(yaml).unwrap();
+        let prod = ApiToken {
+            namespaces: scope("[prod, prod-eu]"),
+            ..token("deploy", Role::Sync, "x")
+        };
+        assert!(Grant::of(&prod, "prod").is_ok() && Grant::of(&prod, "prod-eu").is_ok());
+        assert_eq!(
+            Grant::of(&prod, "staging").map(|g| g.client().to_owned()),
+            Err(Denied::WrongNamespace {
+                who: "token deploy".to_owned(),
+                namespace: "staging".to_owned(),
+                valid_in: "prod, prod-eu".to_owned(),
+            })
+        );
+        let every = ApiToken {
+            namespaces: scope("['*']"),
+            ..token("ops", Role::Admin, "x")
+        };
+        assert!(Grant::of(&every, "staging").is_ok());
+        assert!(Grant::of(&token("own", Role::Read, "x"), "anything").is_ok());
+    }
+
     #[tokio::test]
     async fn a_refusal_never_echoes_the_token() {
         let tokens = [token("dash", Role::Read, "r3ad")];
@@ -403,7 +452,7 @@ mod tests {
             ("Token s3cret-guess", StatusCode::UNAUTHORIZED),
             ("Bearer r3ad", StatusCode::FORBIDDEN),
         ] {
-            let denied = authenticate(&headers(value), &tokens)
+            let denied = authenticate(&headers(value), &tokens, "prod")
                 .and_then(|grant| grant.check_role(Role::Sync))
                 .expect_err("refused");
             let response = ApiError::Denied(denied).into_response();

@@ -146,6 +146,14 @@ fn denied_answer(denied: &Denied) -> Answer {
         }
         Denied::Malformed => unauthorized("the Authorization header must be Bearer <token>"),
         Denied::Unknown => unauthorized("the bearer token is not valid"),
+        Denied::WrongNamespace {
+            who,
+            namespace,
+            valid_in,
+        } => Answer::new(
+            StatusCode::FORBIDDEN,
+            format!("{who} is not valid in namespace {namespace}: it is valid in {valid_in}"),
+        ),
         Denied::Forbidden { who, needed } => Answer::new(
             StatusCode::FORBIDDEN,
             format!("{who} may not do this: it needs role {needed}"),

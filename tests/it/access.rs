@@ -1,10 +1,16 @@
 //! Who may read what through the daemon's API: reads need a token unless the
 //! config opens them, a token scoped to some apps reads and syncs those apps
-//! only, and artifacts are cached and built within per-client limits.
+//! only, a token scoped to some namespaces is refused by the daemons of the
+//! others, and artifacts are cached and built within per-client limits.
 
 use crate::common;
 
+use std::time::Duration;
+
+use common::binary::DaemonProcess;
 use common::daemon::{READ_TOKEN, TestDaemon};
+use common::redis::RedisProc;
+use common::{eventually, fixtures, git_repo_from, repo_path};
 use redis::Commands;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -193,6 +199,116 @@ async fn each_role_does_what_it_names_and_the_roles_below() {
             let message = error_of(&refresh.bytes().await.unwrap());
             assert_eq!(message, "token dash may not do this: it needs role sync");
         }
+    }
+}
+
+/// One config file, two real daemons, one per namespace (environment): the
+/// namespace comes from `CANOPY_NAMESPACE` for one and `--namespace` for the
+/// other, as a deployment would set it. A token for prod only is refused by
+/// the staging daemon, whatever its role, and sends no signal there.
+#[test]
+fn a_prod_token_is_refused_by_the_staging_daemon() {
+    const PROD: &str = "prod-canary-1c6e0f";
+    const STAGING: &str = "staging-canary-a4d2b9";
+    const OPS: &str = "ops-canary-77e3d5";
+    let remote = git_repo_from(&fixtures().join("example"));
+    let redis = RedisProc::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canopy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repo:\n  url: file://{repo}\n  ref: main\n  poll_interval: 1h\nredis:\n  url: {redis}\nserver:\n  tokens:\n    - {{name: prod-deploy, role: sync, sha256: \"{}\", namespaces: [prod]}}\n    - {{name: staging-deploy, role: sync, sha256: \"{}\", namespaces: [staging]}}\n    - {{name: ops, role: read, sha256: \"{}\", namespaces: [\"*\"]}}\n",
+            hex(PROD),
+            hex(STAGING),
+            hex(OPS),
+            repo = repo_path(&remote).display(),
+            redis = redis.url(),
+        ),
+    )
+    .unwrap();
+    let state = |ns: &str| dir.path().join(ns).display().to_string();
+    let prod = DaemonProcess::start(
+        &config,
+        &[],
+        &[
+            ("CANOPY_NAMESPACE", "prod"),
+            ("CANOPY_STATE_DIR", &state("prod")),
+        ],
+    );
+    let staging = DaemonProcess::start(
+        &config,
+        &["--namespace", "staging"],
+        &[("CANOPY_STATE_DIR", &state("staging"))],
+    );
+    let client = reqwest::blocking::Client::new();
+    for daemon in [&prod, &staging] {
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                client.get(daemon.url("/readyz")).send().unwrap().status() == StatusCode::OK
+            }),
+            "{}",
+            daemon.log()
+        );
+    }
+    let call = |daemon: &DaemonProcess, path: &str, token: &str| {
+        let request = if path.ends_with("/sync") {
+            client.post(daemon.url(path))
+        } else {
+            client.get(daemon.url(path))
+        };
+        let response = request.bearer_auth(token).send().unwrap();
+        let status = response.status();
+        (status, response.bytes().unwrap().to_vec())
+    };
+    let signals = |ns: &str| -> usize {
+        redis
+            .conn()
+            .xlen(format!("canopy:{ns}:app:{{payments/db}}:events"))
+            .unwrap()
+    };
+    let staging_signals = signals("staging");
+
+    for path in ["/api/v1/apps", "/api/v1/apps/payments/db/sync"] {
+        let (status, body) = call(&staging, path, PROD);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(
+            error_of(&body),
+            "token prod-deploy is not valid in namespace staging: it is valid in prod"
+        );
+        assert!(!String::from_utf8_lossy(&body).contains(PROD));
+    }
+    assert_eq!(signals("staging"), staging_signals, "no signal in staging");
+
+    // Each deploy token works in its own namespace, and nowhere else.
+    let prod_signals = signals("prod");
+    let (status, body) = call(&prod, "/api/v1/apps", PROD);
+    assert_eq!(status, StatusCode::OK);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["namespace"], "prod");
+    let (status, _) = call(&prod, "/api/v1/apps/payments/db/sync", PROD);
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(signals("prod"), prod_signals + 1);
+    let (status, _) = call(&staging, "/api/v1/apps/payments/db/sync", STAGING);
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = call(&prod, "/api/v1/apps/payments/db", STAGING);
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        error_of(&body).contains("namespace prod"),
+        "{}",
+        error_of(&body)
+    );
+
+    // `*` is every namespace; the role still applies.
+    for daemon in [&prod, &staging] {
+        let (status, _) = call(daemon, "/api/v1/apps/payments/db", OPS);
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = call(daemon, "/api/v1/apps/payments/db/sync", OPS);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            error_of(&body),
+            "token ops may not do this: it needs role sync"
+        );
     }
 }
 

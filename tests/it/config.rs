@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use canopy::config::{Config, ConfigError, ENV_VARS, Overrides, Role, SinkFormat};
+use canopy::config::{Config, ConfigError, ENV_VARS, NamespaceScope, Overrides, Role, SinkFormat};
 use canopy::error_chain;
 use canopy::layout::GlobPattern;
 
@@ -131,6 +131,13 @@ fn the_example_loads() {
         .map(|t| t.apps.to_string())
         .collect();
     assert_eq!(scopes, ["every app", "every app", "payments/api"]);
+    let namespaces: Vec<String> = config
+        .server
+        .tokens
+        .iter()
+        .map(|t| t.namespaces.to_string())
+        .collect();
+    assert_eq!(namespaces, ["default", "every namespace", "default"]);
     assert!(config.server.read_requires_token);
     // sha256("test")
     assert_eq!(
@@ -205,6 +212,29 @@ fn a_minimal_config_gets_every_default() {
     assert_eq!(hooks.max_body, 1 << 20);
     assert!(config.reports.is_empty());
     assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+}
+
+/// A token's namespaces, as written; the daemon's own when omitted and no
+/// token names any.
+#[test]
+fn token_namespaces() {
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let file = File::new(format!(
+        "repo: {{url: /r}}\nserver:\n  tokens:\n    - {{name: a, role: read, sha256: {sha}, namespaces: [prod, staging]}}\n    - {{name: b, role: sync, sha256: {sha}, namespaces: ['*']}}\n"
+    ));
+    let config = file.load(&env_of(&[])).unwrap();
+    let scopes: Vec<String> = config
+        .server
+        .tokens
+        .iter()
+        .map(|t| t.namespaces.to_string())
+        .collect();
+    assert_eq!(scopes, ["prod, staging", "every namespace"]);
+    let file = File::new(format!(
+        "repo: {{url: /r}}\nserver:\n  tokens: [{{name: a, role: read, sha256: {sha}}}]\n"
+    ));
+    let config = file.load(&env_of(&[])).unwrap();
+    assert_eq!(config.server.tokens[0].namespaces, NamespaceScope::Daemon);
 }
 
 /// `write`, the first name of role `sync`, still loads, as `sync`.
@@ -419,6 +449,14 @@ const BAD_FILES: &[Bad] = &[
     bad(
         "duplicate token names",
         "repo: {url: /r}\nserver:\n  tokens:\n    - {name: ci, role: read, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n    - {name: ci, role: write, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n",
+    ),
+    bad(
+        "token namespaces",
+        "repo: {url: /r}\nserver:\n  tokens: [{name: ci, role: read, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, namespaces: [prod, Staging]}]\n",
+    ),
+    bad(
+        "token namespaces named on some tokens only",
+        "repo: {url: /r}\nserver:\n  tokens:\n    - {name: prod-ci, role: sync, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, namespaces: [prod]}\n    - {name: ci, role: sync, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n",
     ),
     bad("namespace", "namespace: Prod:EU\nrepo: {url: /r}\n"),
     bad(
