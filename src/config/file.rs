@@ -14,6 +14,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::ConfigError;
 use super::model::{ApiToken, SinkFormat};
+use super::oidc::OidcConfig;
 use super::scope::NamespaceScope;
 use super::value_ref::ValueRef;
 use super::values::{self, Namespace, opt, parsed};
@@ -170,6 +171,7 @@ pub(super) struct ServerFile {
     pub header_timeout: Option<Duration>,
     pub body_timeout: Option<Duration>,
     pub unverified_body_budget: Option<u64>,
+    pub oidc: Option<OidcConfig>,
 }
 
 #[derive(Deserialize)]
@@ -188,17 +190,24 @@ struct ServerFields {
     body_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt::budget_size")]
     unverified_body_budget: Option<u64>,
+    oidc: Option<OidcConfig>,
 }
 
 impl<'de> Deserialize<'de> for ServerFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         checked_map(d, "a mapping", |f: ServerFields| {
-            let credentials = f
+            let tokens = f
                 .tokens
                 .iter()
                 .enumerate()
                 .map(|(i, token)| (format!("tokens[{i}] ({})", token.name), &token.namespaces));
-            all_or_no_namespaces(credentials)?;
+            let grants = f.oidc.iter().flat_map(|oidc| {
+                oidc.grants.iter().enumerate().map(|(i, rule)| {
+                    let name = format!("oidc.grants[{i}] ({})", rule.describe());
+                    (name, &rule.namespaces)
+                })
+            });
+            all_or_no_namespaces(tokens.chain(grants))?;
             Ok(ServerFile {
                 listen: f.listen,
                 tokens: f.tokens,
@@ -207,6 +216,7 @@ impl<'de> Deserialize<'de> for ServerFile {
                 header_timeout: f.header_timeout,
                 body_timeout: f.body_timeout,
                 unverified_body_budget: f.unverified_body_budget,
+                oidc: f.oidc,
             })
         })
     }
@@ -480,7 +490,11 @@ where
 /// then `check`s it inside the mapping's visitor: serde_yaml then reports a
 /// failed check at the mapping, with its path (`webhooks.github`), instead of at
 /// the end of the document.
-fn checked_map<'de, D, Fields, T, F>(d: D, expecting: &'static str, check: F) -> Result<T, D::Error>
+pub(super) fn checked_map<'de, D, Fields, T, F>(
+    d: D,
+    expecting: &'static str,
+    check: F,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     Fields: Deserialize<'de>,

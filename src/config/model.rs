@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::oidc::OidcConfig;
 use super::scope::{AppScope, NamespaceScope};
 use super::values::{Namespace, SinkUrl};
 use crate::layout::{Generator, LayoutOptions};
@@ -141,6 +142,9 @@ pub struct ServerConfig {
     /// are verified: a webhook beyond it is answered 503 instead of read.
     /// Never below `webhooks.max_body` (loading checks).
     pub unverified_body_budget: u64,
+    /// Bearer tokens from an identity provider, mapped to grants by their
+    /// claims; `None`: static tokens only.
+    pub oidc: Option<OidcConfig>,
 }
 
 /// An API bearer token, stored as the sha256 of the token: the config never holds

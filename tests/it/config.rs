@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use canopy::config::{Config, ConfigError, ENV_VARS, NamespaceScope, Overrides, Role, SinkFormat};
+use canopy::config::{
+    Config, ConfigError, ENV_VARS, JwksSource, NamespaceScope, Overrides, Role, SinkFormat,
+};
 use canopy::error_chain;
 use canopy::layout::GlobPattern;
 
@@ -138,6 +140,23 @@ fn the_example_loads() {
         .map(|t| t.namespaces.to_string())
         .collect();
     assert_eq!(namespaces, ["default", "every namespace", "default"]);
+    let oidc = config.server.oidc.as_ref().unwrap();
+    assert_eq!(oidc.issuer, "https://idp.example.com/realms/platform");
+    assert_eq!(oidc.audience, "canopy");
+    assert!(matches!(&oidc.jwks, JwksSource::Url(url) if url.ends_with("/certs")));
+    let rules: Vec<String> = oidc
+        .grants
+        .iter()
+        .map(|r| format!("{} {} {} {}", r.describe(), r.role, r.apps, r.namespaces))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "groups=platform-readers read every app every namespace",
+            "groups=payments-team sync payments, payments/** default",
+            "sub=7c2d6a4e-0b1f-4f57-9d1e-2a6f3b8c9e01 admin every app default",
+        ]
+    );
     assert!(config.server.read_requires_token);
     // sha256("test")
     assert_eq!(
@@ -235,6 +254,54 @@ fn token_namespaces() {
     ));
     let config = file.load(&env_of(&[])).unwrap();
     assert_eq!(config.server.tokens[0].namespaces, NamespaceScope::Daemon);
+}
+
+/// `server.oidc` with every key, and with only the required ones.
+#[test]
+fn oidc_settings_and_their_defaults() {
+    let file = File::new(
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com/realms/platform\n    audience: canopy\n    jwks_file: /etc/canopy/jwks.json\n    algorithms: [ES256]\n    leeway: 0s\n    jwks_max_age: 1h\n    jwks_min_interval: 1m\n    grants:\n      - {claim: groups, value: payments-team, role: sync, apps: [\"payments/**\"], namespaces: [prod]}\n      - {sub: alice, role: admin, namespaces: [\"*\"]}\n",
+    );
+    let oidc = file.load(&env_of(&[])).unwrap().server.oidc.unwrap();
+    assert_eq!(oidc.issuer, "https://idp.example.com/realms/platform");
+    assert_eq!(oidc.audience, "canopy");
+    assert_eq!(oidc.jwks, JwksSource::File("/etc/canopy/jwks.json".into()));
+    assert_eq!(oidc.algorithms, [jsonwebtoken::Algorithm::ES256]);
+    assert_eq!(oidc.leeway, Duration::ZERO);
+    assert_eq!(oidc.jwks_max_age, Duration::from_secs(3600));
+    assert_eq!(oidc.jwks_min_interval, Duration::from_secs(60));
+    let rules: Vec<String> = oidc
+        .grants
+        .iter()
+        .map(|r| format!("{} {} {} {}", r.describe(), r.role, r.apps, r.namespaces))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "groups=payments-team sync payments/** prod",
+            "sub=alice admin every app every namespace"
+        ]
+    );
+
+    let file = File::new(
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants: [{sub: alice, role: read}]\n",
+    );
+    let oidc = file.load(&env_of(&[])).unwrap().server.oidc.unwrap();
+    assert_eq!(
+        oidc.jwks,
+        JwksSource::Url("https://idp.example.com/keys".to_owned())
+    );
+    assert_eq!(
+        oidc.algorithms,
+        [
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::Algorithm::ES256
+        ]
+    );
+    assert_eq!(oidc.leeway, Duration::from_secs(60));
+    assert_eq!(oidc.jwks_max_age, Duration::from_secs(600));
+    assert_eq!(oidc.jwks_min_interval, Duration::from_secs(30));
+    assert!(!oidc.grants[0].namespaces.is_named());
 }
 
 /// `write`, the first name of role `sync`, still loads, as `sync`.
@@ -457,6 +524,54 @@ const BAD_FILES: &[Bad] = &[
     bad(
         "token namespaces named on some tokens only",
         "repo: {url: /r}\nserver:\n  tokens:\n    - {name: prod-ci, role: sync, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, namespaces: [prod]}\n    - {name: ci, role: sync, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n",
+    ),
+    bad(
+        "oidc without keys",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc with two key sources",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    jwks_file: /etc/keys.json\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc jwks_url over plain http",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: http://idp.example.com/keys\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc algorithm none",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    algorithms: [RS256, none]\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc algorithm HS256",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    algorithms: [HS256]\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc without grants",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants: []\n",
+    ),
+    bad(
+        "oidc grant with sub and claim",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants:\n      - {sub: alice, claim: groups, value: ops, role: admin}\n",
+    ),
+    bad(
+        "oidc grant claim without value",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants:\n      - {claim: groups, role: read}\n",
+    ),
+    bad(
+        "oidc grant role",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants:\n      - {claim: groups, value: ops, role: root}\n",
+    ),
+    bad(
+        "oidc unknown key",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_uri: https://idp.example.com/keys\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc leeway",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    leeway: 1h\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc grant namespaces named on some only",
+        "repo: {url: /r}\nserver:\n  tokens:\n    - {name: ci, role: sync, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, namespaces: [prod]}\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants:\n      - {claim: groups, value: ops, role: admin}\n",
     ),
     bad("namespace", "namespace: Prod:EU\nrepo: {url: /r}\n"),
     bad(
