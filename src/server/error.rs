@@ -146,6 +146,13 @@ fn denied_answer(denied: &Denied) -> Answer {
         }
         Denied::Malformed => unauthorized("the Authorization header must be Bearer <token>"),
         Denied::Unknown => unauthorized("the bearer token is not valid"),
+        Denied::Jwt(refusal) => unauthorized(&refusal.to_string()),
+        Denied::NoGrant { who } => Answer::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{who} may not do anything here: no rule of server.oidc.grants matches its claims"
+            ),
+        ),
         Denied::WrongNamespace {
             who,
             namespace,

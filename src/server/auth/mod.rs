@@ -1,19 +1,28 @@
-//! Bearer tokens for the API (DESIGN sections 7 and 8), as axum extractors: a
-//! handler that takes [`SyncAccess`] runs only for a credential with role
-//! `sync` (or `admin`) on some app, one that takes [`ReadAccess`] for any
-//! credential, unless `server.read_requires_token` is explicitly `false` (then
-//! for anyone). Health, readiness and metrics take neither.
+//! Who may call the API (DESIGN sections 7 and 8): bearer credentials, turned
+//! into a [`Grant`] by axum extractors. A handler that takes [`SyncAccess`]
+//! runs only for a credential with role `sync` (or `admin`) on some app, one
+//! that takes [`ReadAccess`] for any credential, unless
+//! `server.read_requires_token` is explicitly `false` (then for anyone).
+//! Health, readiness and metrics take neither.
 //!
 //! Roles are ordered, `admin` ⊇ `sync` ⊇ `read`, and each comes with an app
-//! scope (`apps: ["payments/**"]`): what a request may do is its [`Grant`], and
-//! a handler asks [`Grant::check`] (or filters a list by [`Grant::allows`])
-//! before it touches an app. So a child's token reads its own app's artifacts
-//! and state, and nothing else.
+//! scope (`apps: ["payments/**"]`) and the namespaces it is valid in: what a
+//! request may do in this daemon's namespace is its [`Grant`], and a handler
+//! asks [`Grant::check`] (or filters a list by [`Grant::allows`]) before it
+//! touches an app. So a child's token reads its own app's artifacts and state,
+//! and nothing else.
 //!
-//! The config holds only each token's sha256: a presented token is hashed and
-//! compared with every configured digest in constant time, so neither the answer
-//! time nor any log line tells how much of a guess was right. The token itself is
-//! never logged or echoed; only the configured token's name is, for audit.
+//! Two kinds of credential, told apart safely: a presented token whose sha256
+//! is a configured token's is that token (every digest is compared, each in
+//! constant time, so neither the answer time nor any log line tells how much of
+//! a guess was right); anything else with the shape of a JWT is verified as the
+//! identity provider's (`oidc`), and its claims map to grants. A JWT is never
+//! taken for a static token unless it is one, byte for byte. Credentials are
+//! never logged or echoed: logs name a token by its configured name and a JWT
+//! by its `sub`.
+
+mod keys;
+mod oidc;
 
 use std::fmt;
 
@@ -26,8 +35,86 @@ use sha2::{Digest, Sha256};
 
 use super::Shared;
 use super::error::ApiError;
-use crate::config::{ApiToken, AppScope, Role};
+use crate::config::{ApiToken, AppScope, GrantRule, Role, ServerConfig};
 use crate::layout::AppName;
+
+pub use keys::KeysError;
+pub use oidc::JwtRefusal;
+
+/// Turns a request's credential into its grant, in one daemon's namespace.
+/// Shared by every request.
+pub struct Authenticator {
+    tokens: Vec<ApiToken>,
+    read_requires_token: bool,
+    namespace: String,
+    oidc: Option<oidc::Verifier>,
+}
+
+impl Authenticator {
+    /// The credentials of `server`, for a daemon serving `namespace`. Nothing
+    /// is read yet: see [`Authenticator::start`].
+    pub fn new(server: &ServerConfig, namespace: &str) -> Result<Authenticator, KeysError> {
+        Ok(Authenticator {
+            tokens: server.tokens.clone(),
+            read_requires_token: server.read_requires_token,
+            namespace: namespace.to_owned(),
+            oidc: server.oidc.as_ref().map(oidc::Verifier::new).transpose()?,
+        })
+    }
+
+    /// Reads the identity provider's keys, if one is configured. A daemon
+    /// stops on a key file it cannot read (a mistake to fix before it serves),
+    /// but not on a provider it cannot reach: that is logged, and the keys are
+    /// read again when a token needs them. Either way no token is let in
+    /// without a key that verifies it.
+    pub async fn start(&self) -> Result<(), KeysError> {
+        let Some(verifier) = &self.oidc else {
+            return Ok(());
+        };
+        match verifier.load_keys().await {
+            Ok(keys) => {
+                tracing::info!(source = %verifier.config.jwks, keys, "identity provider keys read");
+                Ok(())
+            }
+            Err(error) if matches!(verifier.config.jwks, crate::config::JwksSource::Url(_)) => {
+                tracing::warn!(error = %crate::error_chain(&error),
+                    "identity provider keys could not be read: its tokens are refused until they are");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The grant, in this daemon's namespace, of the credential in `headers`.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Grant, Denied> {
+        let header = headers.get(AUTHORIZATION).ok_or(Denied::Missing)?;
+        let presented = bearer(header).ok_or(Denied::Malformed)?;
+        if let Some(token) = find(&self.tokens, presented) {
+            return Grant::of(token, &self.namespace);
+        }
+        let Some(verifier) = &self.oidc else {
+            return Err(Denied::Unknown);
+        };
+        if !oidc::looks_like_jwt(presented) {
+            return Err(Denied::Unknown);
+        }
+        // ASCII, as `looks_like_jwt` checked.
+        let jwt = std::str::from_utf8(presented).map_err(|_| Denied::Unknown)?;
+        let verified = verifier.verify(jwt).await.map_err(|refusal| {
+            tracing::debug!(reason = %refusal, "identity provider token refused");
+            Denied::Jwt(refusal)
+        })?;
+        let grant = Grant::of_claims(&verified, &verifier.config.grants, &self.namespace);
+        match &grant {
+            Ok(grant) => {
+                tracing::debug!(client = grant.client(), "identity provider token accepted")
+            }
+            Err(denied) => tracing::debug!(client = %format!("oidc:{}", verified.subject), ?denied,
+                "identity provider token has no grant here"),
+        }
+        grant
+    }
+}
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,24 +123,30 @@ pub enum Identity {
     Anonymous,
     /// A configured token, by its name.
     Token(String),
+    /// An identity provider's token, by its `sub`.
+    Subject(String),
 }
 
 impl Identity {
-    /// The name logs and per-client limits know the caller by.
-    fn client(&self) -> &str {
+    /// The name logs and per-client limits know the caller by: a token's
+    /// name, or `oidc:<sub>` (token names have no `:`, so the two never meet).
+    fn client(&self) -> String {
         match self {
-            Identity::Anonymous => "anonymous",
-            Identity::Token(name) => name,
+            Identity::Anonymous => "anonymous".to_owned(),
+            Identity::Token(name) => name.clone(),
+            Identity::Subject(sub) => format!("oidc:{sub}"),
         }
     }
 }
 
-/// How refusals name the caller: `token ci`.
+/// How refusals name the caller: `token ci`, `subject "alice"`.
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Identity::Anonymous => f.write_str("an anonymous request"),
             Identity::Token(name) => write!(f, "token {name}"),
+            // Quoted: a subject is the provider's text, of any characters.
+            Identity::Subject(sub) => write!(f, "subject {sub:?}"),
         }
     }
 }
@@ -65,31 +158,40 @@ struct Allowance {
     apps: AppScope,
 }
 
-/// Who is asking, and what they may do: a request's credential, resolved.
+/// Who is asking, and what they may do in this daemon's namespace: a
+/// request's credential, resolved.
 ///
 /// A grant is a union of allowances: it may do what a role needs on an app if
-/// any one allowance has that role, or a higher one, and covers the app.
+/// any one allowance has that role, or a higher one, and covers the app. No
+/// allowance takes away what another gives.
 #[derive(Debug, Clone)]
 pub struct Grant {
     identity: Identity,
+    client: String,
     allowances: Vec<Allowance>,
 }
 
 impl Grant {
+    fn new(identity: Identity, allowances: Vec<Allowance>) -> Grant {
+        Grant {
+            client: identity.client(),
+            identity,
+            allowances,
+        }
+    }
+
     /// The name logs and per-client limits know the caller by.
     pub fn client(&self) -> &str {
-        self.identity.client()
+        &self.client
     }
 
     /// Reads of every app, for anyone: reads are open.
     fn anonymous() -> Grant {
-        Grant {
-            identity: Identity::Anonymous,
-            allowances: vec![Allowance {
-                role: Role::Read,
-                apps: AppScope::all(),
-            }],
-        }
+        let read = Allowance {
+            role: Role::Read,
+            apps: AppScope::all(),
+        };
+        Grant::new(Identity::Anonymous, vec![read])
     }
 
     /// What `token` allows in `namespace`: a token not valid there is refused
@@ -103,13 +205,50 @@ impl Grant {
                 valid_in: token.namespaces.to_string(),
             });
         }
-        Ok(Grant {
-            identity,
-            allowances: vec![Allowance {
-                role: token.role,
-                apps: token.apps.clone(),
-            }],
-        })
+        let allowance = Allowance {
+            role: token.role,
+            apps: token.apps.clone(),
+        };
+        Ok(Grant::new(identity, vec![allowance]))
+    }
+
+    /// What a verified JWT allows in `namespace`: the union of the grants of
+    /// every rule its claims match whose namespaces hold `namespace`.
+    fn of_claims(
+        verified: &oidc::Verified,
+        rules: &[GrantRule],
+        namespace: &str,
+    ) -> Result<Grant, Denied> {
+        let identity = Identity::Subject(verified.subject.clone());
+        let matching = verified.matching(rules);
+        if matching.is_empty() {
+            return Err(Denied::NoGrant {
+                who: identity.to_string(),
+            });
+        }
+        let allowances: Vec<Allowance> = matching
+            .iter()
+            .filter(|rule| rule.namespaces.allows(namespace))
+            .map(|rule| Allowance {
+                role: rule.role,
+                apps: rule.apps.clone(),
+            })
+            .collect();
+        if allowances.is_empty() {
+            let mut valid_in: Vec<String> = Vec::new();
+            for rule in &matching {
+                let namespaces = rule.namespaces.to_string();
+                if !valid_in.contains(&namespaces) {
+                    valid_in.push(namespaces);
+                }
+            }
+            return Err(Denied::WrongNamespace {
+                who: identity.to_string(),
+                namespace: namespace.to_owned(),
+                valid_in: valid_in.join(", "),
+            });
+        }
+        Ok(Grant::new(identity, allowances))
     }
 
     /// The allowances with at least role `needed`.
@@ -195,13 +334,13 @@ impl FromRequestParts<Shared> for ReadAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
-        let server = &shared.settings.server;
+        let auth = &shared.auth;
         // Open reads still honour a presented token: its scope applies, and a
         // wrong one is refused rather than silently ignored.
-        if !server.read_requires_token && !parts.headers.contains_key(AUTHORIZATION) {
+        if !auth.read_requires_token && !parts.headers.contains_key(AUTHORIZATION) {
             return Ok(ReadAccess(Grant::anonymous()));
         }
-        let grant = authenticate(&parts.headers, &server.tokens, shared.store.namespace())?;
+        let grant = auth.authenticate(&parts.headers).await?;
         grant.check_role(Role::Read)?;
         Ok(ReadAccess(grant))
     }
@@ -211,8 +350,7 @@ impl FromRequestParts<Shared> for SyncAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
-        let tokens = &shared.settings.server.tokens;
-        let grant = authenticate(&parts.headers, tokens, shared.store.namespace())?;
+        let grant = shared.auth.authenticate(&parts.headers).await?;
         grant.check_role(Role::Sync)?;
         Ok(SyncAccess(grant))
     }
@@ -226,8 +364,12 @@ pub enum Denied {
     Missing,
     /// An `Authorization` header that is not `Bearer <token>`: 401.
     Malformed,
-    /// A token no configured digest matches: 401.
+    /// A token no configured digest matches, and no JWT: 401.
     Unknown,
+    /// A JWT that does not verify: 401, with the reason.
+    Jwt(JwtRefusal),
+    /// A verified JWT that no `oidc.grants` rule matches: 403.
+    NoGrant { who: String },
     /// A known caller not valid in the daemon's `namespace`: 403.
     WrongNamespace {
         who: String,
@@ -250,19 +392,6 @@ pub enum Denied {
         needed: Role,
         scope: String,
     },
-}
-
-/// The grant, in the daemon's `namespace`, of the credential presented in
-/// `headers`.
-fn authenticate(
-    headers: &HeaderMap,
-    tokens: &[ApiToken],
-    namespace: &str,
-) -> Result<Grant, Denied> {
-    let header = headers.get(AUTHORIZATION).ok_or(Denied::Missing)?;
-    let presented = bearer(header).ok_or(Denied::Malformed)?;
-    let token = find(tokens, presented).ok_or(Denied::Unknown)?;
-    Grant::of(token, namespace)
 }
 
 /// The token of `Bearer <token>` (the scheme is case-insensitive, RFC 9110).
@@ -314,29 +443,40 @@ mod tests {
         AppName::parse(name).expect("a valid name")
     }
 
-    #[test]
-    fn tokens_are_matched_by_digest() {
-        let tokens = [
+    fn authenticator(tokens: Vec<ApiToken>) -> Authenticator {
+        Authenticator {
+            tokens,
+            read_requires_token: true,
+            namespace: "prod".to_owned(),
+            oidc: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_are_matched_by_digest() {
+        let auth = authenticator(vec![
             token("dash", Role::Read, "r3ad"),
             token("ci", Role::Sync, "wr1te"),
-        ];
-        let name =
-            |h: &str| authenticate(&headers(h), &tokens, "prod").map(|g| g.client().to_owned());
-        assert_eq!(name("Bearer wr1te").as_deref(), Ok("ci"));
-        assert_eq!(name("bearer  wr1te ").as_deref(), Ok("ci"));
-        assert_eq!(name("Bearer r3ad").as_deref(), Ok("dash"));
-        assert_eq!(name("Bearer wr1tE"), Err(Denied::Unknown));
-        assert_eq!(name("Bearer "), Err(Denied::Malformed));
-        assert_eq!(name("Basic d3IxdGU="), Err(Denied::Malformed));
-        assert_eq!(name("wr1te"), Err(Denied::Malformed));
-        assert_eq!(
-            authenticate(&HeaderMap::new(), &tokens, "prod").map(|g| g.client().to_owned()),
-            Err(Denied::Missing)
-        );
-        assert_eq!(
-            authenticate(&headers("Bearer wr1te"), &[], "prod").map(|g| g.client().to_owned()),
-            Err(Denied::Unknown)
-        );
+        ]);
+        let client = async |h: &str| {
+            let grant = auth.authenticate(&headers(h)).await;
+            grant.map(|g| g.client().to_owned())
+        };
+        assert_eq!(client("Bearer wr1te").await.as_deref(), Ok("ci"));
+        assert_eq!(client("bearer  wr1te ").await.as_deref(), Ok("ci"));
+        assert_eq!(client("Bearer r3ad").await.as_deref(), Ok("dash"));
+        assert_eq!(client("Bearer wr1tE").await, Err(Denied::Unknown));
+        // Without `oidc`, something shaped like a JWT is just unknown.
+        assert_eq!(client("Bearer eyJh.eyJz.c2ln").await, Err(Denied::Unknown));
+        assert_eq!(client("Bearer ").await, Err(Denied::Malformed));
+        assert_eq!(client("Basic d3IxdGU=").await, Err(Denied::Malformed));
+        assert_eq!(client("wr1te").await, Err(Denied::Malformed));
+        let missing = auth.authenticate(&HeaderMap::new()).await;
+        assert_eq!(missing.map(|g| g.client().to_owned()), Err(Denied::Missing));
+        let none = authenticator(vec![])
+            .authenticate(&headers("Bearer wr1te"))
+            .await;
+        assert_eq!(none.map(|g| g.client().to_owned()), Err(Denied::Unknown));
     }
 
     /// Roles are ordered: each allows what the ones below it allow, and no more.
@@ -375,9 +515,9 @@ mod tests {
     /// app and syncs of the payments apps allow both, and nothing else.
     #[test]
     fn allowances_combine_as_a_union() {
-        let grant = Grant {
-            identity: Identity::Token("team".to_owned()),
-            allowances: vec![
+        let grant = Grant::new(
+            Identity::Token("team".to_owned()),
+            vec![
                 Allowance {
                     role: Role::Read,
                     apps: AppScope::all(),
@@ -391,7 +531,7 @@ mod tests {
                     apps: AppScope::of(&["payments"]).unwrap(),
                 },
             ],
-        };
+        );
         assert!(grant.may(Role::Read, &app("search")));
         assert!(grant.may(Role::Sync, &app("payments")));
         assert!(grant.may(Role::Sync, &app("payments/db")));
@@ -446,13 +586,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_never_echoes_the_token() {
-        let tokens = [token("dash", Role::Read, "r3ad")];
+        let auth = authenticator(vec![token("dash", Role::Read, "r3ad")]);
         for (value, status) in [
             ("Bearer s3cret-guess", StatusCode::UNAUTHORIZED),
             ("Token s3cret-guess", StatusCode::UNAUTHORIZED),
             ("Bearer r3ad", StatusCode::FORBIDDEN),
         ] {
-            let denied = authenticate(&headers(value), &tokens, "prod")
+            let denied = auth
+                .authenticate(&headers(value))
+                .await
                 .and_then(|grant| grant.check_role(Role::Sync))
                 .expect_err("refused");
             let response = ApiError::Denied(denied).into_response();
