@@ -9,8 +9,11 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::binary::DaemonProcess;
 use common::daemon::{NAMESPACE, TestDaemon};
 use common::idp::{self, Idp, TestKey, claims, hs256, message, now, oidc_config};
+use common::redis::RedisProc;
+use common::{stderr, stdout};
 use redis::Commands;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -506,4 +509,160 @@ async fn a_removed_key_stops_verifying_after_max_age() {
         call(&daemon, "GET", "/api/v1/apps", &other).await.0,
         StatusCode::OK
     );
+}
+
+/// The real binary, its keys read from a file: `canopy sync` with a JWT (or a
+/// static token) in scope signals, out of scope prints the daemon's 403 reason
+/// and exits 2; the log names the caller by its `sub`, never by the token; a
+/// rewritten key file is read again for a new `kid`.
+#[test]
+fn canopy_sync_with_a_jwt_and_keys_from_a_file() {
+    const STATIC: &str = "team-canary-0e94c1";
+    let k1 = TestKey::ec("k1");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    std::fs::write(&keys, idp::jwks(&[&k1])).unwrap();
+    let remote = common::git_repo_from(&common::fixtures().join("example"));
+    let redis = RedisProc::start();
+    let config = dir.path().join("canopy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "namespace: e2e\nstate_dir: {state}\nrepo:\n  url: file://{repo}\n  ref: main\n  poll_interval: 1h\nredis:\n  url: {redis}\nserver:\n  tokens: [{{name: team, role: sync, apps: [payments], sha256: \"{sha}\"}}]\n{oidc}",
+            state = dir.path().join("state").display(),
+            repo = common::repo_path(&remote).display(),
+            redis = redis.url(),
+            sha = hex::encode(Sha256::digest(STATIC)),
+            oidc = oidc_config(
+                &format!("jwks_file: {}", keys.display()),
+                "    jwks_min_interval: 1s\n",
+                &["{claim: groups, value: payments-team, role: sync, apps: [payments, \"payments/**\"]}"],
+            ),
+        ),
+    )
+    .unwrap();
+    let daemon = DaemonProcess::start(&config, &[], &[]);
+    let ready = || {
+        reqwest::blocking::get(daemon.url("/readyz")).is_ok_and(|r| r.status() == StatusCode::OK)
+    };
+    assert!(
+        common::eventually(Duration::from_secs(30), ready),
+        "{}",
+        daemon.log()
+    );
+
+    let sync = |app: &str, token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+            .args(["sync", app, "--server", &daemon.url("")])
+            .env("CANOPY_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let jwt = k1.sign(&claims(
+        "pat@example.com",
+        json!({"groups": ["payments-team"]}),
+    ));
+    let out = sync("payments/db", &jwt);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("signalled payments/db"),
+        "{}",
+        stdout(&out)
+    );
+
+    for (token, message) in [
+        (
+            jwt.as_str(),
+            "error: the daemon answered 403: subject \"pat@example.com\" may not sync app search: its sync scope is payments, payments/**\n",
+        ),
+        (
+            STATIC,
+            "error: the daemon answered 403: token team may not sync app search: its sync scope is payments\n",
+        ),
+    ] {
+        let out = sync("search", token);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert_eq!(stderr(&out), message);
+    }
+    let out = sync(
+        "search",
+        &k1.sign(&claims("pat", json!({"exp": now() - 3600}))),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: the daemon answered 401: the JWT has expired\n"
+    );
+
+    // The provider's new key, written to the file, is read for its kid.
+    let k2 = TestKey::rsa("k2");
+    std::fs::write(&keys, idp::jwks(&[&k1, &k2])).unwrap();
+    let rotated = k2.sign(&claims(
+        "pat@example.com",
+        json!({"groups": ["payments-team"]}),
+    ));
+    assert!(
+        common::eventually(Duration::from_secs(10), || sync("payments/api", &rotated)
+            .status
+            .success()),
+        "{}",
+        daemon.log()
+    );
+
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("sync signalled on request")
+                && line.contains("\"client\":\"oidc:pat@example.com\"")),
+        "{log}"
+    );
+    for token in [&jwt, &rotated] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!log.contains(signature), "a token reached the log");
+    }
+}
+
+/// A key file that cannot be read stops `canopy run` before it serves, with
+/// an error naming the file.
+#[test]
+fn an_unreadable_key_file_stops_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = common::git_repo_from(&common::fixtures().join("example"));
+    let redis = RedisProc::start();
+    let missing = dir.path().join("no-such-jwks.json");
+    let config = dir.path().join("canopy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {state}\nrepo:\n  url: file://{repo}\nredis:\n  url: {redis}\nserver:\n{oidc}",
+            state = dir.path().join("state").display(),
+            repo = common::repo_path(&remote).display(),
+            redis = redis.url(),
+            oidc = oidc_config(
+                &format!("jwks_file: {}", missing.display()),
+                "",
+                &["{sub: alice, role: read}"]
+            ),
+        ),
+    )
+    .unwrap();
+    let out = common::canopy(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).ends_with(&format!(
+            "error: server.oidc: failed to read the JWK set file {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing was claimed: the namespace has no epoch.
+    let epoch: Option<String> = redis.conn().get("canopy:default:epoch").unwrap();
+    assert_eq!(epoch, None);
 }
