@@ -570,6 +570,14 @@ const BAD_FILES: &[Bad] = &[
         "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    leeway: 1h\n    grants: [{sub: alice, role: read}]\n",
     ),
     bad(
+        "oidc jwks_url with credentials",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://user:canary-s3cr3t@idp.example.com/keys\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc min interval above max age",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    jwks_max_age: 1m\n    jwks_min_interval: 5m\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
         "oidc grant namespaces named on some only",
         "repo: {url: /r}\nserver:\n  tokens:\n    - {name: ci, role: sync, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, namespaces: [prod]}\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants:\n      - {claim: groups, value: ops, role: admin}\n",
     ),

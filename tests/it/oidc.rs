@@ -201,6 +201,21 @@ async fn claims_map_to_role_app_and_namespace_grants() {
     );
     let (status, _) = call(&staging_daemon, "GET", "/api/v1/apps/search", &reader).await;
     assert_eq!(status, StatusCode::OK);
+    // Of the union, only the rules valid in staging count there: the reads.
+    let (status, _) = call(&staging_daemon, "GET", "/api/v1/apps/search", &both).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(
+        &staging_daemon,
+        "POST",
+        "/api/v1/apps/payments/db/sync",
+        &both,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        error_of(&body),
+        "subject \"pia\" may not do this: it needs role sync"
+    );
 }
 
 /// Sends `request` until its answer is `done`, for up to 10 seconds (what a
