@@ -25,7 +25,7 @@ type Error = Box<dyn std::error::Error>;
 
 /// The app whose file the quickstart changes, and whose child the agent is.
 const APP: &str = "platform/ingress";
-/// A write token for the daemon's API; the config holds only its sha256.
+/// A sync token for the daemon's API; the config holds only its sha256.
 const TOKEN: &str = "quickstart-token";
 /// The agent's token: it reads its own app's files, and nothing else.
 const AGENT_TOKEN: &str = "quickstart-agent-token";
@@ -78,7 +78,7 @@ async fn quickstart() -> Result<(), Error> {
         format!(
             "state_dir: {state}\nrepo:\n  url: file://{repo}\n  ref: main\n  poll_interval: 1h\n\
              server:\n  listen: 127.0.0.1:{port}\n  tokens:\n\
-             \x20   - {{name: quickstart, role: write, sha256: \"{sha}\"}}\n\
+             \x20   - {{name: quickstart, role: sync, sha256: \"{sha}\"}}\n\
              \x20   - {{name: agent, role: read, sha256: \"{agent_sha}\", apps: [{APP}]}}\n",
             state = state.display(),
             repo = repo.display(),

@@ -141,6 +141,8 @@ pub enum CliError {
     Client(crate::client::ClientError),
     #[error(transparent)]
     ReportClient(#[from] crate::report::deliver::HttpClientError),
+    #[error("server.oidc")]
+    Keys(#[from] crate::server::KeysError),
     #[error("app {app} is not known in namespace {namespace}")]
     UnknownApp { app: String, namespace: String },
 }

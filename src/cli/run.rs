@@ -17,7 +17,9 @@ use crate::reconcile::{
 };
 use crate::redis_launch::{EmbeddedRedis, LaunchOptions};
 use crate::report::{self, Deliverer, DeliveryOptions};
-use crate::server::{self, Health, KindLabel, Metrics, ResultLabel, Settings, Shared, StatusLabel};
+use crate::server::{
+    self, Authenticator, Health, KindLabel, Metrics, ResultLabel, Settings, Shared, StatusLabel,
+};
 use crate::source::{Mirror, MirrorOptions, Poller, RepoUrl, Schedule};
 use crate::store::{SignalKind, Store};
 
@@ -182,6 +184,16 @@ async fn serve(
         true => None,
         false => Some(listen(config.server.listen).await?),
     };
+    // Before the namespace is claimed, as the port is: a daemon whose key file
+    // is unreadable must not fence the one running.
+    let auth = match once {
+        true => None,
+        false => {
+            let auth = Authenticator::new(&config.server, config.namespace.as_str())?;
+            auth.start().await?;
+            Some(Arc::new(auth))
+        }
+    };
     let mut reconciler = Reconciler::new(poller, store).await?;
     reconciler.keep_snapshot(config.state_dir.join("snapshot"));
     reconciler.set_depends_on_timeout(config.depends_on_timeout);
@@ -227,6 +239,7 @@ async fn serve(
             sync_timeout,
         }),
         artifacts: Arc::default(),
+        auth: auth.expect("built unless --once"),
     };
     let (shutdown, abort, stop_server) = (
         CancellationToken::new(),

@@ -23,7 +23,8 @@ pub struct SyncArgs {
     /// The daemon's config file, to find server.listen.
     #[arg(long, short = 'c', env = "CANOPY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// A bearer token with role `write` (server.tokens holds its sha256).
+    /// The bearer token: a static token with role `sync` or `admin` on the app
+    /// (server.tokens holds its sha256), or the identity provider's JWT.
     #[arg(long, env = "CANOPY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     #[arg(long, value_enum, default_value_t = Output::Text)]

@@ -14,6 +14,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::ConfigError;
 use super::model::{ApiToken, SinkFormat};
+use super::oidc::OidcConfig;
+use super::scope::NamespaceScope;
 use super::value_ref::ValueRef;
 use super::values::{self, Namespace, opt, parsed};
 use crate::layout::{Generator, check_flow_depth, strip_location};
@@ -187,22 +189,82 @@ impl<'de> Deserialize<'de> for RedisFile {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub(super) struct ServerFile {
-    #[serde(default, deserialize_with = "opt::listen")]
     pub listen: Option<std::net::SocketAddr>,
-    #[serde(default, deserialize_with = "unique_names")]
     pub tokens: Vec<ApiToken>,
     pub read_requires_token: Option<bool>,
-    #[serde(default, deserialize_with = "opt::connections")]
     pub max_connections: Option<usize>,
-    #[serde(default, deserialize_with = "opt::duration")]
     pub header_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt::duration")]
     pub body_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt::budget_size")]
     pub unverified_body_budget: Option<u64>,
+    pub oidc: Option<OidcConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFields {
+    #[serde(default, deserialize_with = "opt::listen")]
+    listen: Option<std::net::SocketAddr>,
+    #[serde(default, deserialize_with = "unique_names")]
+    tokens: Vec<ApiToken>,
+    read_requires_token: Option<bool>,
+    #[serde(default, deserialize_with = "opt::connections")]
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "opt::duration")]
+    header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt::duration")]
+    body_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt::budget_size")]
+    unverified_body_budget: Option<u64>,
+    oidc: Option<OidcConfig>,
+}
+
+impl<'de> Deserialize<'de> for ServerFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_map(d, "a mapping", |f: ServerFields| {
+            let tokens = f
+                .tokens
+                .iter()
+                .enumerate()
+                .map(|(i, token)| (format!("tokens[{i}] ({})", token.name), &token.namespaces));
+            let grants = f.oidc.iter().flat_map(|oidc| {
+                oidc.grants.iter().enumerate().map(|(i, rule)| {
+                    let name = format!("oidc.grants[{i}] ({})", rule.describe());
+                    (name, &rule.namespaces)
+                })
+            });
+            all_or_no_namespaces(tokens.chain(grants))?;
+            Ok(ServerFile {
+                listen: f.listen,
+                tokens: f.tokens,
+                read_requires_token: f.read_requires_token,
+                max_connections: f.max_connections,
+                header_timeout: f.header_timeout,
+                body_timeout: f.body_timeout,
+                unverified_body_budget: f.unverified_body_budget,
+                oidc: f.oidc,
+            })
+        })
+    }
+}
+
+/// Without `namespaces`, a credential is valid in the namespace of whichever
+/// daemon loads the config: in a file shared by the daemons of several
+/// environments, in all of them. So once one credential names its namespaces
+/// (the file serves several), every one must: a token added later without them
+/// is an error, not a token valid in production by accident.
+fn all_or_no_namespaces<'a>(
+    credentials: impl Iterator<Item = (String, &'a NamespaceScope)>,
+) -> Result<(), String> {
+    let (named, unnamed): (Vec<_>, Vec<_>) = credentials.partition(|(_, scope)| scope.is_named());
+    match (named.first(), unnamed.first()) {
+        (Some((named, _)), Some((unnamed, _))) => Err(format!(
+            "{unnamed} has no `namespaces` but {named} has: once one token or grant names its \
+             namespaces, every one must (`namespaces: [\"*\"]` for every namespace)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -452,7 +514,11 @@ where
 /// then `check`s it inside the mapping's visitor: serde_yaml then reports a
 /// failed check at the mapping, with its path (`webhooks.github`), instead of at
 /// the end of the document.
-fn checked_map<'de, D, Fields, T, F>(d: D, expecting: &'static str, check: F) -> Result<T, D::Error>
+pub(super) fn checked_map<'de, D, Fields, T, F>(
+    d: D,
+    expecting: &'static str,
+    check: F,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     Fields: Deserialize<'de>,

@@ -349,6 +349,7 @@ fn resolve(
         header_timeout: f.server.header_timeout.unwrap_or(defaults::HEADER_TIMEOUT),
         body_timeout: f.server.body_timeout.unwrap_or(defaults::BODY_TIMEOUT),
         unverified_body_budget,
+        oidc: f.server.oidc,
     };
 
     let webhooks = WebhooksConfig {

@@ -21,6 +21,7 @@ mod error;
 mod file;
 mod load;
 mod model;
+mod oidc;
 mod scope;
 mod value_ref;
 mod values;
@@ -33,7 +34,8 @@ pub use model::{
     ApiToken, Config, DEFAULT_CREDENTIALS_DIR, GitAuth, RedisConfig, RepoConfig, ReportConfig,
     Role, ServerConfig, SinkConfig, SinkFormat, WebhooksConfig,
 };
-pub use scope::AppScope;
+pub use oidc::{GrantRule, JwksSource, OidcConfig};
+pub use scope::{AppScope, NamespaceScope};
 pub use values::{Namespace, SinkUrl, parse_duration, parse_size};
 
 /// The types of `repo.children` and of the `--children` flags, for the CLI.
@@ -75,4 +77,16 @@ pub mod defaults {
     pub const UNVERIFIED_BODY_BUDGET: u64 = 16 << 20;
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     pub const DEPENDS_ON_TIMEOUT: Duration = Duration::from_secs(600);
+    /// `server.oidc.algorithms`: what identity providers sign with by default.
+    pub const OIDC_ALGORITHMS: [jsonwebtoken::Algorithm; 2] = [
+        jsonwebtoken::Algorithm::RS256,
+        jsonwebtoken::Algorithm::ES256,
+    ];
+    /// `server.oidc.leeway`: clock skew allowed on a token's `exp` and `nbf`.
+    pub const OIDC_LEEWAY: Duration = Duration::from_secs(60);
+    /// `server.oidc.jwks_max_age`: keys older than this are fetched again.
+    pub const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
+    /// `server.oidc.jwks_min_interval`: at most one fetch of the keys per this
+    /// interval, however many tokens name an unknown key.
+    pub const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(30);
 }

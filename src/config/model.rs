@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::scope::AppScope;
+use super::oidc::OidcConfig;
+use super::scope::{AppScope, NamespaceScope};
 
 /// `redis.acl.credentials_dir`'s default under the state dir, with the
 /// embedded Redis.
@@ -166,6 +167,9 @@ pub struct ServerConfig {
     /// are verified: a webhook beyond it is answered 503 instead of read.
     /// Never below `webhooks.max_body` (loading checks).
     pub unverified_body_budget: u64,
+    /// Bearer tokens from an identity provider, mapped to grants by their
+    /// claims; `None`: static tokens only.
+    pub oidc: Option<OidcConfig>,
 }
 
 /// An API bearer token, stored as the sha256 of the token: the config never holds
@@ -183,15 +187,42 @@ pub struct ApiToken {
     /// app when omitted. A child's token names its own app only.
     #[serde(default)]
     pub apps: AppScope,
+    /// The namespaces (environments) the token is valid in; the daemon's own
+    /// when omitted. A daemon refuses a token that is not valid in its own.
+    #[serde(default)]
+    pub namespaces: NamespaceScope,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// What a credential may do, within its app scope. Each role includes the ones
+/// before it: `admin` ⊇ `sync` ⊇ `read`, so roles compare by what they allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Read the API.
+    /// Read the API: status, diff, artifacts (and the report, unscoped).
     Read,
-    /// Read, and `refresh` / `sync`.
-    Write,
+    /// Also ask for a `refresh`, and `sync` the apps in scope. `write`, the
+    /// role's first name, is still accepted in the config file.
+    #[serde(alias = "write")]
+    Sync,
+    /// Also operator actions (suspend, pin) as they are added; today it allows
+    /// exactly what `sync` allows.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Sync => "sync",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Push webhooks (`webhooks:`); an unconfigured forge's endpoint answers 404.

@@ -1,7 +1,16 @@
-//! Which apps a credential covers: `apps: [payments, "payments/**"]` on an API
-//! token. A scope is a list of globs over app names, matched with globset as
+//! What a credential covers: the apps (`apps: [payments, "payments/**"]`) and
+//! the namespaces (`namespaces: [prod]`) of an API token or identity-provider
+//! grant.
+//!
+//! An app scope is a list of globs over app names, matched with globset as
 //! app.yaml's globs are (`*` stays within one segment, `**` crosses `/`); the
 //! root app is `.`. No `apps` key means every app.
+//!
+//! A namespace is an environment: a namespace scope lists namespace names, or
+//! `"*"` for every one. No `namespaces` key means the namespace of the daemon
+//! that loads the config, which is the same as every namespace for that daemon;
+//! so a config that names namespaces anywhere must name them everywhere (the
+//! check is the config file's, [`NamespaceScope::is_named`]).
 
 use std::fmt;
 
@@ -9,6 +18,7 @@ use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+use super::values::Namespace;
 use crate::layout::AppName;
 
 /// The apps a credential may act on.
@@ -135,6 +145,78 @@ impl<'de> Deserialize<'de> for AppScope {
     }
 }
 
+/// The namespaces (environments) a credential is valid in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NamespaceScope {
+    /// No `namespaces` key: the namespace of whichever daemon loaded it.
+    #[default]
+    Daemon,
+    /// `namespaces: ["*"]`, written out.
+    Every,
+    /// `namespaces: [prod, staging]`.
+    Only(Vec<Namespace>),
+}
+
+impl NamespaceScope {
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            NamespaceScope::Daemon | NamespaceScope::Every => true,
+            NamespaceScope::Only(names) => names.iter().any(|n| n.as_str() == namespace),
+        }
+    }
+
+    /// True if the config wrote `namespaces` for this credential.
+    pub fn is_named(&self) -> bool {
+        !matches!(self, NamespaceScope::Daemon)
+    }
+}
+
+impl fmt::Display for NamespaceScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NamespaceScope::Daemon => f.write_str("the daemon's own namespace"),
+            NamespaceScope::Every => f.write_str("every namespace"),
+            NamespaceScope::Only(names) => {
+                let names: Vec<&str> = names.iter().map(Namespace::as_str).collect();
+                f.write_str(&names.join(", "))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NamespaceScope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> Visitor<'de> for Names {
+            type Value = NamespaceScope;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of namespaces, or [\"*\"] for every namespace")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NamespaceScope, A::Error> {
+                let (mut names, mut every) = (Vec::new(), false);
+                while let Some(name) = seq.next_element::<String>()? {
+                    if name == "*" {
+                        every = true;
+                    } else {
+                        names.push(Namespace::parse(&name).map_err(de::Error::custom)?);
+                    }
+                }
+                match (every, names.is_empty()) {
+                    (true, true) => Ok(NamespaceScope::Every),
+                    (true, false) => Err(de::Error::custom(
+                        "\"*\" is every namespace: list it alone, or list the namespaces",
+                    )),
+                    (false, true) => Err(de::Error::custom(
+                        "a namespace scope needs at least one namespace ([\"*\"] for every one)",
+                    )),
+                    (false, false) => Ok(NamespaceScope::Only(names)),
+                }
+            }
+        }
+        d.deserialize_seq(Names)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +253,26 @@ mod tests {
         assert_eq!(scope.to_string(), "payments, payments/**, search/*, .");
         assert!(AppScope::all().allows(&name(".")) && AppScope::all().allows(&name("a/b")));
         assert_eq!(AppScope::all().to_string(), "every app");
+    }
+
+    #[test]
+    fn namespace_scopes() {
+        let parse = |yaml: &str| serde_yaml::from_str::<NamespaceScope>(yaml);
+        let only = parse("[prod, staging]").unwrap();
+        assert!(only.allows("prod") && only.allows("staging") && !only.allows("dev"));
+        assert_eq!(only.to_string(), "prod, staging");
+        assert!(parse("['*']").unwrap().allows("anything"));
+        assert!(parse("['*']").unwrap().is_named() && only.is_named());
+        assert!(!NamespaceScope::default().is_named());
+        for (bad, needle) in [
+            ("[]", "at least one"),
+            ("['*', prod]", "list it alone"),
+            ("[Prod]", "invalid namespace \"Prod\""),
+            ("prod", "a list of namespaces"),
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -18,9 +18,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::auth::{ReadAccess, WriteAccess};
+use super::auth::{ReadAccess, SyncAccess};
 use super::error::ApiError;
 use super::{HealthState, KindLabel, Shared};
+use crate::config::Role;
 use crate::error_chain;
 use crate::layout::AppName;
 use crate::view;
@@ -110,7 +111,7 @@ async fn latest_report(
     State(shared): State<Shared>,
 ) -> Result<Response, ApiError> {
     // A report names every app that drifted: only an unscoped grant reads it.
-    grant.check_all()?;
+    grant.check_all(Role::Read)?;
     let mut store = shared.store.clone();
     let report = store.latest_report().await?;
     let report = report.ok_or_else(|| ApiError::NoReport {
@@ -176,7 +177,7 @@ async fn get_app(
 ) -> Result<Response, ApiError> {
     let (name, action) = target(path)?;
     let app = app_name(&name)?;
-    grant.check(&app)?;
+    grant.check(Role::Read, &app)?;
     let mut store = shared.store.clone();
     match action {
         Action::Detail => {
@@ -200,7 +201,7 @@ async fn get_app(
 
 /// `POST /api/v1/apps/<app>/sync`: the only POST under `/api/v1/apps/`.
 async fn post_app(
-    WriteAccess(grant): WriteAccess,
+    SyncAccess(grant): SyncAccess,
     State(shared): State<Shared>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -209,7 +210,7 @@ async fn post_app(
     if action != Action::Sync {
         return Err(ApiError::MethodNotAllowed { allow: "GET" });
     }
-    grant.check(&app)?;
+    grant.check(Role::Sync, &app)?;
     let now = chrono::Utc::now().timestamp_millis();
     let signal = shared
         .store
@@ -227,15 +228,17 @@ async fn post_app(
             kind: signal.kind.as_str().to_owned(),
         })
         .inc();
-    tracing::info!(%app, token = grant.client(), generation = signal.generation, "sync signalled on request");
+    tracing::info!(%app, client = grant.client(), generation = signal.generation, "sync signalled on request");
     Ok((StatusCode::ACCEPTED, Json(signal)).into_response())
 }
 
 /// `POST /api/v1/refresh`: poll now. Requests that arrive while a cycle runs
-/// collapse into one more cycle after it.
-async fn refresh(WriteAccess(grant): WriteAccess, State(shared): State<Shared>) -> Response {
+/// collapse into one more cycle after it. Role `sync` on any app will do: a
+/// poll changes no app by itself, and whoever may sync an app may want its new
+/// commit seen now.
+async fn refresh(SyncAccess(grant): SyncAccess, State(shared): State<Shared>) -> Response {
     shared.trigger.fire();
-    tracing::info!(token = grant.client(), "refresh requested");
+    tracing::info!(client = grant.client(), "refresh requested");
     (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({"status": "refresh requested"})),

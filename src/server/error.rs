@@ -146,26 +146,53 @@ fn denied_answer(denied: &Denied) -> Answer {
         }
         Denied::Malformed => unauthorized("the Authorization header must be Bearer <token>"),
         Denied::Unknown => unauthorized("the bearer token is not valid"),
-        Denied::Forbidden { token, needed } => Answer::new(
+        Denied::Jwt(refusal) => unauthorized(&refusal.to_string()),
+        Denied::NoGrant { who } => Answer::new(
             StatusCode::FORBIDDEN,
             format!(
-                "token {token} may not do this: it needs role {}",
-                match needed {
-                    Role::Read => "read",
-                    Role::Write => "write",
-                }
+                "{who} may not do anything here: no rule of server.oidc.grants matches its claims"
             ),
         ),
-        Denied::OutOfScope { token, app, scope } => Answer::new(
+        Denied::WrongNamespace {
+            who,
+            namespace,
+            valid_in,
+        } => Answer::new(
             StatusCode::FORBIDDEN,
-            format!("token {token} may not act on app {app}: its scope is {scope}"),
+            format!("{who} is not valid in namespace {namespace}: it is valid in {valid_in}"),
         ),
-        Denied::NotEveryApp { token, scope } => Answer::new(
+        Denied::Forbidden { who, needed } => Answer::new(
+            StatusCode::FORBIDDEN,
+            format!("{who} may not do this: it needs role {needed}"),
+        ),
+        Denied::OutOfScope {
+            who,
+            needed,
+            app,
+            scope,
+        } => Answer::new(
             StatusCode::FORBIDDEN,
             format!(
-                "token {token} may not read this: the answer covers every app and the token's scope is {scope}"
+                "{who} may not {} app {app}: its {needed} scope is {scope}",
+                verb(*needed)
             ),
         ),
+        Denied::NotEveryApp { who, needed, scope } => Answer::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{who} may not {} this: the answer covers every app and its {needed} scope is {scope}",
+                verb(*needed)
+            ),
+        ),
+    }
+}
+
+/// What role `needed` lets a caller do to an app, for messages.
+fn verb(needed: Role) -> &'static str {
+    match needed {
+        Role::Read => "read",
+        Role::Sync => "sync",
+        Role::Admin => "administer",
     }
 }
 

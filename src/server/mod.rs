@@ -26,6 +26,7 @@ use std::sync::Arc;
 use axum::Router;
 
 pub use artifact::Artifacts;
+pub use auth::{Authenticator, JwtRefusal, KeysError};
 pub use connections::serve;
 pub use health::{Health, State as HealthState};
 pub use metrics::{KindLabel, Metrics, ResultLabel, StatusLabel, WebhookLabel};
@@ -47,6 +48,8 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     /// Built artifacts and the limits on building them.
     pub artifacts: Arc<Artifacts>,
+    /// Who may call what: the credentials, and the identity provider's keys.
+    pub auth: Arc<Authenticator>,
 }
 
 /// The configuration the server needs, resolved at start.

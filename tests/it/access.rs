@@ -1,10 +1,16 @@
 //! Who may read what through the daemon's API: reads need a token unless the
 //! config opens them, a token scoped to some apps reads and syncs those apps
-//! only, and artifacts are cached and built within per-client limits.
+//! only, a token scoped to some namespaces is refused by the daemons of the
+//! others, and artifacts are cached and built within per-client limits.
 
 use crate::common;
 
+use std::time::Duration;
+
+use common::binary::DaemonProcess;
 use common::daemon::{READ_TOKEN, TestDaemon};
+use common::redis::RedisProc;
+use common::{eventually, fixtures, git_repo_from, repo_path};
 use redis::Commands;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -12,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 /// A `read` token for `payments/api` only: what a child's agent holds.
 const CHILD_TOKEN: &str = "child-canary-7d01aa";
-/// A `write` token for the payments apps.
+/// A `sync` token for the payments apps (configured by its older name, `write`).
 const TEAM_TOKEN: &str = "team-canary-52e9b0";
 
 fn hex(token: &str) -> String {
@@ -96,7 +102,8 @@ async fn a_scoped_token_reads_its_own_apps_only() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
         let message = error_of(&body);
         assert!(
-            message.contains("payments-api") && message.contains("its scope is payments/api"),
+            message.contains("token payments-api may not read app")
+                && message.contains("its read scope is payments/api"),
             "{path}: {message}"
         );
         assert!(!message.contains(CHILD_TOKEN), "{message}");
@@ -138,9 +145,171 @@ async fn a_scoped_token_reads_its_own_apps_only() {
     };
     let response = sync("search").await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let message = error_of(&response.bytes().await.unwrap());
+    assert_eq!(
+        message,
+        "token payments-team may not sync app search: its sync scope is payments, payments/**"
+    );
     assert_eq!(conn.xlen::<_, usize>(search).unwrap(), before, "no signal");
     let response = sync("payments/db").await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+/// Each role against the real API: `read` reads, `sync` also syncs and
+/// refreshes, `admin` does what `sync` does (no endpoint needs more yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_does_what_it_names_and_the_roles_below() {
+    const SYNC: &str = "sync-canary-3f7a1c";
+    const ADMIN: &str = "admin-canary-90be24";
+    let daemon = TestDaemon::start(
+        &format!(
+            "server:\n  tokens:\n    - {{name: dash, role: read, sha256: \"{}\"}}\n    - {{name: deployer, role: sync, sha256: \"{}\"}}\n    - {{name: ops, role: admin, sha256: \"{}\"}}\n",
+            hex(READ_TOKEN),
+            hex(SYNC),
+            hex(ADMIN)
+        ),
+        &[],
+    )
+    .await;
+    let post = |path: &str, token: &str| {
+        reqwest::Client::new()
+            .post(daemon.url(path))
+            .bearer_auth(token)
+            .send()
+    };
+    for (token, may_sync) in [(READ_TOKEN, false), (SYNC, true), (ADMIN, true)] {
+        let (status, _) = request(&daemon, "/api/v1/apps/payments/db", Some(token)).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = request(&daemon, "/api/v1/report", Some(token)).await;
+        assert_ne!(
+            status,
+            StatusCode::FORBIDDEN,
+            "an unscoped token reads the report"
+        );
+        let expected = if may_sync {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        let sync = post("/api/v1/apps/payments/db/sync", token).await.unwrap();
+        assert_eq!(sync.status(), expected);
+        let refresh = post("/api/v1/refresh", token).await.unwrap();
+        assert_eq!(refresh.status(), expected);
+        if !may_sync {
+            let message = error_of(&refresh.bytes().await.unwrap());
+            assert_eq!(message, "token dash may not do this: it needs role sync");
+        }
+    }
+}
+
+/// One config file, two real daemons, one per namespace (environment): the
+/// namespace comes from `CANOPY_NAMESPACE` for one and `--namespace` for the
+/// other, as a deployment would set it. A token for prod only is refused by
+/// the staging daemon, whatever its role, and sends no signal there.
+#[test]
+fn a_prod_token_is_refused_by_the_staging_daemon() {
+    const PROD: &str = "prod-canary-1c6e0f";
+    const STAGING: &str = "staging-canary-a4d2b9";
+    const OPS: &str = "ops-canary-77e3d5";
+    let remote = git_repo_from(&fixtures().join("example"));
+    let redis = RedisProc::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canopy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repo:\n  url: file://{repo}\n  ref: main\n  poll_interval: 1h\nredis:\n  url: {redis}\nserver:\n  tokens:\n    - {{name: prod-deploy, role: sync, sha256: \"{}\", namespaces: [prod]}}\n    - {{name: staging-deploy, role: sync, sha256: \"{}\", namespaces: [staging]}}\n    - {{name: ops, role: read, sha256: \"{}\", namespaces: [\"*\"]}}\n",
+            hex(PROD),
+            hex(STAGING),
+            hex(OPS),
+            repo = repo_path(&remote).display(),
+            redis = redis.url(),
+        ),
+    )
+    .unwrap();
+    let state = |ns: &str| dir.path().join(ns).display().to_string();
+    let prod = DaemonProcess::start(
+        &config,
+        &[],
+        &[
+            ("CANOPY_NAMESPACE", "prod"),
+            ("CANOPY_STATE_DIR", &state("prod")),
+        ],
+    );
+    let staging = DaemonProcess::start(
+        &config,
+        &["--namespace", "staging"],
+        &[("CANOPY_STATE_DIR", &state("staging"))],
+    );
+    let client = reqwest::blocking::Client::new();
+    for daemon in [&prod, &staging] {
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                client.get(daemon.url("/readyz")).send().unwrap().status() == StatusCode::OK
+            }),
+            "{}",
+            daemon.log()
+        );
+    }
+    let call = |daemon: &DaemonProcess, path: &str, token: &str| {
+        let request = if path.ends_with("/sync") {
+            client.post(daemon.url(path))
+        } else {
+            client.get(daemon.url(path))
+        };
+        let response = request.bearer_auth(token).send().unwrap();
+        let status = response.status();
+        (status, response.bytes().unwrap().to_vec())
+    };
+    let signals = |ns: &str| -> usize {
+        redis
+            .conn()
+            .xlen(format!("canopy:{ns}:app:{{payments/db}}:events"))
+            .unwrap()
+    };
+    let staging_signals = signals("staging");
+
+    for path in ["/api/v1/apps", "/api/v1/apps/payments/db/sync"] {
+        let (status, body) = call(&staging, path, PROD);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(
+            error_of(&body),
+            "token prod-deploy is not valid in namespace staging: it is valid in prod"
+        );
+        assert!(!String::from_utf8_lossy(&body).contains(PROD));
+    }
+    assert_eq!(signals("staging"), staging_signals, "no signal in staging");
+
+    // Each deploy token works in its own namespace, and nowhere else.
+    let prod_signals = signals("prod");
+    let (status, body) = call(&prod, "/api/v1/apps", PROD);
+    assert_eq!(status, StatusCode::OK);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["namespace"], "prod");
+    let (status, _) = call(&prod, "/api/v1/apps/payments/db/sync", PROD);
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(signals("prod"), prod_signals + 1);
+    let (status, _) = call(&staging, "/api/v1/apps/payments/db/sync", STAGING);
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = call(&prod, "/api/v1/apps/payments/db", STAGING);
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        error_of(&body).contains("namespace prod"),
+        "{}",
+        error_of(&body)
+    );
+
+    // `*` is every namespace; the role still applies.
+    for daemon in [&prod, &staging] {
+        let (status, _) = call(daemon, "/api/v1/apps/payments/db", OPS);
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = call(daemon, "/api/v1/apps/payments/db/sync", OPS);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            error_of(&body),
+            "token ops may not do this: it needs role sync"
+        );
+    }
 }
 
 /// A built artifact is served again from memory: with the mirror gone, the

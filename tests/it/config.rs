@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use canopy::config::{Config, ConfigError, ENV_VARS, Overrides, Role, SinkFormat};
+use canopy::config::{
+    Config, ConfigError, ENV_VARS, JwksSource, NamespaceScope, Overrides, Role, SinkFormat,
+};
 use canopy::error_chain;
 use canopy::layout::GlobPattern;
 
@@ -119,7 +121,7 @@ fn the_example_loads() {
     assert_eq!(
         roles,
         [
-            ("ci", Role::Write),
+            ("ci", Role::Sync),
             ("dashboard", Role::Read),
             ("payments-api", Role::Read)
         ]
@@ -131,6 +133,30 @@ fn the_example_loads() {
         .map(|t| t.apps.to_string())
         .collect();
     assert_eq!(scopes, ["every app", "every app", "payments/api"]);
+    let namespaces: Vec<String> = config
+        .server
+        .tokens
+        .iter()
+        .map(|t| t.namespaces.to_string())
+        .collect();
+    assert_eq!(namespaces, ["default", "every namespace", "default"]);
+    let oidc = config.server.oidc.as_ref().unwrap();
+    assert_eq!(oidc.issuer, "https://idp.example.com/realms/platform");
+    assert_eq!(oidc.audience, "canopy");
+    assert!(matches!(&oidc.jwks, JwksSource::Url(url) if url.ends_with("/certs")));
+    let rules: Vec<String> = oidc
+        .grants
+        .iter()
+        .map(|r| format!("{} {} {} {}", r.describe(), r.role, r.apps, r.namespaces))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "groups=platform-readers read every app every namespace",
+            "groups=payments-team sync payments, payments/** default",
+            "sub=7c2d6a4e-0b1f-4f57-9d1e-2a6f3b8c9e01 admin every app default",
+        ]
+    );
     assert!(config.server.read_requires_token);
     // sha256("test")
     assert_eq!(
@@ -205,6 +231,90 @@ fn a_minimal_config_gets_every_default() {
     assert_eq!(hooks.max_body, 1 << 20);
     assert!(config.reports.is_empty());
     assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+}
+
+/// A token's namespaces, as written; the daemon's own when omitted and no
+/// token names any.
+#[test]
+fn token_namespaces() {
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let file = File::new(format!(
+        "repo: {{url: /r}}\nserver:\n  tokens:\n    - {{name: a, role: read, sha256: {sha}, namespaces: [prod, staging]}}\n    - {{name: b, role: sync, sha256: {sha}, namespaces: ['*']}}\n"
+    ));
+    let config = file.load(&env_of(&[])).unwrap();
+    let scopes: Vec<String> = config
+        .server
+        .tokens
+        .iter()
+        .map(|t| t.namespaces.to_string())
+        .collect();
+    assert_eq!(scopes, ["prod, staging", "every namespace"]);
+    let file = File::new(format!(
+        "repo: {{url: /r}}\nserver:\n  tokens: [{{name: a, role: read, sha256: {sha}}}]\n"
+    ));
+    let config = file.load(&env_of(&[])).unwrap();
+    assert_eq!(config.server.tokens[0].namespaces, NamespaceScope::Daemon);
+}
+
+/// `server.oidc` with every key, and with only the required ones.
+#[test]
+fn oidc_settings_and_their_defaults() {
+    let file = File::new(
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com/realms/platform\n    audience: canopy\n    jwks_file: /etc/canopy/jwks.json\n    algorithms: [ES256]\n    leeway: 0s\n    jwks_max_age: 1h\n    jwks_min_interval: 1m\n    grants:\n      - {claim: groups, value: payments-team, role: sync, apps: [\"payments/**\"], namespaces: [prod]}\n      - {sub: alice, role: admin, namespaces: [\"*\"]}\n",
+    );
+    let oidc = file.load(&env_of(&[])).unwrap().server.oidc.unwrap();
+    assert_eq!(oidc.issuer, "https://idp.example.com/realms/platform");
+    assert_eq!(oidc.audience, "canopy");
+    assert_eq!(oidc.jwks, JwksSource::File("/etc/canopy/jwks.json".into()));
+    assert_eq!(oidc.algorithms, [jsonwebtoken::Algorithm::ES256]);
+    assert_eq!(oidc.leeway, Duration::ZERO);
+    assert_eq!(oidc.jwks_max_age, Duration::from_secs(3600));
+    assert_eq!(oidc.jwks_min_interval, Duration::from_secs(60));
+    let rules: Vec<String> = oidc
+        .grants
+        .iter()
+        .map(|r| format!("{} {} {} {}", r.describe(), r.role, r.apps, r.namespaces))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "groups=payments-team sync payments/** prod",
+            "sub=alice admin every app every namespace"
+        ]
+    );
+
+    let file = File::new(
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants: [{sub: alice, role: read}]\n",
+    );
+    let oidc = file.load(&env_of(&[])).unwrap().server.oidc.unwrap();
+    assert_eq!(
+        oidc.jwks,
+        JwksSource::Url("https://idp.example.com/keys".to_owned())
+    );
+    assert_eq!(
+        oidc.algorithms,
+        [
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::Algorithm::ES256
+        ]
+    );
+    assert_eq!(oidc.leeway, Duration::from_secs(60));
+    assert_eq!(oidc.jwks_max_age, Duration::from_secs(600));
+    assert_eq!(oidc.jwks_min_interval, Duration::from_secs(30));
+    assert!(!oidc.grants[0].namespaces.is_named());
+}
+
+/// `write`, the first name of role `sync`, still loads, as `sync`.
+#[test]
+fn token_roles_and_the_write_alias() {
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let file = File::new(format!(
+        "repo: {{url: /r}}\nserver:\n  tokens:\n    - {{name: a, role: read, sha256: {sha}}}\n    - {{name: b, role: sync, sha256: {sha}}}\n    - {{name: c, role: write, sha256: {sha}}}\n    - {{name: d, role: admin, sha256: {sha}}}\n"
+    ));
+    let config = file.load(&env_of(&[])).unwrap();
+    let roles: Vec<Role> = config.server.tokens.iter().map(|t| t.role).collect();
+    assert_eq!(roles, [Role::Read, Role::Sync, Role::Sync, Role::Admin]);
+    assert!(Role::Read < Role::Sync && Role::Sync < Role::Admin);
 }
 
 #[test]
@@ -400,7 +510,7 @@ const BAD_FILES: &[Bad] = &[
     ),
     bad(
         "token role",
-        "repo: {url: /r}\nserver:\n  tokens: [{name: ci, role: admin, sha256: abc}]\n",
+        "repo: {url: /r}\nserver:\n  tokens: [{name: ci, role: owner, sha256: abc}]\n",
     ),
     bad(
         "acl rotate cron",
@@ -413,6 +523,70 @@ const BAD_FILES: &[Bad] = &[
     bad(
         "duplicate token names",
         "repo: {url: /r}\nserver:\n  tokens:\n    - {name: ci, role: read, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n    - {name: ci, role: write, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n",
+    ),
+    bad(
+        "token namespaces",
+        "repo: {url: /r}\nserver:\n  tokens: [{name: ci, role: read, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, namespaces: [prod, Staging]}]\n",
+    ),
+    bad(
+        "token namespaces named on some tokens only",
+        "repo: {url: /r}\nserver:\n  tokens:\n    - {name: prod-ci, role: sync, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, namespaces: [prod]}\n    - {name: ci, role: sync, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n",
+    ),
+    bad(
+        "oidc without keys",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc with two key sources",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    jwks_file: /etc/keys.json\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc jwks_url over plain http",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: http://idp.example.com/keys\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc algorithm none",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    algorithms: [RS256, none]\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc algorithm HS256",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    algorithms: [HS256]\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc without grants",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants: []\n",
+    ),
+    bad(
+        "oidc grant with sub and claim",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants:\n      - {sub: alice, claim: groups, value: ops, role: admin}\n",
+    ),
+    bad(
+        "oidc grant claim without value",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants:\n      - {claim: groups, role: read}\n",
+    ),
+    bad(
+        "oidc grant role",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants:\n      - {claim: groups, value: ops, role: root}\n",
+    ),
+    bad(
+        "oidc unknown key",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_uri: https://idp.example.com/keys\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc leeway",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    leeway: 1h\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc jwks_url with credentials",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://user:canary-s3cr3t@idp.example.com/keys\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc min interval above max age",
+        "repo: {url: /r}\nserver:\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    jwks_max_age: 1m\n    jwks_min_interval: 5m\n    grants: [{sub: alice, role: read}]\n",
+    ),
+    bad(
+        "oidc grant namespaces named on some only",
+        "repo: {url: /r}\nserver:\n  tokens:\n    - {name: ci, role: sync, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, namespaces: [prod]}\n  oidc:\n    issuer: https://idp.example.com\n    audience: canopy\n    jwks_url: https://idp.example.com/keys\n    grants:\n      - {claim: groups, value: ops, role: admin}\n",
     ),
     bad("namespace", "namespace: Prod:EU\nrepo: {url: /r}\n"),
     bad(

@@ -31,6 +31,7 @@ mod hostile;
 mod http_limits;
 mod incremental;
 mod layout;
+mod oidc;
 mod reconcile;
 mod redis_launch;
 mod report;

@@ -301,7 +301,7 @@ async fn unknown_apps_are_404_and_invalid_names_400() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refresh_needs_a_write_token_and_fires_the_trigger() {
+async fn refresh_needs_role_sync_and_fires_the_trigger() {
     let daemon = with_tokens().await;
     let wait = Duration::from_millis(50);
 
@@ -312,7 +312,10 @@ async fn refresh_needs_a_write_token_and_fires_the_trigger() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let (status, body) = send(post(&daemon, "/api/v1/refresh", Some(READ_TOKEN))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(error_of(&body).contains("dash"), "{body}");
+    assert_eq!(
+        error_of(&body),
+        "token dash may not do this: it needs role sync"
+    );
     assert!(
         !trigger_fired(&daemon, wait).await,
         "refused requests fired it"

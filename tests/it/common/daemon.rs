@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use canopy::config::{Config, Overrides};
 use canopy::reconcile::{Reconciler, Trigger};
-use canopy::server::{Health, Metrics, Settings, Shared};
+use canopy::server::{Authenticator, Health, Metrics, Settings, Shared};
 use canopy::source::{Mirror, MirrorOptions, Poller};
 use canopy::store::Store;
 use sha2::Digest as _;
@@ -41,6 +41,12 @@ impl TestDaemon {
     /// `server.tokens` or `webhooks`; secrets are read from `env`. Without a
     /// `server:` section, the server has the read token [`READ_TOKEN`].
     pub async fn start(config_yaml: &str, env: &[(&str, &str)]) -> TestDaemon {
+        TestDaemon::start_in(NAMESPACE, config_yaml, env).await
+    }
+
+    /// [`TestDaemon::start`] for a daemon of `namespace`, as `--namespace`
+    /// would set it: its keys and its answer to tokens of other namespaces.
+    pub async fn start_in(namespace: &str, config_yaml: &str, env: &[(&str, &str)]) -> TestDaemon {
         let remote = git_repo_from(&fixtures().join("example"));
         let repo = repo_path(&remote);
         let state = tempfile::tempdir().expect("temp dir");
@@ -73,7 +79,7 @@ impl TestDaemon {
             dir: mirror_dir.clone(),
         })
         .expect("mirror");
-        let store = Store::connect(&super::store_options(&redis.url(), NAMESPACE))
+        let store = Store::connect(&super::store_options(&redis.url(), namespace))
             .await
             .expect("connect");
         let mut reconciler = Reconciler::new(
@@ -84,6 +90,8 @@ impl TestDaemon {
         .expect("reconciler");
         reconciler.set_depends_on_timeout(Duration::ZERO);
         let report = reconciler.cycle().await.expect("first cycle");
+        let auth = Authenticator::new(&config.server, namespace).expect("authenticator");
+        auth.start().await.expect("identity provider keys");
         let health = Arc::new(Health::default());
         health.succeeded(&report.commit);
         let shared = Shared {
@@ -100,6 +108,7 @@ impl TestDaemon {
                 sync_timeout: chrono::Duration::minutes(5),
             }),
             artifacts: Arc::default(),
+            auth: Arc::new(auth),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

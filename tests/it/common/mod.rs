@@ -4,6 +4,7 @@ pub mod agent;
 pub mod binary;
 pub mod daemon;
 pub mod git_server;
+pub mod idp;
 pub mod process;
 pub mod reconcile;
 pub mod redis;
