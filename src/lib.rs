@@ -40,3 +40,4 @@ pub mod source;
 pub mod status;
 pub mod store;
 pub mod view;
+mod yaml;
