@@ -271,8 +271,8 @@ impl<'de> Deserialize<'de> for ReportFile {
 }
 
 /// A cron expression with seconds: `sec min hour day-of-month month day-of-week
-/// [year]`, or `@daily` and friends.
-fn parse_schedule(report: &str, expression: &str) -> Result<cron::Schedule, String> {
+/// [year]`, or `@daily` and friends. `report` names it in errors.
+pub fn parse_schedule(report: &str, expression: &str) -> Result<cron::Schedule, String> {
     let invalid =
         |why: String| format!("report {report:?}: invalid cron schedule {expression:?}: {why}");
     let fields = expression.split_whitespace().count();
@@ -473,6 +473,13 @@ pub(super) fn read(path: &Path) -> Result<FileConfig, ConfigError> {
         });
     }
     parse(path, &bytes)
+}
+
+/// Checks config file text as [`Config::load`](super::Config::load) reads it,
+/// without the environment, flags or secrets (nothing else is read): `path`
+/// names it in errors. Public for the fuzzer.
+pub fn check_file(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
+    parse(path, bytes).map(drop)
 }
 
 /// Parses config text; `path` names it in errors.

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use health::{Health, State as HealthState};
 pub use metrics::{KindLabel, Metrics, ResultLabel, StatusLabel, WebhookLabel};
+pub use webhooks::push_payload_ref;
 
 use crate::config::{ServerConfig, WebhooksConfig};
 use crate::layout::LayoutOptions;
