@@ -75,9 +75,29 @@ pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<Option<T>, Yam
         YamlError {
             line,
             column,
-            message,
+            message: escape_controls(&message),
         }
     })
+}
+
+/// The message with its control characters escaped (`\n` as `\\n`): keys and
+/// values quoted from the file may hold line breaks, and an error is printed
+/// as one line, `file:line:column: message`, that the file must not be able to
+/// continue with lines of its choosing (`canopy validate`, logs).
+fn escape_controls(message: &str) -> String {
+    if !message.contains(char::is_control) {
+        return message.to_owned();
+    }
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// For `T` that is a collection or a struct of defaults: an empty value
@@ -433,6 +453,28 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    /// Found by the app_yaml fuzz target: a key written as a multi-line plain
+    /// scalar reached the path prefix raw, and the error printed as several
+    /// lines, the later ones chosen by the file.
+    #[test]
+    fn messages_are_one_line_whatever_the_keys_hold() {
+        for text in [
+            "map: {\"a\\nb\": [x]}\n",
+            "map: {a\r\r  b: [x]}\n",
+            "\"fake\\napp.yaml:1:1: ok\": 1\n",
+            "nested: {dirs: [], \"\\u0007\\u001b[2J\": 1}\n",
+        ] {
+            let e = error(text);
+            assert!(
+                !e.message.contains(char::is_control),
+                "{text:?}: {:?}",
+                e.message
+            );
+        }
+        let e = error("map: {\"a\\nb\": [x]}\n");
+        assert!(e.message.starts_with("map.a\\nb: "), "{}", e.message);
     }
 
     #[test]
