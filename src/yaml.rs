@@ -75,29 +75,9 @@ pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<Option<T>, Yam
         YamlError {
             line,
             column,
-            message: escape_controls(&message),
+            message: crate::one_line(&message),
         }
     })
-}
-
-/// The message with its control characters escaped (`\n` as `\\n`): keys and
-/// values quoted from the file may hold line breaks, and an error is printed
-/// as one line, `file:line:column: message`, that the file must not be able to
-/// continue with lines of its choosing (`canopy validate`, logs).
-fn escape_controls(message: &str) -> String {
-    if !message.contains(char::is_control) {
-        return message.to_owned();
-    }
-    message
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// For `T` that is a collection or a struct of defaults: an empty value

@@ -271,8 +271,13 @@ impl<'de> Deserialize<'de> for ReportFile {
 }
 
 /// A cron expression with seconds: `sec min hour day-of-month month day-of-week
-/// [year]`, or `@daily` and friends. `report` names it in errors.
+/// [year]`, or `@daily` and friends. `report` names it in errors, which are
+/// one line whatever the expression holds.
 pub fn parse_schedule(report: &str, expression: &str) -> Result<cron::Schedule, String> {
+    schedule(report, expression).map_err(|e| crate::one_line(&e))
+}
+
+fn schedule(report: &str, expression: &str) -> Result<cron::Schedule, String> {
     let invalid =
         |why: String| format!("report {report:?}: invalid cron schedule {expression:?}: {why}");
     let fields = expression.split_whitespace().count();
@@ -506,4 +511,24 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<FileConfig, ConfigError
     let config: Option<FileConfig> =
         crate::yaml::from_str(text).map_err(|e| invalid(e.line, e.column, e.message))?;
     Ok(config.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the cron_schedule fuzz target: the five-field hint quoted the
+    /// expression raw, so a `\r` in it split the error line.
+    #[test]
+    fn schedule_errors_are_one_line() {
+        for expression in ["0 6 * *;*\r\x000", "0 6 * * *\n", "\u{1b}[2J * * * * *"] {
+            let e = parse_schedule("r", expression).unwrap_err();
+            assert!(!e.contains(char::is_control), "{e:?}");
+        }
+        assert_eq!(
+            parse_schedule("nightly", "0 6 * * *").unwrap_err(),
+            "report \"nightly\": invalid cron schedule \"0 6 * * *\": it has 5 fields, \
+             canopy's cron has 6 (seconds first): \"0 0 6 * * *\""
+        );
+    }
 }
