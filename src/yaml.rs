@@ -168,6 +168,13 @@ fn unclosed_flow_start(text: &str, at: (usize, usize)) -> Option<(usize, usize)>
 /// quoted scalars and comments, and its 1-based line and column (in characters,
 /// as the parser counts them), until `f` breaks.
 fn for_each_flow_bracket(text: &str, mut f: impl FnMut(char, usize, usize) -> ControlFlow<()>) {
+    // YAML's line breaks are LF, CRLF and a lone CR: counted as the parser
+    // counts them, the lines named here are the parser's.
+    let text: Cow<'_, str> = if text.contains('\r') {
+        Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        Cow::Borrowed(text)
+    };
     let (mut line, mut column) = (1, 0);
     let mut chars = text.chars().peekable();
     let mut previous = '\n';
@@ -455,6 +462,29 @@ mod tests {
         }
         let e = error("map: {\"a\\nb\": [x]}\n");
         assert!(e.message.starts_with("map.a\\nb: "), "{}", e.message);
+    }
+
+    /// A lone CR ends a line for the parser, so it does for the bracket scan:
+    /// both name the same line.
+    #[test]
+    fn lines_end_at_lf_crlf_and_cr_alike() {
+        for newline in ["\n", "\r\n", "\r"] {
+            let deep = format!("number: 1{newline}#{newline}list: {}", "[".repeat(40));
+            let e = error(&deep);
+            assert_eq!(
+                (e.line, e.column),
+                (Some(3), Some(39)),
+                "{newline:?}: {e:?}"
+            );
+            let unclosed =
+                format!("number: 1{newline}map: {{a: b, c: d{newline}number: 1{newline}");
+            let e = error(&unclosed);
+            assert!(
+                e.message
+                    .ends_with("while parsing a flow mapping at line 2 column 6"),
+                "{newline:?}: {e:?}"
+            );
+        }
     }
 
     #[test]
