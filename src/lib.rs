@@ -10,6 +10,25 @@ pub mod layout;
 pub mod limits;
 pub mod tree;
 
+/// `text` with its control characters escaped (`\n` as `\\n`), for a message
+/// that quotes untrusted input: printed as one line (`file:line:column:
+/// message`), it must not be able to continue with lines of the input's
+/// choosing (`canopy validate`, logs).
+pub(crate) fn one_line(text: &str) -> String {
+    if !text.contains(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `error: cause: cause`, for messages that must fit on one line.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -41,3 +60,4 @@ pub mod source;
 pub mod status;
 pub mod store;
 pub mod view;
+mod yaml;

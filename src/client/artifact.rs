@@ -261,6 +261,14 @@ async fn error_body(response: &mut reqwest::Response) -> Vec<u8> {
     body
 }
 
+/// Reads and checks every entry of an artifact tar of `app` at `revision`,
+/// as [`Client::download`] does before it compares digests: the checks that
+/// keep [`Files::write_to`] inside its directory. Public for the fuzzer and for
+/// services that fetch artifacts themselves.
+pub fn unpack_artifact(app: &str, revision: &str, tar: &[u8]) -> Result<Files, ClientError> {
+    unpack(app, revision, tar)
+}
+
 /// Reads and checks every entry of the tar, then computes the app digest of
 /// what it holds.
 fn unpack(app: &str, revision: &str, tar: &[u8]) -> Result<Files, ClientError> {

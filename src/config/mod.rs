@@ -28,7 +28,7 @@ mod values;
 
 pub use crate::protocol::{RedisUrl, Secret};
 pub use error::ConfigError;
-pub use file::MAX_CONFIG_BYTES;
+pub use file::{MAX_CONFIG_BYTES, check_file, parse_schedule};
 pub use load::{ENV_VARS, Overrides, default_state_dir, process_env};
 pub use model::{
     ApiToken, Config, DEFAULT_CREDENTIALS_DIR, GitAuth, RedisConfig, RepoConfig, ReportConfig,

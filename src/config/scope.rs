@@ -257,7 +257,9 @@ mod tests {
 
     #[test]
     fn namespace_scopes() {
-        let parse = |yaml: &str| serde_yaml::from_str::<NamespaceScope>(yaml);
+        let parse = |yaml: &str| {
+            crate::yaml::from_str::<NamespaceScope>(yaml).map(|scope| scope.expect("a document"))
+        };
         let only = parse("[prod, staging]").unwrap();
         assert!(only.allows("prod") && only.allows("staging") && !only.allows("dev"));
         assert_eq!(only.to_string(), "prod, staging");
@@ -268,9 +270,9 @@ mod tests {
             ("[]", "at least one"),
             ("['*', prod]", "list it alone"),
             ("[Prod]", "invalid namespace \"Prod\""),
-            ("prod", "a list of namespaces"),
+            ("prod", "expected a list"),
         ] {
-            let err = parse(bad).unwrap_err().to_string();
+            let err = parse(bad).unwrap_err().message;
             assert!(err.contains(needle), "{bad}: {err}");
         }
     }

@@ -333,7 +333,7 @@ pub(super) fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
 }
 
 /// Deserializes a scalar through `parse`. The parse runs inside the visitor, so
-/// serde_yaml locates a bad value at the value itself (not at its mapping).
+/// the YAML reader locates a bad value at the value itself (not at its mapping).
 /// Numbers are read as their text (`namespace: 1` is the namespace "1").
 pub(super) fn parsed<'de, D, T>(
     d: D,

@@ -22,7 +22,6 @@ pub use sorted_map::SortedMap;
 pub use spec::{
     AppSpec, ConfigValue, Generator, GlobPattern, Key, LabelKey, SpecError, SyncPolicy,
 };
-pub(crate) use spec::{check_flow_depth, strip_location};
 
 use crate::limits::Limits;
 use crate::tree::Entry;

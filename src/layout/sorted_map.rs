@@ -112,8 +112,9 @@ mod tests {
 
     #[test]
     fn serializes_as_a_map_in_key_order() {
-        let map: SortedMap<String, String> =
-            serde_yaml::from_str("{z: '1', a: '2', m: '3'}").unwrap();
+        let map: SortedMap<String, String> = crate::yaml::from_str("{z: '1', a: '2', m: '3'}")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             serde_json::to_string(&map).unwrap(),
             r#"{"a":"2","m":"3","z":"1"}"#

@@ -15,12 +15,19 @@ use super::sorted_map::SortedMap;
 pub struct AppSpec {
     pub sync: SyncPolicy,
     pub wave: i32,
+    // An empty value (`include:`) is an empty list or map, not the default.
+    #[serde(deserialize_with = "crate::yaml::null_as_empty")]
     pub depends_on: Vec<AppName>,
+    #[serde(deserialize_with = "crate::yaml::null_as_empty")]
     pub include: Vec<GlobPattern>,
+    #[serde(deserialize_with = "crate::yaml::null_as_empty")]
     pub exclude: Vec<GlobPattern>,
     pub children: Option<Generator>,
+    #[serde(deserialize_with = "crate::yaml::null_as_empty")]
     pub config: SortedMap<Key, ConfigValue>,
+    #[serde(deserialize_with = "crate::yaml::null_as_empty")]
     pub secrets: Vec<Key>,
+    #[serde(deserialize_with = "crate::yaml::null_as_empty")]
     pub labels: SortedMap<LabelKey, String>,
     /// The line of the `depends_on` key, for errors found after parsing (an
     /// unknown target); not part of the file's content model.
@@ -61,9 +68,10 @@ pub enum SyncPolicy {
 #[serde(deny_unknown_fields)]
 pub struct Generator {
     /// Globs relative to the parent's directory, matched against directories.
+    #[serde(deserialize_with = "crate::yaml::null_as_empty")]
     pub dirs: Vec<GlobPattern>,
     /// Directories matching these are not generated, even if `dirs` matches.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::yaml::null_as_empty")]
     pub exclude: Vec<GlobPattern>,
 }
 
@@ -170,7 +178,18 @@ impl<'de> Deserialize<'de> for ConfigValue {
             fn visit_u64<E>(self, v: u64) -> Result<ConfigValue, E> {
                 Ok(ConfigValue(v.to_string()))
             }
-            fn visit_f64<E>(self, v: f64) -> Result<ConfigValue, E> {
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ConfigValue, E> {
+                // An integer past 64 bits arrives as the nearest float: its text
+                // would not be what the file says, so it is refused, as it always
+                // was. Quoted, it is kept as written.
+                // Past u64 above and i64 below, every float is an integer.
+                const BELOW_I64: f64 = i64::MIN as f64;
+                const ABOVE_U64: f64 = u64::MAX as f64; // rounds up to 2^64
+                if v.is_finite() && !(BELOW_I64..ABOVE_U64).contains(&v) {
+                    return Err(E::custom(format!(
+                        "number {v} is too large to keep exactly: quote it to keep it as text"
+                    )));
+                }
                 Ok(ConfigValue(v.to_string()))
             }
         }
@@ -187,9 +206,9 @@ pub struct SpecError {
 }
 
 impl AppSpec {
-    /// Parses `app.yaml` text. The caller has already capped its size: serde_yaml
-    /// additionally bounds nesting depth and alias expansion, so a small hostile
-    /// document fails fast instead of growing without bound.
+    /// Parses `app.yaml` text. The caller has already capped its size: the YAML
+    /// reader additionally bounds nesting depth and alias expansion, so a small
+    /// hostile document fails fast instead of growing without bound.
     pub fn parse(text: &[u8]) -> Result<AppSpec, SpecError> {
         let text = std::str::from_utf8(text).map_err(|e| {
             let line = text[..e.valid_up_to()]
@@ -203,18 +222,11 @@ impl AppSpec {
                 message: "app.yaml is not valid UTF-8".to_owned(),
             }
         })?;
-        check_flow_depth(text)?;
         // An empty (or comment-only) file is a marker with every default.
-        let spec: Option<AppSpec> = serde_yaml::from_str(text).map_err(|e| {
-            let location = e.location();
-            SpecError {
-                line: location.as_ref().map(|l| l.line()),
-                column: location.as_ref().map(|l| l.column()),
-                message: strip_location(
-                    &e.to_string(),
-                    location.as_ref().map(|l| (l.line(), l.column())),
-                ),
-            }
+        let spec: Option<AppSpec> = crate::yaml::from_str(text).map_err(|e| SpecError {
+            line: e.line,
+            column: e.column,
+            message: e.message,
         })?;
         let mut spec = spec.unwrap_or_default();
         spec.depends_on_line = text
@@ -232,83 +244,6 @@ impl AppSpec {
             && self.exclude == other.exclude
             && self.children == other.children
             && self.depends_on == other.depends_on
-    }
-}
-
-/// Deepest `[`/`{` nesting accepted. app.yaml needs 3; serde_yaml stops at 128
-/// levels, but its parser is quadratic in flow nesting (100,000 brackets, 200 KB,
-/// take 45 s), so hostile nesting is refused before parsing, in linear time.
-const MAX_FLOW_DEPTH: usize = 32;
-
-/// Refuses flow collections nested deeper than [`MAX_FLOW_DEPTH`]. Quoted scalars
-/// and comments are skipped; a bracket inside a plain scalar may count, which can
-/// only make the check stricter for absurd documents.
-pub(crate) fn check_flow_depth(text: &str) -> Result<(), SpecError> {
-    let mut depth = 0usize;
-    let mut line = 1;
-    let mut chars = text.chars().peekable();
-    let mut previous = '\n';
-    let mut last_significant = '\n';
-    while let Some(c) = chars.next() {
-        match c {
-            '\n' => line += 1,
-            '#' if previous.is_whitespace() => {
-                while chars.peek().is_some_and(|c| *c != '\n') {
-                    chars.next();
-                }
-            }
-            // A quote opens a quoted scalar only where a scalar can start; inside a
-            // plain scalar (`it's`) it is an ordinary character.
-            '"' | '\'' if starts_scalar(last_significant) => {
-                while let Some(q) = chars.next() {
-                    match q {
-                        '\n' => line += 1,
-                        '\\' if c == '"' => {
-                            chars.next();
-                        }
-                        q if q == c => break,
-                        _ => {}
-                    }
-                }
-            }
-            '[' | '{' => {
-                depth += 1;
-                if depth > MAX_FLOW_DEPTH {
-                    return Err(SpecError {
-                        line: Some(line),
-                        column: None,
-                        message: format!("collections nested deeper than {MAX_FLOW_DEPTH} levels"),
-                    });
-                }
-            }
-            ']' | '}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        previous = c;
-        if c == '\n' || !c.is_whitespace() {
-            last_significant = c;
-        }
-    }
-    Ok(())
-}
-
-/// Whether a scalar can start after `c`, the last character that was not a space.
-fn starts_scalar(c: char) -> bool {
-    matches!(
-        c,
-        '\n' | ':' | '-' | '[' | '{' | ',' | '?' | '!' | '&' | '|' | '>'
-    )
-}
-
-/// serde_yaml writes the error's location into the message as " at line L column
-/// C"; the caller prints it as `file:line:column` instead. Other locations in the
-/// message (where an unclosed collection started) are kept.
-pub(crate) fn strip_location(message: &str, location: Option<(usize, usize)>) -> String {
-    match location {
-        Some((line, column)) => {
-            message.replacen(&format!(" at line {line} column {column}"), "", 1)
-        }
-        None => message.to_owned(),
     }
 }
 
@@ -338,6 +273,33 @@ labels: {team: payments}
         assert_eq!(spec.config.get(&Key("replicas".into())).unwrap().0, "3");
         assert_eq!(spec.config.get(&Key("debug".into())).unwrap().0, "false");
         assert_eq!(spec.children.unwrap().exclude[0].0, "apps/legacy-*");
+    }
+
+    #[test]
+    fn config_values_keep_the_text_a_reader_sees() {
+        let spec = AppSpec::parse(
+            b"config: {a: 007, b: 1_000, c: 0x10, d: 1.0, e: yes, g: '', h: .inf}\n",
+        )
+        .unwrap();
+        let values: Vec<&str> = spec.config.iter().map(|(_, v)| v.0.as_str()).collect();
+        // As serde_yaml read them: YAML 1.2 numbers are numbers, the rest text.
+        assert_eq!(values, ["007", "1_000", "16", "1", "yes", "", "inf"]);
+        let err = AppSpec::parse(b"config: {big: 18446744073709551616}\n").unwrap_err();
+        assert!(err.message.contains("quote it"), "{}", err.message);
+        let spec = AppSpec::parse(b"config: {big: '18446744073709551616'}\n").unwrap();
+        assert_eq!(
+            spec.config.iter().next().unwrap().1.0,
+            "18446744073709551616"
+        );
+    }
+
+    #[test]
+    fn empty_values_are_empty_and_tags_are_refused() {
+        let spec = AppSpec::parse(b"include:\nlabels:\nchildren: {dirs: }\n").unwrap();
+        assert!(spec.include.is_empty() && spec.labels.is_empty());
+        assert!(spec.children.unwrap().dirs.is_empty());
+        let err = AppSpec::parse(b"labels: {team: !payments x}\n").unwrap_err();
+        assert_eq!(err.line, Some(1));
     }
 
     #[test]
@@ -374,7 +336,7 @@ labels: {team: payments}
     #[test]
     fn alias_bomb_fails_fast() {
         // 10^30 nodes if expanded: returning at all proves nothing was expanded
-        // beyond serde_yaml's repetition limit or the typed schema.
+        // beyond the YAML reader's alias budget or the typed schema.
         let mut doc = String::from("labels: {}\nexclude: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         let mut anchors = String::new();
         for i in 1..30 {

@@ -30,6 +30,7 @@ pub use auth::{Authenticator, JwtRefusal, KeysError};
 pub use connections::serve;
 pub use health::{Health, State as HealthState};
 pub use metrics::{KindLabel, Metrics, ResultLabel, StatusLabel, WebhookLabel};
+pub use webhooks::push_payload_ref;
 
 use crate::config::{ServerConfig, WebhooksConfig};
 use crate::layout::LayoutOptions;

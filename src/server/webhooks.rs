@@ -539,6 +539,17 @@ fn event(provider: &Provider, headers: &HeaderMap) -> Result<Event, String> {
     })
 }
 
+/// The ref that a push payload of `provider` (`github`, `gitlab`, `gitea`,
+/// `generic`) names, as the hook reads it once its signature is verified:
+/// `Ok(None)` when a generic push leaves it out. Public for the fuzzer.
+pub fn push_payload_ref(provider: &str, body: &[u8]) -> Result<Option<String>, String> {
+    let provider = Provider::ALL
+        .iter()
+        .find(|p| p.name == provider)
+        .ok_or_else(|| format!("unknown webhook provider {provider:?}"))?;
+    pushed_ref(provider, body)
+}
+
 /// The full ref a push payload names (`refs/heads/main`). The forges always
 /// send one; the generic hook may send no body or omit `ref` to mean "fetch
 /// whatever is tracked" (`Ok(None)`).

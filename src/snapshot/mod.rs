@@ -122,58 +122,7 @@ impl Saved {
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Err(Miss::Missing),
             other => other?,
         };
-        let mut d = Decoder::new(&bytes);
-        if d.fixed(MAGIC.len())? != MAGIC {
-            return Err(Corrupt("not a canopy snapshot".to_owned()).into());
-        }
-        let format = d.u32()?;
-        if format != FORMAT {
-            return Err(Corrupt(format!("format {format}, this canopy reads {FORMAT}")).into());
-        }
-        let (commit, layout) = (d.str()?, d.str()?);
-        if commit != stamp.commit || layout != stamp.layout {
-            return Err(Miss::Other {
-                commit: commit.to_owned(),
-            });
-        }
-        let header = bytes.len() - d.remaining();
-        let body = bytes
-            .len()
-            .checked_sub(4)
-            .filter(|&body| body >= header)
-            .ok_or_else(|| Corrupt("shorter than its checksum".to_owned()))?;
-        if crc32fast::hash(&bytes[..body]).to_le_bytes()[..] != bytes[body..] {
-            return Err(Corrupt("checksum mismatch".to_owned()).into());
-        }
-        let mut d = Decoder::new(&bytes[header..body]);
-        let head = Scan {
-            source: d.string()?,
-            revision: d.option(Decoder::string)?,
-            entries: BTreeMap::new(),
-            unusable: d.seq(5, |d| {
-                let path = d.string()?;
-                let reason = match d.u8()? {
-                    0 => UnusableReason::NotUtf8,
-                    1 => UnusableReason::SpecialFile,
-                    other => return Err(Corrupt(format!("bad unusable reason {other}"))),
-                };
-                Ok(Unusable { path, reason })
-            })?,
-            apps: AppTree {
-                apps: BTreeMap::new(),
-                rejected: d.strings()?.into_iter().collect(),
-                problems: d.seq(5, get_problem)?,
-            },
-            digests: BTreeMap::new(),
-        };
-        let others = d.seq(6, get_entry)?;
-        let shards = d.seq(8, |d| Ok((d.string()?, d.u32()?)))?;
-        if !d.is_empty() {
-            return Err(Corrupt("trailing bytes".to_owned()).into());
-        }
-        if shards.is_empty() || shards.iter().any(|(name, _)| !is_shard_name(name)) {
-            return Err(Corrupt("bad shard list".to_owned()).into());
-        }
+        let (head, others, shards) = parse_head(&bytes, stamp)?;
         Ok(Saved {
             dir: dir.to_path_buf(),
             head,
@@ -443,6 +392,83 @@ fn is_shard_name(name: &str) -> bool {
     name.strip_suffix(SHARD_EXTENSION)
         .and_then(|n| n.strip_suffix('.'))
         .is_some_and(|hex| hex.len() == 20 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The head's parts: the small parts of the scan, the entries no app owns and
+/// the shard list.
+type Head = (Scan, Vec<Entry>, Vec<(String, u32)>);
+
+/// Decodes and checks a head file's bytes, if it holds `stamp`.
+fn parse_head(bytes: &[u8], stamp: &Stamp) -> Result<Head, Miss> {
+    let mut d = Decoder::new(bytes);
+    if d.fixed(MAGIC.len())? != MAGIC {
+        return Err(Corrupt("not a canopy snapshot".to_owned()).into());
+    }
+    let format = d.u32()?;
+    if format != FORMAT {
+        return Err(Corrupt(format!("format {format}, this canopy reads {FORMAT}")).into());
+    }
+    let (commit, layout) = (d.str()?, d.str()?);
+    if commit != stamp.commit || layout != stamp.layout {
+        return Err(Miss::Other {
+            commit: commit.to_owned(),
+        });
+    }
+    let header = bytes.len() - d.remaining();
+    let body = bytes
+        .len()
+        .checked_sub(4)
+        .filter(|&body| body >= header)
+        .ok_or_else(|| Corrupt("shorter than its checksum".to_owned()))?;
+    if crc32fast::hash(&bytes[..body]).to_le_bytes()[..] != bytes[body..] {
+        return Err(Corrupt("checksum mismatch".to_owned()).into());
+    }
+    let mut d = Decoder::new(&bytes[header..body]);
+    let head = Scan {
+        source: d.string()?,
+        revision: d.option(Decoder::string)?,
+        entries: BTreeMap::new(),
+        unusable: d.seq(5, |d| {
+            let path = d.string()?;
+            let reason = match d.u8()? {
+                0 => UnusableReason::NotUtf8,
+                1 => UnusableReason::SpecialFile,
+                other => return Err(Corrupt(format!("bad unusable reason {other}"))),
+            };
+            Ok(Unusable { path, reason })
+        })?,
+        apps: AppTree {
+            apps: BTreeMap::new(),
+            rejected: d.strings()?.into_iter().collect(),
+            problems: d.seq(5, get_problem)?,
+        },
+        digests: BTreeMap::new(),
+    };
+    let others = d.seq(6, get_entry)?;
+    let shards = d.seq(8, |d| Ok((d.string()?, d.u32()?)))?;
+    if !d.is_empty() {
+        return Err(Corrupt("trailing bytes".to_owned()).into());
+    }
+    if shards.is_empty() || shards.iter().any(|(name, _)| !is_shard_name(name)) {
+        return Err(Corrupt("bad shard list".to_owned()).into());
+    }
+    Ok((head, others, shards))
+}
+
+/// Decodes a head file's bytes as [`Saved::read`] does, if it holds `stamp`.
+/// Public for the fuzzer: whatever the bytes, an error and never a panic.
+pub fn decode_head(bytes: &[u8], stamp: &Stamp) -> Result<(), Miss> {
+    parse_head(bytes, stamp).map(drop)
+}
+
+/// Decodes a shard file's bytes and every app record in it, as loading does;
+/// the number of apps. Public for the fuzzer.
+pub fn decode_shard(bytes: Vec<u8>) -> Result<usize, Corrupt> {
+    let shard = Shard::parse(bytes)?;
+    for i in 0..shard.len() {
+        shard.app(i)?;
+    }
+    Ok(shard.len())
 }
 
 #[cfg(test)]

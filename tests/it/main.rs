@@ -26,6 +26,7 @@ mod config;
 mod daemon;
 mod digest;
 mod drift;
+mod fuzz_corpus;
 mod git_server;
 mod hostile;
 mod http_limits;

@@ -253,9 +253,9 @@ cases! {
 }
 
 /// A problem line gives its location once, in the `file:line:column:` prefix.
-/// libyaml's "did not find expected ..." errors carry two locations: where the
-/// error is (the prefix, not repeated) and where the unclosed collection started
-/// (kept: it is what the author needs to find).
+/// An unclosed flow collection's error carries two locations: where the error
+/// is (the prefix, not repeated) and where the collection started (kept: it is
+/// what the author needs to find).
 #[test]
 fn yaml_syntax_errors_give_their_location_once() {
     let dir = fixtures().join("invalid/yaml-syntax");

@@ -562,7 +562,11 @@ mod tests {
 
     #[test]
     fn a_token_is_refused_outside_its_namespaces() {
-        let scope = |yaml: &str| serde_yaml::from_str::<NamespaceScope>(yaml).unwrap();
+        let scope = |yaml: &str| {
+            crate::yaml::from_str::<NamespaceScope>(yaml)
+                .unwrap()
+                .expect("a document")
+        };
         let prod = ApiToken {
             namespaces: scope("[prod, prod-eu]"),
             ..token("deploy", Role::Sync, "x")
