@@ -46,6 +46,17 @@ async fn request(daemon: &TestDaemon, path: &str, token: Option<&str>) -> (Statu
     (status, response.bytes().await.expect("body").to_vec())
 }
 
+/// The app names of a `GET /api/v1/apps` answer, in its order.
+fn listed(body: &[u8]) -> Vec<String> {
+    let list: Value = serde_json::from_slice(body).expect("a JSON list");
+    list["apps"]
+        .as_array()
+        .expect("an apps array")
+        .iter()
+        .map(|a| a["app"].as_str().expect("an app name").to_owned())
+        .collect()
+}
+
 fn error_of(body: &[u8]) -> String {
     let body: Value = serde_json::from_slice(body).expect("a JSON error");
     body["error"].as_str().expect("an error message").to_owned()
@@ -112,28 +123,14 @@ async fn a_scoped_token_reads_its_own_apps_only() {
     // The list holds the token's apps only; the report covers every app.
     let (status, body) = request(&daemon, "/api/v1/apps", child).await;
     assert_eq!(status, StatusCode::OK);
-    let list: Value = serde_json::from_slice(&body).unwrap();
-    let apps: Vec<&str> = list["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["app"].as_str().unwrap())
-        .collect();
-    assert_eq!(apps, ["payments/api"]);
+    assert_eq!(listed(&body), ["payments/api"]);
     let (status, body) = request(&daemon, "/api/v1/report", child).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(error_of(&body).contains("every app"), "{}", error_of(&body));
 
     // The team's write token: its apps' list, and syncs inside its scope only.
     let (_, body) = request(&daemon, "/api/v1/apps", Some(TEAM_TOKEN)).await;
-    let list: Value = serde_json::from_slice(&body).unwrap();
-    let apps: Vec<&str> = list["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["app"].as_str().unwrap())
-        .collect();
-    assert_eq!(apps, ["payments", "payments/api", "payments/db"]);
+    assert_eq!(listed(&body), ["payments", "payments/api", "payments/db"]);
     let mut conn = daemon.redis.conn();
     let search = "canopy:http:app:{search}:events";
     let before: usize = conn.xlen(search).unwrap();

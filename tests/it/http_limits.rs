@@ -70,19 +70,6 @@ fn open_connections(daemon: &TestDaemon) -> i64 {
     daemon.shared.metrics.connections.get()
 }
 
-/// `canopy_webhook_requests_total{provider="github", result}`.
-fn github_count(daemon: &TestDaemon, result: &str) -> u64 {
-    let series =
-        format!("canopy_webhook_requests_total{{provider=\"github\",result=\"{result}\"}} ");
-    daemon
-        .shared
-        .metrics
-        .render()
-        .lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0, |value| value.trim().parse().expect("a counter value"))
-}
-
 /// (a) The real daemon, configured with `server.header_timeout: 2s`: a client
 /// that sends its request head one byte a second never completes it, and is
 /// disconnected; the daemon serves the next client as usual.
@@ -303,8 +290,8 @@ async fn webhook_bodies_past_the_unverified_budget_are_503_at_once() {
             .expect("a sender is alive");
         assert!(response.starts_with("HTTP/1.1 408"), "{response:?}");
     }
-    assert_eq!(github_count(&daemon, "busy"), 9);
-    assert_eq!(github_count(&daemon, "timeout"), 4);
+    assert_eq!(crate::webhooks::count(&daemon, "github", "busy"), 9);
+    assert_eq!(crate::webhooks::count(&daemon, "github", "timeout"), 4);
 
     // The budget was given back: a delivery of the largest accepted size is read.
     let body = format!(r#"{{"ref":"refs/heads/main","pad":"{}"}}"#, "x".repeat(990));

@@ -61,7 +61,7 @@ async fn fired(daemon: &TestDaemon) -> bool {
 }
 
 /// `canopy_webhook_requests_total{provider, result}` in the exposition text.
-fn count(daemon: &TestDaemon, provider: &str, result: &str) -> u64 {
+pub(crate) fn count(daemon: &TestDaemon, provider: &str, result: &str) -> u64 {
     let series =
         format!("canopy_webhook_requests_total{{provider=\"{provider}\",result=\"{result}\"}} ");
     daemon
